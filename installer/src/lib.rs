@@ -1,0 +1,2 @@
+//! Partition tables, FAT and exFAT writers, image layout, and writing to or
+//! updating a device. One file per on-disk format.

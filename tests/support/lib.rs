@@ -1,0 +1,11 @@
+//! Helpers shared by the integration and end-to-end tests.
+
+use std::path::PathBuf;
+
+/// The workspace root (the directory holding `hiperiso.toml`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
