@@ -1,2 +1,4 @@
 //! The stick's runtime: session files, runtime config, QEMU command line,
 //! trace and serial parsers. Binaries: `hiperiso-init` and `hiperiso-log`.
+
+pub mod session;
