@@ -1,2 +1,4 @@
 //! Partition tables, FAT and exFAT writers, image layout, and writing to or
 //! updating a device. One file per on-disk format.
+
+pub mod slice;
