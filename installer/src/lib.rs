@@ -1,2 +1,8 @@
 //! Partition tables, FAT and exFAT writers, image layout, and writing to or
 //! updating a device. One file per on-disk format.
+
+pub mod fat;
+pub mod gpt;
+pub mod layout;
+pub mod mbr;
+pub mod slice;
