@@ -2,3 +2,8 @@
 //! updating a device. One file per on-disk format.
 
 pub mod exfat;
+pub mod fat;
+pub mod gpt;
+pub mod layout;
+pub mod mbr;
+pub mod slice;

@@ -1,2 +1,9 @@
 //! The stick's runtime: session files, runtime config, QEMU command line,
 //! trace and serial parsers. Binaries: `hiperiso-init` and `hiperiso-log`.
+
+pub mod cmdline;
+pub mod config;
+pub mod eltorito;
+pub mod glob;
+pub mod qemu;
+pub mod session;
