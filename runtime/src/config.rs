@@ -52,8 +52,6 @@ pub struct ControlExt {
     pub net_dump: bool,
     /// Use TCG when KVM is unusable, as `hiperiso_fallback=1` does.
     pub fallback_tcg: bool,
-    /// Seconds to wait for the data partition to appear.
-    pub data_wait: u32,
     /// Attach isa-debugcon (port 0x402) and record `firmware.log`.
     pub firmware_log: bool,
 }
@@ -97,7 +95,6 @@ impl Default for Config {
                 net: false,
                 net_dump: false,
                 fallback_tcg: false,
-                data_wait: 20,
                 firmware_log: true,
             },
             iso_overrides: Vec::new(),
@@ -422,12 +419,6 @@ impl Reader<'_> {
                 "net_dump" => &mut ext.net_dump,
                 "fallback_tcg" => &mut ext.fallback_tcg,
                 "firmware_log" => &mut ext.firmware_log,
-                "data_wait" => {
-                    if let Some(n) = self.unsigned(&path, v) {
-                        ext.data_wait = n;
-                    }
-                    continue;
-                }
                 _ => {
                     self.warn(&path, "unknown key ignored");
                     continue;
