@@ -5,3 +5,5 @@ pub mod logtrace;
 pub mod simpletrace;
 pub mod trace_events;
 pub mod trace_summary;
+pub mod patterns;
+pub mod serial;
