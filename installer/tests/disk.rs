@@ -463,3 +463,15 @@ fn refuses_small_mounted_swapped_and_foreign_devices() {
         eprintln!("swapon is not permitted here: skipping the swap refusal");
     }
 }
+
+#[test]
+fn odd_sized_gpt_image_verifies() {
+    let t = trees("1.0");
+    let out = t.root.join("odd.img");
+    let summary =
+        image::write_image(&spec(&t, TableKind::Gpt, 100 * MIB + 7 * 512 + 100), &out).unwrap();
+    assert_eq!(fs::metadata(&out).unwrap().len(), 100 * MIB + 7 * 512);
+    assert_eq!(summary.layout.esp.offset % MIB, 0);
+    let report = run(Command::new("sgdisk").arg("-v").arg(&out));
+    assert!(report.contains("No problems found"), "{report}");
+}
