@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::exfat::ExfatReader;
 use crate::fat::{self, FatError, FatOptions, FatReader};
 use crate::image::{self, BOOT_CODE, ImageError, ImageSpec, ImageSummary};
 use crate::inspect::{self, DiskTable};
@@ -256,12 +257,15 @@ impl BlockDevice {
         let which = |dev: (u32, u32)| devs.iter().find(|(d, _)| *d == dev).map(|(_, n)| n.clone());
         let mut uses = Vec::new();
         for mount in mounts() {
-            let by_source = fs::canonicalize(&mount.source).ok().and_then(|p| {
-                let meta = fs::metadata(&p).ok()?;
-                meta.file_type()
-                    .is_block_device()
-                    .then(|| (libc::major(meta.rdev()), libc::minor(meta.rdev())))
-            });
+            let by_source = Some(&mount.source)
+                .filter(|s| s.starts_with('/'))
+                .and_then(|s| fs::canonicalize(s).ok())
+                .and_then(|p| {
+                    let meta = fs::metadata(&p).ok()?;
+                    meta.file_type()
+                        .is_block_device()
+                        .then(|| (libc::major(meta.rdev()), libc::minor(meta.rdev())))
+                });
             if let Some(node) = which(mount.dev).or_else(|| by_source.and_then(which)) {
                 uses.push(format!("{node} is mounted on {}", mount.mountpoint));
             }
@@ -1076,8 +1080,21 @@ pub fn recognise<D: Read + Seek>(
     disk.seek(SeekFrom::Start(esp.offset))
         .and_then(|_| disk.read_exact(&mut first))
         .map_err(|e| e.to_string())?;
-    if first.iter().all(|&b| b == 0) && data.name_is_hiperiso() != Some(false) {
-        return Ok((table, data_extent, esp_extent, None));
+    if first.iter().all(|&b| b == 0) {
+        // A blank ESP is what an interrupted update leaves; accept it only
+        // when the data partition is clearly ours: our GPT name (if any) and
+        // an exFAT volume with a `hiperiso/` directory.
+        let data_is_ours = data.name_is_hiperiso() != Some(false)
+            && ExfatReader::open(Slice::new(&mut *disk, data.offset, data.len))
+                .and_then(|mut r| r.read_dir("/hiperiso"))
+                .is_ok();
+        if data_is_ours {
+            return Ok((table, data_extent, esp_extent, None));
+        }
+        return Err(format!(
+            "{}; the ESP is blank and the data partition has no hiperiso/ directory",
+            describe()
+        ));
     }
     let marker = read_marker(Slice::new(&mut *disk, esp.offset, esp.len))
         .map_err(|what| format!("{}; the ESP is {what}", describe()))?;

@@ -475,3 +475,44 @@ fn odd_sized_gpt_image_verifies() {
     let report = run(Command::new("sgdisk").arg("-v").arg(&out));
     assert!(report.contains("No problems found"), "{report}");
 }
+
+#[test]
+fn recognise_needs_the_marker_or_a_hiperiso_data_partition() {
+    let t = trees("1.0");
+    let out = t.root.join("r.img");
+    let summary = image::write_image(&spec(&t, TableKind::Mbr, 128 * MIB), &out).unwrap();
+    let esp = summary.layout.esp;
+    let mut file = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&out)
+        .unwrap();
+    let (table, _, _, marker) = device::recognise(&mut file, 128 * MIB).unwrap();
+    assert_eq!(table, TableKind::Mbr);
+    assert_eq!(marker.unwrap()["version"], "1.0");
+
+    // Without build.json the stick is not recognised.
+    let mut other = trees("1.0");
+    fs::remove_file(other.esp.join("EFI/hiperiso/build.json")).unwrap();
+    fs::remove_dir_all(other.data.join("hiperiso")).unwrap();
+    other.root = other.root.join("x");
+    fs::create_dir_all(&other.root).unwrap();
+    let foreign = other.root.join("f.img");
+    image::write_image(&spec(&other, TableKind::Mbr, 128 * MIB), &foreign).unwrap();
+    let mut foreign_file = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&foreign)
+        .unwrap();
+    let err = device::recognise(&mut foreign_file, 128 * MIB).unwrap_err();
+    assert!(err.contains("build.json"), "{err}");
+
+    // A blank ESP (interrupted update) is accepted only beside our data partition.
+    for f in [&mut file, &mut foreign_file] {
+        f.seek(SeekFrom::Start(esp.offset)).unwrap();
+        f.write_all(&[0u8; 512]).unwrap();
+    }
+    assert!(device::recognise(&mut file, 128 * MIB).unwrap().3.is_none());
+    let err = device::recognise(&mut foreign_file, 128 * MIB).unwrap_err();
+    assert!(err.contains("blank"), "{err}");
+}
