@@ -1,6 +1,7 @@
 //! The stick's runtime: session files, runtime config, QEMU command line,
 //! trace and serial parsers. Binaries: `hiperiso-init` and `hiperiso-log`.
 
+pub mod analyze;
 pub mod blockid;
 pub mod cmdline;
 pub mod config;

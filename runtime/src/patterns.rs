@@ -163,7 +163,6 @@ pub const PATTERNS: &[Pattern] = &[
     // Firmware banners and boot manager.
     stage("SeaBIOS (version", Stage::Firmware),
     stage("BdsDxe:", Stage::Firmware),
-    stage("UEFI Interactive Shell", Stage::Firmware),
     stage("Press ESC in", Stage::Firmware),
     stage("Booting from DVD/CD", Stage::BootDevice),
     stage("Booting from CD-Rom", Stage::BootDevice),
@@ -207,6 +206,7 @@ pub const PATTERNS: &[Pattern] = &[
     failure(Guest, "Boot failed: Could not read", "bios_read_failed", Firmware, Error, None),
     failure(Guest, ": Access Denied", "secure_boot_denied", Firmware, Fatal, Some(HINT_SECURE_BOOT)),
     failure(Guest, "BdsDxe: failed to load Boot", "uefi_boot_option_failed", Firmware, Error, Some(HINT_NO_UEFI_BOOT)),
+    failure(Guest, "UEFI Interactive Shell", "uefi_shell_fallback", Firmware, Fatal, Some(HINT_NO_UEFI_BOOT)),
     // Bootloader failures.
     failure(Guest, "grub rescue>", "grub_rescue", Bootloader, Fatal, Some(HINT_GRUB)),
     failure(Guest, "error: file `", "grub_file_not_found", Bootloader, Error, Some(HINT_GRUB)),
@@ -214,10 +214,13 @@ pub const PATTERNS: &[Pattern] = &[
     failure(Guest, "Could not find kernel image", "isolinux_no_kernel", Bootloader, Fatal, None),
     failure(Guest, "Failed to open \\EFI\\", "efi_file_missing", Bootloader, Error, None),
     // Kernel failures.
-    failure(Guest, "Kernel panic - not syncing", "kernel_panic", Kernel, Fatal, Some(HINT_PANIC)),
+    // The specific panics come before the generic one: on a line matching
+    // several rows, the first of the most severe wins.
     failure(Guest, "VFS: Unable to mount root fs", "no_root_fs", Kernel, Fatal, Some(HINT_NO_ROOT)),
     failure(Guest, "No working init found", "no_init", Kernel, Fatal, Some(HINT_NO_INIT)),
-    failure(Guest, "Requested init ", "init_failed", Kernel, Error, Some(HINT_NO_INIT)),
+    failure(Guest, "Requested init ", "init_failed", Kernel, Fatal, Some(HINT_NO_INIT)),
+    failure(Guest, "Kernel panic - not syncing", "kernel_panic", Kernel, Fatal, Some(HINT_PANIC)),
+    failure(Guest, "Failed to execute ", "init_exec_failed", Kernel, Error, Some(HINT_NO_INIT)),
     failure(Guest, "Out of memory: Killed process", "oom", Kernel, Error, Some(HINT_OOM)),
     failure(Guest, "BUG: ", "kernel_bug", Kernel, Error, None),
     failure(Guest, "Oops: ", "kernel_oops", Kernel, Error, None),
@@ -266,6 +269,8 @@ mod tests {
     fn matching_respects_the_source() {
         let hits: Vec<_> = matches(Guest, "[    1.0] Kernel panic - not syncing: x").collect();
         assert_eq!(hits.len(), 1);
+        let hits: Vec<_> = matches(Guest, "Kernel panic - not syncing: Requested init /x failed").collect();
+        assert_eq!(hits.len(), 2);
         assert!(matches(Qemu, "Kernel panic - not syncing").next().is_none());
     }
 }
