@@ -263,7 +263,14 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
 
     let verdict = decide(&scan, info.as_ref(), &host_failures, &session);
     let timing = timing.map(|t| timing_summary(&t));
-    let hints = hints(&scan, &verdict, &session, io.as_ref(), serial_present, serial_bytes);
+    let hints = hints(
+        &scan,
+        &verdict,
+        &session,
+        io.as_ref(),
+        serial_present,
+        serial_bytes,
+    );
     Ok(Report {
         schema: REPORT_SCHEMA,
         result: verdict.result,
@@ -305,7 +312,11 @@ fn cd_reads(reads: &DeviceReads) -> CdReads {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, warnings: &mut Vec<String>) -> Option<T> {
+fn read_json<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Option<T> {
     let text = match std::fs::read_to_string(dir.join(name)) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -350,17 +361,27 @@ fn domain_after(stage: Option<Stage>) -> Domain {
     }
 }
 
-fn decide(scan: &SerialScan, info: Option<&SessionInfo>, host: &[HostFailure], session: &SessionFacts) -> Verdict {
+fn decide(
+    scan: &SerialScan,
+    info: Option<&SessionInfo>,
+    host: &[HostFailure],
+    session: &SessionFacts,
+) -> Verdict {
     let furthest = scan.furthest_stage();
     let reached = |stage| furthest.is_some_and(|f| f >= stage);
 
     // 1. The host side failed before or around the guest.
-    let fatal_host_kind = info.and_then(|i| i.failures.iter().find(|f| f.fatal && is_host_kind(f.kind)));
+    let fatal_host_kind =
+        info.and_then(|i| i.failures.iter().find(|f| f.fatal && is_host_kind(f.kind)));
     if let Some(failure) = fatal_host_kind {
         return Verdict {
             result: BootResult::HostFailure,
             domain: Some(Domain::Host),
-            summary: format!("the host failed ({}): {}", enum_name(&failure.kind), failure.message),
+            summary: format!(
+                "the host failed ({}): {}",
+                enum_name(&failure.kind),
+                failure.message
+            ),
         };
     }
     let fatal_qemu = scan
@@ -374,20 +395,23 @@ fn decide(scan: &SerialScan, info: Option<&SessionInfo>, host: &[HostFailure], s
             summary: format!("QEMU failed: {}", finding.at.text),
         };
     }
-    if info.is_none() && scan.lines == 0 {
-        if let Some(failure) = host.first() {
-            return Verdict {
-                result: BootResult::HostFailure,
-                domain: Some(Domain::Host),
-                summary: format!("the session failed before the guest ran: {}", failure.message),
-            };
-        }
+    if let (None, 0, Some(failure)) = (info, scan.lines, host.first()) {
+        return Verdict {
+            result: BootResult::HostFailure,
+            domain: Some(Domain::Host),
+            summary: format!(
+                "the session failed before the guest ran: {}",
+                failure.message
+            ),
+        };
     }
 
     // 2. A fatal guest failure after the last sign of progress.
     let userspace_order = scan.stage_order(Stage::Userspace);
     let fatal = scan.findings.iter().find(|f| {
-        f.severity == Severity::Fatal && f.domain != Domain::Host && userspace_order.is_none_or(|u| f.order > u)
+        f.severity == Severity::Fatal
+            && f.domain != Domain::Host
+            && userspace_order.is_none_or(|u| f.order > u)
     });
     if let Some(finding) = fatal {
         let stage = furthest.map_or("no stage".to_string(), |s| format!("stage {}", s.as_str()));
@@ -425,7 +449,11 @@ fn decide(scan: &SerialScan, info: Option<&SessionInfo>, host: &[HostFailure], s
             summary: "the guest shut down or reset before reaching init".into(),
         };
     }
-    let guest_crash = info.and_then(|i| i.failures.iter().find(|f| f.kind == FailureKind::GuestCrash));
+    let guest_crash = info.and_then(|i| {
+        i.failures
+            .iter()
+            .find(|f| f.kind == FailureKind::GuestCrash)
+    });
     if let Some(crash) = guest_crash {
         return Verdict {
             result: BootResult::Failed,
@@ -449,7 +477,10 @@ fn decide(scan: &SerialScan, info: Option<&SessionInfo>, host: &[HostFailure], s
         result: BootResult::Unknown,
         domain: None,
         summary: match furthest {
-            Some(stage) => format!("no conclusion: the last recognized stage is {}", stage.as_str()),
+            Some(stage) => format!(
+                "no conclusion: the last recognized stage is {}",
+                stage.as_str()
+            ),
             None => "no conclusion: nothing recognizable in the logs".into(),
         },
     }
@@ -470,7 +501,11 @@ fn timing_summary(timing: &Timing) -> TimingSummary {
     let end = phases.iter().map(|p| p.end_ms).max().unwrap_or(0);
     let slowest = phases
         .iter()
-        .max_by(|a, b| a.duration_ms.cmp(&b.duration_ms).then_with(|| b.name.cmp(&a.name)))
+        .max_by(|a, b| {
+            a.duration_ms
+                .cmp(&b.duration_ms)
+                .then_with(|| b.name.cmp(&a.name))
+        })
         .map(|p| p.name.clone());
     TimingSummary {
         phases,
@@ -514,7 +549,10 @@ fn hints(
                 push("the guest never read the CD: the firmware did not try to boot it".into());
             }
         } else if io.is_some_and(|io| io.trace.error.is_none() && io.trace.devices.is_empty()) {
-            push("the trace recorded no disk reads: use trace level detailed or full to see CD I/O".into());
+            push(
+                "the trace recorded no disk reads: use trace level detailed or full to see CD I/O"
+                    .into(),
+            );
         }
         if firmware == Some("uefi") && scan.furthest_stage() < Some(Stage::Bootloader) {
             push("if this ISO boots only in BIOS mode, set \"firmware\": \"bios\" for it in iso_overrides".into());
@@ -536,11 +574,15 @@ fn hints(
 /// Write `report.json`, `report.txt` and `analysis.meta` atomically.
 pub fn write_report(dir: &Path, report: &Report) -> Result<(), AnalyzeError> {
     let json = session::to_json("report.json", report).map_err(AnalyzeError::Write)?;
-    session::write_atomic(&dir.join(files::REPORT_JSON), json.as_bytes()).map_err(AnalyzeError::Write)?;
+    session::write_atomic(&dir.join(files::REPORT_JSON), json.as_bytes())
+        .map_err(AnalyzeError::Write)?;
     session::write_atomic(&dir.join(files::REPORT_TXT), render_text(report).as_bytes())
         .map_err(AnalyzeError::Write)?;
-    session::write_atomic(&dir.join(files::ANALYSIS_META), render_meta(report).as_bytes())
-        .map_err(AnalyzeError::Write)
+    session::write_atomic(
+        &dir.join(files::ANALYSIS_META),
+        render_meta(report).as_bytes(),
+    )
+    .map_err(AnalyzeError::Write)
 }
 
 fn time_suffix(time: Option<f64>) -> String {
@@ -551,7 +593,11 @@ fn time_suffix(time: Option<f64>) -> String {
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
     let s = &report.session;
-    let _ = writeln!(out, "hiperiso session {}", s.id.as_deref().unwrap_or("(unknown id)"));
+    let _ = writeln!(
+        out,
+        "hiperiso session {}",
+        s.id.as_deref().unwrap_or("(unknown id)")
+    );
     if let Some(iso) = &s.iso {
         let _ = writeln!(
             out,
@@ -582,7 +628,11 @@ pub fn render_text(report: &Report) -> String {
             hit.at.text.trim()
         );
     }
-    let _ = writeln!(out, "\nErrors: {} ({} fatal)", report.errors.count, report.errors.fatal);
+    let _ = writeln!(
+        out,
+        "\nErrors: {} ({} fatal)",
+        report.errors.count, report.errors.fatal
+    );
     for finding in report.errors.first.iter().take(TEXT_QUOTES) {
         let _ = writeln!(
             out,
@@ -631,11 +681,19 @@ pub fn render_text(report: &Report) -> String {
         }
         for (name, dev) in &t.devices {
             if name != "cdrom" {
-                let _ = writeln!(out, "  {name}: {} bytes in {} requests", dev.bytes, dev.requests);
+                let _ = writeln!(
+                    out,
+                    "  {name}: {} bytes in {} requests",
+                    dev.bytes, dev.requests
+                );
             }
         }
         if let Some(top) = t.port_io.first() {
-            let _ = writeln!(out, "  busiest port: {} ({} in, {} out)", top.port, top.reads, top.writes);
+            let _ = writeln!(
+                out,
+                "  busiest port: {} ({} in, {} out)",
+                top.port, top.reads, top.writes
+            );
         }
         if let Some(top) = t.pci_config.first() {
             let _ = writeln!(
@@ -708,5 +766,8 @@ pub fn render_meta(report: &Report) -> String {
     if let Some(hint) = report.hints.first() {
         lines.push(("HINT".into(), clean(hint)));
     }
-    lines.into_iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+    lines
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect()
 }

@@ -17,6 +17,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod serial;
 pub mod session;
+pub mod sessions;
 pub mod simpletrace;
 pub mod trace_events;
 pub mod trace_summary;

@@ -149,7 +149,9 @@ fn split_timestamp(line: &str) -> (Option<(u32, u64)>, &str) {
 fn match_args(decl: &EventDecl, text: &str, args: &mut Vec<Arg>) -> bool {
     let mut values = Vec::with_capacity(decl.args.len());
     let mut budget = MATCH_BUDGET;
-    if !match_pieces(&decl.format, text, &mut values, &mut budget) || values.len() != decl.args.len() {
+    if !match_pieces(&decl.format, text, &mut values, &mut budget)
+        || values.len() != decl.args.len()
+    {
         return false;
     }
     args.extend(decl.args.iter().zip(values).map(|(decl, value)| Arg {
@@ -161,7 +163,12 @@ fn match_args(decl: &EventDecl, text: &str, args: &mut Vec<Arg>) -> bool {
 
 /// Match `text` against the format pieces, pushing one value per consumed
 /// argument. Backtracks over `%s` (shortest match first).
-fn match_pieces(pieces: &[FormatPiece], text: &str, values: &mut Vec<Value>, budget: &mut u32) -> bool {
+fn match_pieces(
+    pieces: &[FormatPiece],
+    text: &str,
+    values: &mut Vec<Value>,
+    budget: &mut u32,
+) -> bool {
     if *budget == 0 {
         return false;
     }
@@ -174,7 +181,10 @@ fn match_pieces(pieces: &[FormatPiece], text: &str, values: &mut Vec<Value>, bud
             Some(tail) => match_pieces(rest, tail, values, budget),
             None => false,
         },
-        FormatPiece::Conversion { conv: 's', star_width } => {
+        FormatPiece::Conversion {
+            conv: 's',
+            star_width,
+        } => {
             let mark = values.len();
             for (end, _) in text.char_indices().chain([(text.len(), ' ')]) {
                 if *star_width {
@@ -238,7 +248,12 @@ fn scan_number(conv: char, text: &str) -> Option<(Value, usize)> {
         }
         'o' => {
             let end = span(lead, |b| (b'0'..=b'7').contains(&b));
-            (end > lead).then(|| Some((Value::Uint(u64::from_str_radix(&text[lead..end], 8).ok()?), end)))?
+            (end > lead).then(|| {
+                Some((
+                    Value::Uint(u64::from_str_radix(&text[lead..end], 8).ok()?),
+                    end,
+                ))
+            })?
         }
         'x' | 'X' | 'p' => {
             if conv == 'p' && text[lead..].starts_with("(nil)") {
@@ -253,14 +268,19 @@ fn scan_number(conv: char, text: &str) -> Option<(Value, usize)> {
             if end == start {
                 return None;
             }
-            Some((Value::Uint(u64::from_str_radix(&text[start..end], 16).ok()?), end))
+            Some((
+                Value::Uint(u64::from_str_radix(&text[start..end], 16).ok()?),
+                end,
+            ))
         }
         'c' => {
             let c = text.chars().next()?;
             Some((Value::Uint(c as u64), c.len_utf8()))
         }
         'f' | 'e' | 'g' | 'F' | 'E' | 'G' => {
-            let end = span(lead, |b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+            let end = span(lead, |b| {
+                b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')
+            });
             (end > lead).then(|| (Value::Str(text[lead..end].to_string()), end))
         }
         _ => None,
@@ -314,7 +334,15 @@ mod tests {
              cpu_out addr 0xZZ\n",
         );
         let kinds: Vec<LogLine> = lines.iter().map(|(k, _)| *k).collect();
-        assert_eq!(kinds, [LogLine::Event, LogLine::Other, LogLine::Event, LogLine::Event]);
+        assert_eq!(
+            kinds,
+            [
+                LogLine::Event,
+                LogLine::Other,
+                LogLine::Event,
+                LogLine::Event
+            ]
+        );
         let e = &lines[0].1;
         assert_eq!(e.pid, Some(4242));
         assert_eq!(e.timestamp_ns, Some(1_700_000_000_000_123_000));

@@ -148,14 +148,17 @@ const HINT_SECURE_BOOT: &str = "the firmware refused the bootloader's signature:
 const HINT_BIOS_NO_BOOT: &str = "SeaBIOS found nothing to boot: this ISO may be UEFI-only; set \"firmware\": \"uefi\" for it in iso_overrides";
 const HINT_NO_ROOT: &str = "the kernel could not mount its root filesystem: the ISO's initramfs may lack a driver for the AHCI CD-ROM, or root= on its kernel command line is wrong";
 const HINT_NO_INIT: &str = "the kernel found no init program: check init= on the guest kernel command line and the initramfs contents";
-const HINT_PANIC: &str = "the guest kernel panicked; the quoted lines before the panic usually name the cause";
+const HINT_PANIC: &str =
+    "the guest kernel panicked; the quoted lines before the panic usually name the cause";
 const HINT_LIVE_MEDIUM: &str = "the live system did not find its own medium: it may expect a USB or IDE CD-ROM rather than AHCI, or more RAM";
 const HINT_EMERGENCY: &str = "userspace dropped to an emergency shell: a service or mount failed; the first quoted errors name it";
 const HINT_KVM: &str = "QEMU could not use KVM: enable virtualization (VT-x/AMD-V) in the PC's firmware setup, or boot with hiperiso_fallback=1 to use TCG";
-const HINT_ISO: &str = "QEMU could not open the ISO: check that the file under /ISOs/ is complete and readable";
+const HINT_ISO: &str =
+    "QEMU could not open the ISO: check that the file under /ISOs/ is complete and readable";
 const HINT_OOM: &str = "the guest ran out of memory: raise \"ram\" for this ISO in iso_overrides";
 const HINT_GRUB: &str = "GRUB inside the ISO reported an error: the ISO's own grub.cfg may expect a different boot device";
-const HINT_TRIPLE_FAULT: &str = "the guest CPU reset on a triple fault: try TCG (hiperiso_fallback=1) or fewer cpu_features";
+const HINT_TRIPLE_FAULT: &str =
+    "the guest CPU reset on a triple fault: try TCG (hiperiso_fallback=1) or fewer cpu_features";
 
 /// The table. Order matters only for display: every row is tried.
 #[rustfmt::skip]
@@ -256,7 +259,13 @@ mod tests {
     fn failure_ids_are_unique_per_meaning() {
         let mut seen: Vec<(&str, Domain, Severity)> = Vec::new();
         for p in PATTERNS {
-            if let Meaning::Failure { id, domain, severity, .. } = p.meaning {
+            if let Meaning::Failure {
+                id,
+                domain,
+                severity,
+                ..
+            } = p.meaning
+            {
                 if let Some(other) = seen.iter().find(|s| s.0 == id) {
                     assert_eq!((other.1, other.2), (domain, severity), "{id}");
                 }
@@ -269,7 +278,11 @@ mod tests {
     fn matching_respects_the_source() {
         let hits: Vec<_> = matches(Guest, "[    1.0] Kernel panic - not syncing: x").collect();
         assert_eq!(hits.len(), 1);
-        let hits: Vec<_> = matches(Guest, "Kernel panic - not syncing: Requested init /x failed").collect();
+        let hits: Vec<_> = matches(
+            Guest,
+            "Kernel panic - not syncing: Requested init /x failed",
+        )
+        .collect();
         assert_eq!(hits.len(), 2);
         assert!(matches(Qemu, "Kernel panic - not syncing").next().is_none());
     }

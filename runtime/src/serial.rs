@@ -253,7 +253,10 @@ pub fn kernel_time(line: &str) -> Option<f64> {
     let (stamp, _) = rest.split_once(']')?;
     let stamp = stamp.trim();
     let (secs, frac) = stamp.split_once('.')?;
-    if secs.is_empty() || frac.len() != 6 || !secs.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+    if secs.is_empty()
+        || frac.len() != 6
+        || !secs.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     stamp.parse().ok()
@@ -278,7 +281,10 @@ mod tests {
 
     #[test]
     fn cleans_escapes_and_carriage_returns() {
-        assert_eq!(clean_line(b"\x1b[1;1H\x1b[0mBdsDxe: loading\r\n"), "BdsDxe: loading");
+        assert_eq!(
+            clean_line(b"\x1b[1;1H\x1b[0mBdsDxe: loading\r\n"),
+            "BdsDxe: loading"
+        );
         assert_eq!(clean_line(b"10%\r50%\r100%\n"), "100%");
         assert_eq!(clean_line(b"a\tb\x07c\xffd"), "a bc\u{fffd}d");
         assert_eq!(clean_line(b"\x1b]0;title\x07text"), "text");
@@ -287,7 +293,10 @@ mod tests {
 
     #[test]
     fn kernel_times() {
-        assert_eq!(kernel_time("[    1.234567] Run /init as init process"), Some(1.234567));
+        assert_eq!(
+            kernel_time("[    1.234567] Run /init as init process"),
+            Some(1.234567)
+        );
         assert_eq!(kernel_time("[ 1.2] short"), None);
         assert_eq!(kernel_time("no time"), None);
     }
@@ -299,14 +308,15 @@ mod tests {
                    [    0.000000] Linux version 6.1.0\n\
                    [    2.000000] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n";
         let mut scan = SerialScan::default();
-        scan.scan(log.as_bytes(), Source::Guest, "serial.log").unwrap();
+        scan.scan(log.as_bytes(), Source::Guest, "serial.log")
+            .unwrap();
         let stages: Vec<Stage> = scan.stages.iter().map(|s| s.stage).collect();
         assert_eq!(stages, [Stage::Firmware, Stage::BootDevice, Stage::Kernel]);
         assert_eq!(scan.stages[2].at.kernel_time_s, Some(0.0));
         // Two rows match the panic line; it is one finding, one error.
         assert_eq!(scan.findings.len(), 1);
         assert_eq!(scan.error_count, 1);
-        assert_eq!(scan.findings[0].id, "kernel_panic");
+        assert_eq!(scan.findings[0].id, "no_root_fs");
         assert_eq!(scan.findings[0].at.line, 4);
         assert_eq!(scan.furthest_stage(), Some(Stage::Kernel));
     }

@@ -221,7 +221,11 @@ impl<R: Read> SimpleTraceReader<R> {
 
     /// `Ok(false)` when the file ends before the first byte; a partial read
     /// is a truncation.
-    fn read_exact_or_eof(&mut self, buf: &mut [u8], what: &'static str) -> Result<bool, TraceError> {
+    fn read_exact_or_eof(
+        &mut self,
+        buf: &mut [u8],
+        what: &'static str,
+    ) -> Result<bool, TraceError> {
         let start = self.offset;
         let got = read_full(&mut self.reader, buf, start)?;
         self.offset += got as u64;
@@ -332,7 +336,13 @@ impl<W: Write> SimpleTraceWriter<W> {
         self.writer.write_all(name.as_bytes())
     }
 
-    pub fn event(&mut self, id: u64, timestamp_ns: u64, pid: u32, args: &[WriteArg]) -> io::Result<()> {
+    pub fn event(
+        &mut self,
+        id: u64,
+        timestamp_ns: u64,
+        pid: u32,
+        args: &[WriteArg],
+    ) -> io::Result<()> {
         let payload: usize = args
             .iter()
             .map(|a| match a {
@@ -409,7 +419,8 @@ mod tests {
         let u = WriteArg::U64;
         w.event(0, 1000, 7, &[dev, u(0), u(0), u(0), u(0), u(0x8086)])
             .unwrap();
-        w.event(1, 3500, 7, &[u(0x402), u(b'b' as u64), u(65)]).unwrap();
+        w.event(1, 3500, 7, &[u(0x402), u(b'b' as u64), u(65)])
+            .unwrap();
         w.event(DROPPED_EVENT_ID, 4000, 7, &[u(12)]).unwrap();
         w.event(2, 5000, 7, &[u(1), u(2)]).unwrap();
         w.into_inner()
@@ -466,12 +477,18 @@ mod tests {
             assert!(events.len() <= all.len());
             assert_eq!(events[..], all[..events.len()], "cut at {cut}");
             if cut < 24 {
-                assert!(matches!(err, Some(TraceError::NotSimpletrace { .. })), "{cut}");
+                assert!(
+                    matches!(err, Some(TraceError::NotSimpletrace { .. })),
+                    "{cut}"
+                );
             } else if err.is_none() {
                 // A clean end: the cut fell exactly on a record boundary.
                 assert!(events.len() < all.len() || cut == full.len());
             } else {
-                assert!(matches!(err, Some(TraceError::Truncated { .. })), "{cut}: {err:?}");
+                assert!(
+                    matches!(err, Some(TraceError::Truncated { .. })),
+                    "{cut}: {err:?}"
+                );
             }
         }
     }
@@ -484,7 +501,11 @@ mod tests {
         bytes[first_event + 8 + 16..first_event + 8 + 20].copy_from_slice(&3u32.to_le_bytes());
         let (_, err) = decode_all(&bytes);
         let err = err.unwrap();
-        assert!(err.to_string().contains(&format!("byte {}", first_event + 8)), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("byte {}", first_event + 8)),
+            "{err}"
+        );
         let mut bytes = sample();
         bytes[first_event] = 9;
         let (_, err) = decode_all(&bytes);
@@ -508,9 +529,15 @@ mod tests {
         let mut w = SimpleTraceWriter::new(Vec::new()).unwrap();
         w.mapping(5, "cpu_out").unwrap();
         // Declared with three u64 arguments; this record carries two.
-        w.event(5, 1, 1, &[WriteArg::U64(1), WriteArg::U64(2)]).unwrap();
-        w.event(5, 2, 1, &[WriteArg::U64(1), WriteArg::U64(2), WriteArg::U64(3)])
+        w.event(5, 1, 1, &[WriteArg::U64(1), WriteArg::U64(2)])
             .unwrap();
+        w.event(
+            5,
+            2,
+            1,
+            &[WriteArg::U64(1), WriteArg::U64(2), WriteArg::U64(3)],
+        )
+        .unwrap();
         let (events, err) = decode_all(&w.into_inner());
         assert!(err.is_none());
         assert!(events[0].args.is_empty());

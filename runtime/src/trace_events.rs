@@ -67,7 +67,10 @@ pub enum FormatPiece {
     Literal(String),
     /// A conversion such as `%02x`; `star_width` means `%*x` (consumes an
     /// extra argument).
-    Conversion { conv: char, star_width: bool },
+    Conversion {
+        conv: char,
+        star_width: bool,
+    },
 }
 
 /// One declared event.
@@ -283,7 +286,18 @@ fn parse_format(text: &str) -> Vec<FormatPiece> {
         let mut conv = None;
         for spec in chars.by_ref() {
             match spec {
-                '-' | '+' | ' ' | '#' | '.' | '0'..='9' | 'h' | 'l' | 'z' | 'j' | 't' | 'L'
+                '-'
+                | '+'
+                | ' '
+                | '#'
+                | '.'
+                | '0'..='9'
+                | 'h'
+                | 'l'
+                | 'z'
+                | 'j'
+                | 't'
+                | 'L'
                 | 'q' => {}
                 '*' => star_width = true,
                 other => {
@@ -459,7 +473,12 @@ mod tests {
     #[test]
     fn builtin_catalog_has_summary_events() {
         let catalog = EventCatalog::builtin();
-        for name in ["cpu_in", "pci_cfg_write", "ide_atapi_cmd_read", "blk_co_preadv"] {
+        for name in [
+            "cpu_in",
+            "pci_cfg_write",
+            "ide_atapi_cmd_read",
+            "blk_co_preadv",
+        ] {
             assert!(catalog.get(name).is_some(), "{name}");
         }
     }

@@ -86,7 +86,11 @@ impl TraceStream<BufReader<File>> {
 }
 
 impl<R: BufRead> TraceStream<R> {
-    pub fn from_reader(reader: R, is_simple: bool, catalog: EventCatalog) -> Result<Self, TraceError> {
+    pub fn from_reader(
+        reader: R,
+        is_simple: bool,
+        catalog: EventCatalog,
+    ) -> Result<Self, TraceError> {
         Ok(if is_simple {
             TraceStream::Simple(SimpleTraceReader::new(reader, catalog)?)
         } else {
@@ -110,7 +114,11 @@ impl<R: BufRead> TraceStream<R> {
     }
 
     /// The next event or line; `Ok(None)` at the end.
-    pub fn next_item(&mut self, event: &mut TraceEvent, path: &Path) -> Result<Option<TraceItem>, TraceFileError> {
+    pub fn next_item(
+        &mut self,
+        event: &mut TraceEvent,
+        path: &Path,
+    ) -> Result<Option<TraceItem>, TraceFileError> {
         match self {
             TraceStream::Simple(reader) => match reader.read_event(event) {
                 Ok(true) => Ok(Some(TraceItem::Event)),
@@ -325,7 +333,9 @@ impl SummaryBuilder {
         let Some(count) = event.arg(rule.count_arg).and_then(|v| v.as_i64()) else {
             return;
         };
-        let bytes = u64::try_from(count).unwrap_or(0).saturating_mul(rule.unit_bytes);
+        let bytes = u64::try_from(count)
+            .unwrap_or(0)
+            .saturating_mul(rule.unit_bytes);
         let label = match rule.label_arg.and_then(|arg| event.arg_u64(arg)) {
             Some(id) => format!("{}{id:#x}", rule.label),
             None => rule.label.to_string(),
@@ -372,7 +382,11 @@ impl SummaryBuilder {
                 writes,
             })
             .collect();
-        port_io.sort_by(|a, b| (b.reads + b.writes).cmp(&(a.reads + a.writes)).then_with(|| a.port.cmp(&b.port)));
+        port_io.sort_by(|a, b| {
+            (b.reads + b.writes)
+                .cmp(&(a.reads + a.writes))
+                .then_with(|| a.port.cmp(&b.port))
+        });
         port_io.truncate(TOP_N);
 
         let mut pci_config: Vec<PciHotSpot> = self
@@ -393,7 +407,9 @@ impl SummaryBuilder {
 
         let mut devices = self.devices;
         for device in devices.values_mut() {
-            device.timeline = std::mem::take(&mut device.timeline_map).into_iter().collect();
+            device.timeline = std::mem::take(&mut device.timeline_map)
+                .into_iter()
+                .collect();
         }
         TraceSummary {
             format: self.format,
@@ -464,16 +480,33 @@ mod tests {
         w.mapping(3, "pci_cfg_read").unwrap();
         let u = WriteArg::U64;
         let second = 1_000_000_000;
-        w.event(2, 10 * second, 1, &[u(0x402), u(b'b'.into()), u(1)]).unwrap();
-        w.event(1, 10 * second, 1, &[u(0xdead), WriteArg::Str(b"dma"), u(16), u(4)])
+        w.event(2, 10 * second, 1, &[u(0x402), u(b'b'.into()), u(1)])
             .unwrap();
-        w.event(1, 12 * second + 5, 1, &[u(0xdead), WriteArg::Str(b"pio"), u(20), u(1)])
-            .unwrap();
+        w.event(
+            1,
+            10 * second,
+            1,
+            &[u(0xdead), WriteArg::Str(b"dma"), u(16), u(4)],
+        )
+        .unwrap();
+        w.event(
+            1,
+            12 * second + 5,
+            1,
+            &[u(0xdead), WriteArg::Str(b"pio"), u(20), u(1)],
+        )
+        .unwrap();
         for _ in 0..3 {
-            w.event(2, 12 * second, 1, &[u(0x80), u(b'b'.into()), u(1)]).unwrap();
+            w.event(2, 12 * second, 1, &[u(0x80), u(b'b'.into()), u(1)])
+                .unwrap();
         }
-        w.event(3, 13 * second, 1, &[WriteArg::Str(b"mch"), u(0), u(0), u(0), u(0), u(0x8086)])
-            .unwrap();
+        w.event(
+            3,
+            13 * second,
+            1,
+            &[WriteArg::Str(b"mch"), u(0), u(0), u(0), u(0), u(0x8086)],
+        )
+        .unwrap();
         w.event(DROPPED_EVENT_ID, 13 * second, 1, &[u(5)]).unwrap();
         let bytes = w.into_inner();
         let stream = TraceStream::from_reader(&bytes[..], true, EventCatalog::builtin()).unwrap();
@@ -493,10 +526,14 @@ mod tests {
 
         // Cut inside the last record: same counts minus it, and an error.
         let stream =
-            TraceStream::from_reader(&bytes[..bytes.len() - 3], true, EventCatalog::builtin()).unwrap();
+            TraceStream::from_reader(&bytes[..bytes.len() - 3], true, EventCatalog::builtin())
+                .unwrap();
         let partial = summarize_stream(stream, Path::new("t.bin"));
         assert_eq!(partial.events, 7);
-        assert!(partial.error.as_deref().unwrap().contains("truncated"), "{partial:?}");
+        assert!(
+            partial.error.as_deref().unwrap().contains("truncated"),
+            "{partial:?}"
+        );
     }
 
     #[test]
@@ -509,6 +546,10 @@ mod tests {
         }
         let summary = builder.finish(None);
         assert_eq!(summary.event_counts.len(), MAX_EVENT_NAMES + 1);
-        assert!(summary.event_counts.contains(&(OVERFLOW_KEY.to_string(), 50)));
+        assert!(
+            summary
+                .event_counts
+                .contains(&(OVERFLOW_KEY.to_string(), 50))
+        );
     }
 }

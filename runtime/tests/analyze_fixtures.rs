@@ -7,7 +7,9 @@ use hiperiso_runtime::session::{self, Failure, FailureKind, Outcome, Phase, Sess
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn session_info(firmware: &str) -> SessionInfo {
@@ -62,8 +64,16 @@ fn linux_boot_to_marker_is_booted() {
     let timing = Timing {
         schema: session::SCHEMA_VERSION,
         phases: vec![
-            Phase { name: "host_boot".into(), start_ms: 0, end_ms: 1500 },
-            Phase { name: "qemu".into(), start_ms: 2000, end_ms: 14000 },
+            Phase {
+                name: "host_boot".into(),
+                start_ms: 0,
+                end_ms: 1500,
+            },
+            Phase {
+                name: "qemu".into(),
+                start_ms: 2000,
+                end_ms: 14000,
+            },
         ],
     };
     std::fs::write(
@@ -74,21 +84,37 @@ fn linux_boot_to_marker_is_booted() {
     let report = analyze::analyze(dir.path()).unwrap();
     assert_eq!(report.result, BootResult::Booted, "{}", report.summary);
     assert_eq!(report.failure_domain, None);
-    assert_eq!(stages(&report), [Stage::Kernel, Stage::Init, Stage::Userspace, Stage::Shutdown]);
+    assert_eq!(
+        stages(&report),
+        [
+            Stage::Kernel,
+            Stage::Init,
+            Stage::Userspace,
+            Stage::Shutdown
+        ]
+    );
     let init = &report.stages[1];
     assert_eq!(init.at.line, 343);
     assert_eq!(init.at.kernel_time_s, Some(9.095006));
     assert_eq!(report.errors.fatal, 0);
     let timing = report.timing.as_ref().unwrap();
-    assert_eq!((timing.total_ms, timing.slowest.as_deref()), (14000, Some("qemu")));
+    assert_eq!(
+        (timing.total_ms, timing.slowest.as_deref()),
+        (14000, Some("qemu"))
+    );
 
     // The three files are written, and the meta file is flat KEY=VALUE.
     let meta = std::fs::read_to_string(dir.path().join("analysis.meta")).unwrap();
     assert!(meta.lines().any(|l| l == "RESULT=booted"), "{meta}");
-    assert!(meta.lines().any(|l| l == "STAGES=kernel,init,userspace,shutdown"), "{meta}");
+    assert!(
+        meta.lines()
+            .any(|l| l == "STAGES=kernel,init,userspace,shutdown"),
+        "{meta}"
+    );
     assert!(meta.lines().all(|l| l.contains('=')));
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
     assert_eq!(json["result"], "booted");
     assert_eq!(json["stages"][1]["stage"], "init");
     assert_eq!(json["stages"][1]["line"], 343);
@@ -98,7 +124,10 @@ fn linux_boot_to_marker_is_booted() {
     // Same inputs, same bytes.
     let first = std::fs::read(dir.path().join("report.json")).unwrap();
     analyze::analyze(dir.path()).unwrap();
-    assert_eq!(first, std::fs::read(dir.path().join("report.json")).unwrap());
+    assert_eq!(
+        first,
+        std::fs::read(dir.path().join("report.json")).unwrap()
+    );
 }
 
 #[test]
@@ -107,13 +136,33 @@ fn missing_init_panic_is_a_kernel_failure() {
     let report = analyze::analyze(dir.path()).unwrap();
     assert_eq!(report.result, BootResult::Failed);
     assert_eq!(report.failure_domain, Some(Domain::Kernel));
-    let fatal: Vec<_> = report.errors.first.iter().filter(|f| f.id == "init_failed").collect();
+    let fatal: Vec<_> = report
+        .errors
+        .first
+        .iter()
+        .filter(|f| f.id == "init_failed")
+        .collect();
     assert_eq!(fatal.len(), 1);
-    assert!(fatal[0].at.text.contains("Requested init /nonexistent failed"));
+    assert!(
+        fatal[0]
+            .at
+            .text
+            .contains("Requested init /nonexistent failed")
+    );
     assert_eq!(fatal[0].at.line, 348);
     // The exec failure before it is counted too.
-    assert!(report.errors.first.iter().any(|f| f.id == "init_exec_failed"));
-    assert!(report.summary.contains("Requested init /nonexistent"), "{}", report.summary);
+    assert!(
+        report
+            .errors
+            .first
+            .iter()
+            .any(|f| f.id == "init_exec_failed")
+    );
+    assert!(
+        report.summary.contains("Requested init /nonexistent"),
+        "{}",
+        report.summary
+    );
     assert!(report.hints[0].contains("init="), "{:?}", report.hints);
     assert!(!stages(&report).contains(&Stage::Userspace));
 }
@@ -125,7 +174,11 @@ fn unmountable_root_is_a_kernel_failure_with_a_root_hint() {
     assert_eq!(report.result, BootResult::Failed);
     assert_eq!(report.failure_domain, Some(Domain::Kernel));
     assert_eq!(report.errors.first[0].id, "no_root_fs");
-    assert!(report.hints[0].contains("root filesystem"), "{:?}", report.hints);
+    assert!(
+        report.hints[0].contains("root filesystem"),
+        "{:?}",
+        report.hints
+    );
 }
 
 #[test]
@@ -135,14 +188,22 @@ fn ovmf_without_bootable_device_is_a_firmware_failure() {
     info.qemu_exit_code = None;
     info.qemu_signal = Some(15);
     let dir = session_dir(Some("ovmf-noboot.serial.log"), Some(&info));
-    std::fs::copy(fixture("trace-log-timestamp.log"), dir.path().join("trace.bin")).unwrap();
+    std::fs::copy(
+        fixture("trace-log-timestamp.log"),
+        dir.path().join("trace.bin"),
+    )
+    .unwrap();
     let report = analyze::analyze(dir.path()).unwrap();
     assert_eq!(report.result, BootResult::Failed, "{}", report.summary);
     assert_eq!(report.failure_domain, Some(Domain::Firmware));
     assert_eq!(stages(&report), [Stage::Firmware, Stage::BootDevice]);
     let ids: Vec<&str> = report.errors.first.iter().map(|f| f.id).collect();
     assert_eq!(ids, ["uefi_boot_option_failed", "uefi_shell_fallback"]);
-    assert!(report.hints[0].contains("\"firmware\": \"bios\""), "{:?}", report.hints);
+    assert!(
+        report.hints[0].contains("\"firmware\": \"bios\""),
+        "{:?}",
+        report.hints
+    );
     // The I/O summary comes from the real log-backend trace.
     let io = report.io.as_ref().unwrap();
     let cd = io.cdrom.as_ref().unwrap();
@@ -161,7 +222,12 @@ fn timeout_before_any_output() {
     let report = analyze::build_report(dir.path()).unwrap();
     assert_eq!(report.result, BootResult::Timeout);
     assert_eq!(report.failure_domain, Some(Domain::Firmware));
-    assert!(report.hints.iter().any(|h| h.contains("printed nothing on the serial console")));
+    assert!(
+        report
+            .hints
+            .iter()
+            .any(|h| h.contains("printed nothing on the serial console"))
+    );
 }
 
 #[test]
@@ -200,8 +266,20 @@ fn broken_and_truncated_inputs_give_a_report_not_a_panic() {
     let report = analyze::analyze(dir.path()).unwrap();
     assert_eq!(report.result, BootResult::Unknown, "{}", report.summary);
     assert_eq!(report.furthest_stage, Some(Stage::Kernel));
-    assert!(report.warnings.iter().any(|w| w.starts_with("session.json: ")), "{:?}", report.warnings);
-    assert!(report.warnings.iter().any(|w| w.starts_with("timing.json: ")));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("session.json: ")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("timing.json: "))
+    );
     assert!(report.io.as_ref().unwrap().trace.events > 100);
 
     // A truncated simpletrace gives a partial I/O summary and a warning.
@@ -212,8 +290,18 @@ fn broken_and_truncated_inputs_give_a_report_not_a_panic() {
         let mut w = SimpleTraceWriter::new(&mut bytes).unwrap();
         w.mapping(3, "ide_atapi_cmd_read").unwrap();
         for lba in 0..10 {
-            w.event(3, lba, 1, &[WriteArg::U64(1), WriteArg::Str(b"dma"), WriteArg::U64(lba), WriteArg::U64(4)])
-                .unwrap();
+            w.event(
+                3,
+                lba,
+                1,
+                &[
+                    WriteArg::U64(1),
+                    WriteArg::Str(b"dma"),
+                    WriteArg::U64(lba),
+                    WriteArg::U64(4),
+                ],
+            )
+            .unwrap();
         }
     }
     bytes.truncate(bytes.len() - 5);
@@ -222,11 +310,20 @@ fn broken_and_truncated_inputs_give_a_report_not_a_panic() {
     let io = report.io.unwrap();
     assert_eq!(io.cdrom.unwrap().sectors, 9 * 4);
     assert!(io.trace.error.as_deref().unwrap().contains("truncated"));
-    assert!(report.warnings.iter().any(|w| w.starts_with("trace: partial summary")));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("trace: partial summary"))
+    );
 }
 
 #[test]
 fn not_a_directory_is_an_error() {
     let err = analyze::analyze(&fixture("linux-boot.serial.log")).unwrap_err();
-    assert!(err.to_string().contains("linux-boot.serial.log is not a directory"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("linux-boot.serial.log is not a directory"),
+        "{err}"
+    );
 }
