@@ -1,2 +1,15 @@
 //! The stick's runtime: session files, runtime config, QEMU command line,
 //! trace and serial parsers. Binaries: `hiperiso-init` and `hiperiso-log`.
+
+pub mod blockid;
+pub mod cmdline;
+pub mod config;
+pub mod eltorito;
+pub mod glob;
+pub mod grubenv;
+pub mod hw;
+pub mod kvm;
+pub mod modules;
+pub mod qemu;
+pub mod qmp;
+pub mod session;
