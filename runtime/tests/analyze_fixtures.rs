@@ -38,6 +38,9 @@ fn session_info(firmware: &str) -> SessionInfo {
         qemu_signal: None,
         outcome: Outcome::Success,
         failures: vec![],
+        warnings: vec![],
+        guest_events: vec![],
+        screenshots: 0,
     }
 }
 
