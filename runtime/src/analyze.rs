@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 /// Version of the `report.json` schema; fields are only ever added.
 pub const REPORT_SCHEMA: u32 = 1;
+/// How findings from `session.json`'s `guest_events` name their source.
+const GUEST_EVENTS: &str = "session.json:guest_events";
 /// How many failure lines `report.txt` quotes.
 const TEXT_QUOTES: usize = 5;
 
@@ -202,6 +204,13 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
                 }
             }
             Err(e) => warnings.push(format!("{name}: {e}")),
+        }
+    }
+    // QMP events hiperiso-init saw (`<ms> <EVENT> <data>`), e.g. GUEST_PANICKED.
+    if let Some(info) = &info {
+        let events = info.guest_events.join("\n");
+        if let Err(e) = scan.scan(events.as_bytes(), Source::Qemu, GUEST_EVENTS) {
+            warnings.push(format!("{GUEST_EVENTS}: {e}"));
         }
     }
     let serial_bytes = std::fs::metadata(dir.join(files::SERIAL_LOG)).map_or(0, |m| m.len());

@@ -86,7 +86,8 @@ pub enum Source {
     /// The guest's serial console (`serial.log`) and the firmware's debug
     /// log (`firmware.log`).
     Guest,
-    /// QEMU's own messages (`qemu.stderr`).
+    /// QEMU's own messages (`qemu.stderr`) and the QMP events in
+    /// `session.json`'s `guest_events`.
     Qemu,
 }
 
@@ -240,6 +241,7 @@ pub const PATTERNS: &[Pattern] = &[
     failure(Qemu, "failed to initialize kvm", "kvm_init_failed", Host, Fatal, Some(HINT_KVM)),
     failure(Qemu, "failed to initialize KVM", "kvm_init_failed", Host, Fatal, Some(HINT_KVM)),
     failure(Qemu, "Could not open '", "qemu_open_failed", Host, Fatal, Some(HINT_ISO)),
+    failure(Qemu, " GUEST_PANICKED", "guest_panicked", Kernel, Fatal, Some(HINT_PANIC)),
     failure(Qemu, "Triple fault", "triple_fault", GuestShutdown, Error, Some(HINT_TRIPLE_FAULT)),
     failure(Qemu, "terminating on signal", "qemu_killed", Host, Error, None),
 ];

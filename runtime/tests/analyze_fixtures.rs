@@ -216,6 +216,25 @@ fn ovmf_without_bootable_device_is_a_firmware_failure() {
 }
 
 #[test]
+fn qmp_guest_panic_event_is_a_kernel_failure() {
+    let mut info = session_info("bios");
+    info.guest_events = vec![
+        "1200 RESUME {}".into(),
+        "9050 GUEST_PANICKED {\"action\": \"pause\"}".into(),
+    ];
+    let dir = session_dir(None, Some(&info));
+    std::fs::write(dir.path().join("serial.log"), b"").unwrap();
+    let report = analyze::build_report(dir.path()).unwrap();
+    assert_eq!(report.result, BootResult::Failed, "{}", report.summary);
+    assert_eq!(report.failure_domain, Some(Domain::Kernel));
+    let finding = &report.errors.first[0];
+    assert_eq!(
+        (finding.id, finding.at.file.as_str(), finding.at.line),
+        ("guest_panicked", "session.json:guest_events", 2)
+    );
+}
+
+#[test]
 fn timeout_before_any_output() {
     let mut info = session_info("uefi");
     info.qemu_exit_code = None;
