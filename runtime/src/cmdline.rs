@@ -141,6 +141,9 @@ pub struct KernelCmdline {
     pub rescue_shell: bool,
     /// `hiperiso.wait=<seconds>`: how long to wait for the data partition.
     pub wait_seconds: Option<u32>,
+    /// `hiperiso.pause=<seconds>`: how long a failure stays on screen before
+    /// the after action (default 15).
+    pub pause_seconds: Option<u32>,
     /// Problems found while parsing, reported in the session and on screen.
     pub warnings: Vec<String>,
 }
@@ -156,6 +159,7 @@ impl Default for KernelCmdline {
             after: None,
             rescue_shell: false,
             wait_seconds: None,
+            pause_seconds: None,
             warnings: Vec::new(),
         }
     }
@@ -253,6 +257,10 @@ impl KernelCmdline {
                 "hiperiso.wait" => match value_str.parse() {
                     Ok(secs) => cmd.wait_seconds = Some(secs),
                     Err(_) => warn(format!("hiperiso.wait={value_str:?} is not a number")),
+                },
+                "hiperiso.pause" => match value_str.parse() {
+                    Ok(secs) => cmd.pause_seconds = Some(secs),
+                    Err(_) => warn(format!("hiperiso.pause={value_str:?} is not a number")),
                 },
                 other => warn(format!("unknown option {other:?} ignored")),
             }

@@ -335,4 +335,48 @@ mod tests {
         assert!(text.contains(r#"'if=none,id=iso0,media=cdrom,readonly=on,format=raw,file=/data/ISOs/my image'\''s.iso'"#), "{text}");
         assert!(text.ends_with("rtc \\\n  base=utc\n") || text.ends_with("base=utc\n"));
     }
+
+    /// Every line of the shipped trace-*.events files names a real QEMU 7.2
+    /// trace event (or a glob matching at least one).
+    #[test]
+    fn trace_event_files_name_real_events() {
+        let all = std::path::Path::new("/usr/share/qemu/trace-events-all");
+        let Ok(text) = std::fs::read_to_string(all) else {
+            return;
+        };
+        let known: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once('('))
+            .map(|(name, _)| name.trim())
+            .filter(|n| !n.is_empty() && !n.starts_with('#') && !n.contains(' '))
+            .collect();
+        assert!(known.len() > 1000);
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../overlays/esp/EFI/hiperiso/trace"
+        );
+        let mut previous: Vec<String> = Vec::new();
+        for level in ["standard", "detailed", "full"] {
+            let file = format!("{dir}/trace-{level}.events");
+            let text = std::fs::read_to_string(&file).unwrap();
+            let events: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect();
+            for event in &events {
+                assert!(
+                    known.iter().any(|k| crate::glob::matches(event, k)),
+                    "{file}: {event} is not a QEMU trace event"
+                );
+            }
+            for event in &previous {
+                assert!(
+                    events.iter().any(|e| crate::glob::matches(e, event)),
+                    "{level} must trace {event} too"
+                );
+            }
+            previous = events.iter().map(|e| e.to_string()).collect();
+        }
+    }
 }

@@ -146,6 +146,15 @@ pub struct SessionInfo {
     pub qemu_signal: Option<i32>,
     pub outcome: Outcome,
     pub failures: Vec<Failure>,
+    /// Non-fatal notes: command-line warnings, missing swtpm, inventory gaps.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// QMP events seen while the guest ran, as `<ms since QEMU start> <EVENT> <data>`.
+    #[serde(default)]
+    pub guest_events: Vec<String>,
+    /// Distinct screenshots saved under `screenshots/`.
+    #[serde(default)]
+    pub screenshots: u32,
 }
 
 /// The stage of a session, in order; `status.json` names the current one.
@@ -252,6 +261,47 @@ pub struct MinimalReport {
     pub serial_last_line: Option<String>,
     pub screenshots: u32,
     pub failures: Vec<Failure>,
+}
+
+/// Write the minimal `report.json` (until the full analyzer runs instead).
+pub fn write_minimal_report(dir: &Path, info: &SessionInfo) -> Result<(), SessionError> {
+    let serial = fs::read(dir.join(files::SERIAL_LOG)).unwrap_or_default();
+    let text = String::from_utf8_lossy(&serial);
+    let report = MinimalReport {
+        schema: SCHEMA_VERSION,
+        id: info.id.clone(),
+        outcome: info.outcome,
+        serial_bytes: serial.len() as u64,
+        serial_last_line: text
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .map(str::to_string),
+        screenshots: info.screenshots,
+        failures: info.failures.clone(),
+    };
+    write_atomic(
+        &dir.join(files::REPORT_JSON),
+        to_json("report.json", &report)?.as_bytes(),
+    )
+}
+
+/// The text of `FAILURE.txt`: one paragraph per failure.
+pub fn failure_text(info: &SessionInfo) -> String {
+    let mut out = format!("hiperiso session {} ({})\n", info.id, info.iso);
+    for failure in &info.failures {
+        let kind = serde_json::to_value(failure.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let severity = if failure.fatal {
+            "fatal"
+        } else {
+            "not fatal, continued"
+        };
+        out.push_str(&format!("\n{kind} ({severity}):\n{}\n", failure.message));
+    }
+    out
 }
 
 /// The session directory name for an ISO path and a UTC time.
@@ -442,6 +492,9 @@ mod tests {
                 fatal: true,
                 message: "no".into(),
             }],
+            warnings: vec![],
+            guest_events: vec![],
+            screenshots: 0,
         };
         let text = to_json("session.json", &info).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -10,4 +10,5 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+pub mod http;
 pub mod linux_vm;
