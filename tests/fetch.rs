@@ -528,3 +528,32 @@ fn a_pin_gone_from_every_mirror_says_how_to_re_pin() {
     );
     assert_eq!(files_under(cache.path()), Vec::<String>::new());
 }
+
+#[test]
+fn a_stalled_transfer_times_out_and_resumes() {
+    let server = TestServer::start();
+    let body = payload(1 << 20, 15);
+    server.serve("/hung.tar.gz", body.clone());
+    server.stall_next("/hung.tar.gz", 300_000, 1, Duration::from_secs(5));
+    let cache = tempfile::tempdir().unwrap();
+    let opts = FetchOptions {
+        read_timeout: Duration::from_millis(400),
+        ..options()
+    };
+    let fetcher = Fetcher::new(Store::new(cache.path()), opts);
+    let started = std::time::Instant::now();
+    let got = fetcher
+        .fetch(&request("hung", vec![server.url("/hung.tar.gz")], &body))
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the stall must time out, not wait for the server"
+    );
+    assert_eq!(fs::read(&got.path).unwrap(), body);
+    let ranges: Vec<Option<String>> = server
+        .requests_for("/hung.tar.gz")
+        .into_iter()
+        .map(|l| l.range)
+        .collect();
+    assert_eq!(ranges, [None, Some("bytes=300000-".to_string())]);
+}

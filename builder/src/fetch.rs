@@ -242,6 +242,7 @@ impl Fetcher {
             .http_status_as_error(false)
             .timeout_connect(Some(opts.connect_timeout))
             .timeout_recv_response(Some(opts.read_timeout))
+            .timeout_per_read(Some(opts.read_timeout))
             .timeout_recv_body(None)
             .user_agent(concat!("hiperiso-build/", env!("CARGO_PKG_VERSION")))
             // The file's bytes, exactly: never a transparently decoded body.

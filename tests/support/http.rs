@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// One request the server saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,8 @@ struct Route {
     fail: Option<(u16, usize)>,
     /// Cut the connection after this many body bytes, this many more times.
     cut: Option<(usize, usize)>,
+    /// Before cutting, stall this long (a hung server).
+    stall: Duration,
 }
 
 #[derive(Default)]
@@ -108,6 +111,15 @@ impl TestServer {
             .cut = Some((bytes, times));
     }
 
+    /// Like [`TestServer::cut_next`], but the server first sends nothing
+    /// for `stall` (the client should time out and resume).
+    pub fn stall_next(&self, path: &str, bytes: usize, times: usize, stall: Duration) {
+        let mut state = self.state.lock().unwrap();
+        let route = state.routes.entry(path.to_string()).or_default();
+        route.cut = Some((bytes, times));
+        route.stall = stall;
+    }
+
     /// Limits every connection to `bytes_per_sec` (0 removes the limit),
     /// like a mirror that caps per-connection speed.
     pub fn throttle(&self, bytes_per_sec: u64) {
@@ -168,7 +180,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
                     let cut = match route.cut {
                         Some((bytes, times)) if times > 0 => {
                             route.cut = Some((bytes, times - 1));
-                            Some(bytes)
+                            Some((bytes, route.stall))
                         }
                         _ => None,
                     };
@@ -222,7 +234,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
         return;
     }
     let body = match cut {
-        Some(bytes) => &body[..bytes.min(body.len())],
+        Some((bytes, _)) => &body[..bytes.min(body.len())],
         None => &body[..],
     };
     if throttle == 0 {
@@ -243,5 +255,8 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
         }
     }
     let _ = stream.flush();
+    if let Some((_, stall)) = cut {
+        std::thread::sleep(stall);
+    }
     let _ = stream.shutdown(Shutdown::Both);
 }
