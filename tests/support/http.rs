@@ -38,6 +38,8 @@ struct Route {
 struct State {
     routes: HashMap<String, Route>,
     log: Vec<Logged>,
+    /// Per-connection bandwidth limit in bytes per second (0: none).
+    throttle: u64,
 }
 
 /// The server; it runs until the test process exits.
@@ -106,6 +108,12 @@ impl TestServer {
             .cut = Some((bytes, times));
     }
 
+    /// Limits every connection to `bytes_per_sec` (0 removes the limit),
+    /// like a mirror that caps per-connection speed.
+    pub fn throttle(&self, bytes_per_sec: u64) {
+        self.state.lock().unwrap().throttle = bytes_per_sec;
+    }
+
     /// Every request so far, in order.
     pub fn log(&self) -> Vec<Logged> {
         self.state.lock().unwrap().log.clone()
@@ -141,8 +149,9 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
         }
     }
     // Decide the answer under the lock, write it without.
-    let (status, headers, body, cut) = {
+    let (status, headers, body, cut, throttle) = {
         let mut state = state.lock().unwrap();
+        let throttle = state.throttle;
         let answer = match state.routes.get_mut(&path) {
             None => (404, String::new(), b"not found".to_vec(), None),
             Some(route) => {
@@ -193,7 +202,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
             range: range.clone(),
             status: answer.0,
         });
-        answer
+        (answer.0, answer.1, answer.2, answer.3, throttle)
     };
     let reason = match status {
         200 => "OK",
@@ -216,7 +225,23 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
         Some(bytes) => &body[..bytes.min(body.len())],
         None => &body[..],
     };
-    let _ = stream.write_all(body);
+    if throttle == 0 {
+        let _ = stream.write_all(body);
+    } else {
+        let chunk = (throttle / 20).max(1) as usize;
+        let started = std::time::Instant::now();
+        let mut sent = 0usize;
+        for piece in body.chunks(chunk) {
+            if stream.write_all(piece).is_err() {
+                return;
+            }
+            sent += piece.len();
+            let due = std::time::Duration::from_secs_f64(sent as f64 / throttle as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
     let _ = stream.flush();
     let _ = stream.shutdown(Shutdown::Both);
 }
