@@ -38,7 +38,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {:?}", anyhow::Error::from(error));
+            // The message and its causes, without a backtrace even when
+            // RUST_BACKTRACE is set: these are user-facing errors.
+            let error = anyhow::Error::from(error);
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
             ExitCode::FAILURE
         }
     }
