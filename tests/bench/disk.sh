@@ -48,7 +48,9 @@ cat > "$manifest" <<TOML
 name = "bench"
 seed = "bench"
 size = "$size"
-source_date_epoch = 1700000000
+source-date-epoch = 1700000000
+
+[profiles.default]
 TOML
 
 echo "== image, $size"

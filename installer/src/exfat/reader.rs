@@ -30,19 +30,19 @@ pub struct DirEntry {
     pub attributes: u16,
     /// Last modification, Unix seconds (UTC when the volume recorded an offset).
     pub modified: i64,
-    units: Vec<u16>,
-    stream: Stream,
+    pub(super) units: Vec<u16>,
+    pub(super) stream: Stream,
 }
 
 /// Where a file's or directory's data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stream {
-    first_cluster: u32,
+pub(super) struct Stream {
+    pub(super) first_cluster: u32,
     /// Bytes to follow; `None` for the root directory, whose chain ends at
     /// the end-of-chain mark.
-    data_length: Option<u64>,
-    valid_data_length: u64,
-    no_fat_chain: bool,
+    pub(super) data_length: Option<u64>,
+    pub(super) valid_data_length: u64,
+    pub(super) no_fat_chain: bool,
 }
 
 /// Cluster usage from the allocation bitmap.
@@ -68,25 +68,25 @@ impl Usage {
 
 /// Volume parameters from a validated boot sector.
 #[derive(Debug, Clone, Copy)]
-struct Volume {
+pub(super) struct Volume {
     /// log2 of bytes per cluster.
-    cluster_bits: u32,
-    fat_start: u64,
-    fat_bytes: u64,
-    heap_start: u64,
-    cluster_count: u32,
-    root_cluster: u32,
-    serial: u32,
+    pub(super) cluster_bits: u32,
+    pub(super) fat_start: u64,
+    pub(super) fat_bytes: u64,
+    pub(super) heap_start: u64,
+    pub(super) cluster_count: u32,
+    pub(super) root_cluster: u32,
+    pub(super) serial: u32,
 }
 
 /// A read-only view of an exFAT volume on `D` (offset 0 = volume start).
 pub struct ExfatReader<D> {
-    dev: D,
-    volume: Volume,
+    pub(super) dev: D,
+    pub(super) volume: Volume,
     label: String,
-    upcase: Upcase,
-    bitmap: Stream,
-    fat_cache: Option<(u64, Vec<u8>)>,
+    pub(super) upcase: Upcase,
+    pub(super) bitmap: Stream,
+    pub(super) fat_cache: Option<(u64, Vec<u8>)>,
 }
 
 impl<D: Read + Seek> ExfatReader<D> {
@@ -267,7 +267,7 @@ impl<D: Read + Seek> ExfatReader<D> {
         })
     }
 
-    fn root_stream(&self) -> Stream {
+    pub(super) fn root_stream(&self) -> Stream {
         Stream {
             first_cluster: self.volume.root_cluster,
             data_length: None,
@@ -358,7 +358,7 @@ impl<D: Read + Seek> ExfatReader<D> {
     }
 
     /// Reads a whole stream (up to its valid length; the rest is zeros).
-    fn read_stream(
+    pub(super) fn read_stream(
         &mut self,
         stream: Stream,
         what: &str,
@@ -396,7 +396,7 @@ impl<D: Read + Seek> ExfatReader<D> {
         Ok(data)
     }
 
-    fn cluster_offset(&self, cluster: u32) -> u64 {
+    pub(super) fn cluster_offset(&self, cluster: u32) -> u64 {
         self.volume.heap_start + (u64::from(cluster - FIRST_CLUSTER) << self.volume.cluster_bits)
     }
 
@@ -405,7 +405,7 @@ impl<D: Read + Seek> ExfatReader<D> {
     }
 
     /// The runs of consecutive clusters (first, count) holding a stream.
-    fn runs(
+    pub(super) fn runs(
         &mut self,
         stream: Stream,
         what: &str,
@@ -507,7 +507,7 @@ impl<D: Read + Seek> ExfatReader<D> {
 }
 
 /// Parses one File directory entry set (checksum included).
-fn parse_file_set(set: &[u8]) -> Result<DirEntry, &'static str> {
+pub(super) fn parse_file_set(set: &[u8]) -> Result<DirEntry, &'static str> {
     if entry_set_checksum(set) != le16(set, 2) {
         return Err("entry set checksum mismatch");
     }
