@@ -693,6 +693,34 @@ impl<D: Read + Seek> Read for FileReader<'_, D> {
     }
 }
 
+impl<D: Read + Seek> Seek for FileReader<'_, D> {
+    /// Seeks within the file; positions past its end read nothing.
+    fn seek(&mut self, target: SeekFrom) -> io::Result<u64> {
+        let position = match target {
+            SeekFrom::Start(offset) => Some(offset),
+            SeekFrom::End(delta) => self.size.checked_add_signed(delta),
+            SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
+        }
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "seek before the file's start")
+        })?;
+        let cluster_size = self.reader.cluster_size();
+        let (mut index, mut skipped) = (0, 0u64);
+        while let Some(&(_, count)) = self.runs.get(index) {
+            let run_bytes = count * cluster_size;
+            if position < skipped + run_bytes {
+                break;
+            }
+            skipped += run_bytes;
+            index += 1;
+        }
+        self.run_index = index;
+        self.run_offset = position.saturating_sub(skipped);
+        self.position = position;
+        Ok(position)
+    }
+}
+
 impl<D: Read + Seek> FileReader<'_, D> {
     fn read_chunk(&mut self, buffer: &mut [u8]) -> Result<usize, ExfatError> {
         if self.position >= self.size || buffer.is_empty() {
@@ -910,6 +938,30 @@ mod tests {
             reader.read_file("frag", &mut Vec::new()),
             Err(ExfatError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn file_reader_seeks() {
+        let tree = sample_tree();
+        let mut reader = ExfatReader::open(formatted(Some(tree.path()))).unwrap();
+        let expected = fs::read(tree.path().join("hiperiso/big.bin")).unwrap();
+        let mut file = reader.open_file("hiperiso/big.bin").unwrap();
+        assert_eq!(file.size(), expected.len() as u64);
+        for offset in [0u64, 4095, 4096, 123_457, 299_990] {
+            file.seek(SeekFrom::Start(offset)).unwrap();
+            let mut buffer = [0u8; 8];
+            let count = file.read(&mut buffer).unwrap();
+            assert!(count > 0);
+            assert_eq!(
+                &buffer[..count],
+                &expected[offset as usize..offset as usize + count]
+            );
+        }
+        file.seek(SeekFrom::End(-3)).unwrap();
+        let mut rest = Vec::new();
+        file.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &expected[expected.len() - 3..]);
+        assert!(file.seek(SeekFrom::Current(-10_000_000)).is_err());
     }
 
     #[test]
