@@ -14,6 +14,8 @@ pub enum Error {
     Bump(#[from] crate::bump::BumpError),
     #[error(transparent)]
     Disk(Box<crate::disk_cmd::DiskError>),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
     #[error("{0}")]
     Usage(String),
     #[error("`hiperiso-build {verb}` is not implemented yet (see issue {issue})")]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fetch;
 pub mod manifest;
 pub mod mirrors;
+pub mod run;
 pub mod sources;
 pub mod store;
 pub mod watch;

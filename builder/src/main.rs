@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hiperiso_build::cli::{Cli, Command};
-use hiperiso_build::{Context, bump, disk_cmd, not_implemented, sources};
+use hiperiso_build::{Context, bump, disk_cmd, not_implemented, run, sources};
 
 fn run(cli: Cli) -> hiperiso_build::Result<()> {
     let ctx = Context::from_args(&cli.global);
@@ -26,7 +26,7 @@ fn run(cli: Cli) -> hiperiso_build::Result<()> {
         Command::Image(args) => disk_cmd::image(&ctx, &args),
         Command::Install(args) => disk_cmd::install(&ctx, &args),
         Command::Inspect(args) => disk_cmd::inspect(&ctx, &args),
-        Command::Run(_) => not_implemented("run", 7),
+        Command::Run(args) => run::run(&ctx, &args.into()).map(|_| ()),
         Command::Clean => not_implemented("clean", 8),
         Command::Gc => not_implemented("gc", 8),
         Command::Doctor => not_implemented("doctor", 8),

@@ -12,3 +12,5 @@ pub fn workspace_root() -> PathBuf {
 
 pub mod http;
 pub mod linux_vm;
+pub mod isos;
+pub mod stick;
