@@ -155,11 +155,7 @@ fn boot_to_poweroff(vm: &Vm) -> String {
             tail(&console, 60)
         )
     });
-    assert!(
-        status.success(),
-        "QEMU: {status}\n{}",
-        tail(&console, 60)
-    );
+    assert!(status.success(), "QEMU: {status}\n{}", tail(&console, 60));
     eprintln!("e2e: outer VM ran {:.0?}", started.elapsed());
     console
 }
@@ -168,7 +164,12 @@ fn boot_to_poweroff(vm: &Vm) -> String {
 fn new_session(image: &Path, before: &[String], console: &str) -> String {
     let after = session_ids(image).unwrap();
     let new: Vec<&String> = after.iter().filter(|id| !before.contains(id)).collect();
-    assert_eq!(new.len(), 1, "sessions {after:?}; console:\n{}", tail(console, 60));
+    assert_eq!(
+        new.len(),
+        1,
+        "sessions {after:?}; console:\n{}",
+        tail(console, 60)
+    );
     new[0].clone()
 }
 
@@ -229,7 +230,10 @@ fn assert_booted(image: &Path, id: &str, marker: &str, firmware: &str, accel: &s
         "{}\nserial.log:\n{serial}",
         report.summary
     );
-    assert!(serial.contains(marker), "serial.log lacks {marker}:\n{serial}");
+    assert!(
+        serial.contains(marker),
+        "serial.log lacks {marker}:\n{serial}"
+    );
     let info = info(image, id);
     assert_eq!(info.firmware.as_deref(), Some(firmware));
     assert_eq!(info.accel.as_deref(), Some(accel));
@@ -317,7 +321,11 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
         .iter()
         .zip(&first_files)
     {
-        assert_eq!(&text(&image, &first, name), before, "{first}/{name} changed");
+        assert_eq!(
+            &text(&image, &first, name),
+            before,
+            "{first}/{name} changed"
+        );
     }
     // The interrupted session's directory is there and its JSON is whole.
     let mut file = File::open(&image).unwrap();
@@ -376,11 +384,18 @@ fn a_failing_boot_loader_gives_a_bootloader_failure() {
     let id = new_session(&image, &[], &console);
     let report = session_report(&image, &id).unwrap();
     assert_eq!(report.result, BootResult::Failed, "{}", report.summary);
-    assert_eq!(report.failure_domain, Some(Domain::Bootloader), "{}", report.summary);
+    assert_eq!(
+        report.failure_domain,
+        Some(Domain::Bootloader),
+        "{}",
+        report.summary
+    );
     let info = info(&image, &id);
     assert_eq!(info.outcome, Outcome::Failure);
     assert!(
-        info.failures.iter().any(|f| f.kind == FailureKind::GuestCrash),
+        info.failures
+            .iter()
+            .any(|f| f.kind == FailureKind::GuestCrash),
         "{:?}",
         info.failures
     );

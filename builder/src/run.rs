@@ -48,7 +48,10 @@ const OVMF_CANDIDATES: &[(&str, &str)] = &[
         "/usr/share/OVMF/OVMF_CODE_4M.fd",
         "/usr/share/OVMF/OVMF_VARS_4M.fd",
     ),
-    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
     (
         "/usr/share/edk2/ovmf/OVMF_CODE.fd",
         "/usr/share/edk2/ovmf/OVMF_VARS.fd",
@@ -145,7 +148,9 @@ pub struct RunOptions {
 pub enum Accel {
     Kvm,
     /// TCG with this CPU model (`EPYC` gives the stick SVM, so its KVM works).
-    Tcg { cpu: String },
+    Tcg {
+        cpu: String,
+    },
 }
 
 impl Accel {
@@ -200,7 +205,14 @@ impl Vm {
             .arg(self.ram_mb.to_string())
             .arg("-smp")
             .arg(self.cpus.to_string())
-            .args(["-nodefaults", "-display", "none", "-vga", "std", "-no-reboot"])
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-vga",
+                "std",
+                "-no-reboot",
+            ])
             .arg("-drive")
             .arg(format!(
                 "if=pflash,format=raw,unit=0,readonly=on,file={}",
@@ -730,12 +742,25 @@ mod tests {
         file.set_len(layout_size).unwrap();
         drop(file);
         let status = Command::new("sgdisk")
-            .args(["-n", "1:2048:+40M", "-t", "1:0700", "-n", "2:0:0", "-t", "2:ef00"])
+            .args([
+                "-n",
+                "1:2048:+40M",
+                "-t",
+                "1:0700",
+                "-n",
+                "2:0:0",
+                "-t",
+                "2:ef00",
+            ])
             .arg(&image)
             .output()
             .unwrap();
         assert!(status.status.success(), "{status:?}");
-        let mut file = OpenOptions::new().read(true).write(true).open(&image).unwrap();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&image)
+            .unwrap();
         let mut data = Slice::new(&mut file, 2048 * 512, 40 << 20);
         let options = ExfatOptions {
             label: "HIPERISO".into(),
@@ -758,7 +783,9 @@ mod tests {
         assert_eq!(stick.isos().unwrap(), ["Test.iso"]);
         let err = stick.boot_once("other.iso").unwrap_err();
         assert!(err.to_string().contains("there: Test.iso"), "{err}");
-        let err = stick.add_iso(&dir.path().join("tree/ISOs/README")).unwrap_err();
+        let err = stick
+            .add_iso(&dir.path().join("tree/ISOs/README"))
+            .unwrap_err();
         assert!(matches!(err, RunError::NotAnIso { .. }), "{err}");
         drop(stick);
 
@@ -824,9 +851,15 @@ mod tests {
         let line = args.join(" ");
         assert!(line.contains("-accel tcg -cpu EPYC"), "{line}");
         assert!(line.contains("-device qemu-xhci,id=xhci"), "{line}");
-        assert!(line.contains("usb-storage,bus=xhci.0,drive=stick"), "{line}");
+        assert!(
+            line.contains("usb-storage,bus=xhci.0,drive=stick"),
+            "{line}"
+        );
         assert!(line.contains("file=/images/a,,b.img"), "{line}");
-        assert!(line.contains("if=pflash,format=raw,unit=0,readonly=on"), "{line}");
+        assert!(
+            line.contains("if=pflash,format=raw,unit=0,readonly=on"),
+            "{line}"
+        );
         assert!(line.contains("-serial chardev:console"), "{line}");
     }
 }

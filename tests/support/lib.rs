@@ -11,6 +11,6 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub mod http;
-pub mod linux_vm;
 pub mod isos;
+pub mod linux_vm;
 pub mod stick;

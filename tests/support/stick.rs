@@ -31,6 +31,7 @@ const MODULES: &[&str] = &[
     "nls_utf8",
     "nls_cp437",
     "nls_iso8859_1",
+    "nls_ascii",
 ];
 
 /// GRUB modules embedded in BOOTX64.EFI (everything grub.cfg uses).
@@ -153,7 +154,10 @@ pub fn build_initramfs(kit: &LinuxKit, init: &Path, out: &Path) -> Result<()> {
         .output()
         .context("running cpio | zstd")?;
     if !cpio.status.success() {
-        bail!("cpio | zstd failed: {}", String::from_utf8_lossy(&cpio.stderr));
+        bail!(
+            "cpio | zstd failed: {}",
+            String::from_utf8_lossy(&cpio.stderr)
+        );
     }
     fs::write(out, cpio.stdout)?;
     Ok(())
