@@ -33,7 +33,8 @@ use hiperiso_tests::{isos, stick, workspace_root};
 /// One outer VM boot may take this long (TCG: OVMF, GRUB, the stick's
 /// kernel and initramfs, then the inner guest).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
-const OUTER_RAM_MB: u64 = 2048;
+/// Room for the inner guest's default 2 GiB when hiperiso.json is broken.
+const OUTER_RAM_MB: u64 = 3072;
 const BIOS_MARKER: &str = "E2E-MARKER-BIOS";
 const UEFI_MARKER: &str = "E2E-MARKER-UEFI";
 /// Small inner guests keep the outer VM's memory small.
@@ -142,22 +143,49 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// QEMU 7.2's TCG sometimes aborts on this assertion while a nested SVM
+/// guest runs (an emulator bug, not ours); such a boot is retried once.
+const TCG_NESTED_ABORT: &str = "tcg_handle_interrupt: assertion failed";
+
+/// Starts the outer VM with QEMU's stderr logged next to the console.
+fn spawn_logged(vm: &Vm) -> (std::process::Child, PathBuf) {
+    let stderr = vm.console.log().with_extension("stderr");
+    let mut command = vm.command();
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(File::create(&stderr).unwrap());
+    (command.spawn().expect("qemu-system-x86_64"), stderr)
+}
+
 /// Boots until the VM powers off; returns the console output.
 fn boot_to_poweroff(vm: &Vm) -> String {
     let _guard = vm_lock();
-    let started = Instant::now();
-    let mut child = vm.spawn().unwrap();
-    let status = run::wait_with_timeout(&mut child, BOOT_TIMEOUT).unwrap();
-    let console = console_text(vm);
-    let status = status.unwrap_or_else(|| {
-        panic!(
-            "the VM did not power off within {BOOT_TIMEOUT:?}; console:\n{}",
+    for attempt in 1..=2 {
+        let started = Instant::now();
+        let (mut child, stderr) = spawn_logged(vm);
+        let status = run::wait_with_timeout(&mut child, BOOT_TIMEOUT).unwrap();
+        let console = console_text(vm);
+        let status = status.unwrap_or_else(|| {
+            panic!(
+                "the VM did not power off within {BOOT_TIMEOUT:?}; console:\n{}",
+                tail(&console, 60)
+            )
+        });
+        let errors = fs::read_to_string(&stderr).unwrap_or_default();
+        if !status.success() && errors.contains(TCG_NESTED_ABORT) && attempt == 1 {
+            eprintln!("e2e: outer QEMU hit its TCG nested-SVM assertion; booting again");
+            continue;
+        }
+        assert!(
+            status.success(),
+            "QEMU: {status}\n{errors}\n{}",
             tail(&console, 60)
-        )
-    });
-    assert!(status.success(), "QEMU: {status}\n{}", tail(&console, 60));
-    eprintln!("e2e: outer VM ran {:.0?}", started.elapsed());
-    console
+        );
+        eprintln!("e2e: outer VM ran {:.0?}", started.elapsed());
+        return console;
+    }
+    unreachable!("the loop returns or panics")
 }
 
 /// The only session added since `before`.
@@ -288,7 +316,7 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
     let killed = vm(dir.path(), &image, "EPYC", false);
     {
         let _guard = vm_lock();
-        let mut child = killed.spawn().unwrap();
+        let (mut child, _) = spawn_logged(&killed);
         let deadline = Instant::now() + BOOT_TIMEOUT;
         while !console_text(&killed).contains("guest running") {
             assert!(

@@ -34,6 +34,9 @@ const MODULES: &[&str] = &[
     "nls_ascii",
 ];
 
+/// Where Debian's QEMU keeps its loadable modules (TCG among them).
+const QEMU_MODULE_DIR: &str = "/usr/lib/x86_64-linux-gnu/qemu";
+
 /// GRUB modules embedded in BOOTX64.EFI (everything grub.cfg uses).
 const GRUB_MODULES: &[&str] = &[
     "part_gpt",
@@ -124,6 +127,20 @@ pub fn build_initramfs(kit: &LinuxKit, init: &Path, out: &Path) -> Result<()> {
         let dest = root.join(lib.trim_start_matches('/'));
         fs::create_dir_all(dest.parent().context("a parent")?)?;
         fs::copy(lib, &dest).with_context(|| format!("copying {lib}"))?;
+    }
+    // Debian builds TCG as a loadable module: without it the fallback fails
+    // with "could not load module for type 'tcg-accel-ops'".
+    let qemu_modules = Path::new(QEMU_MODULE_DIR);
+    fs::create_dir_all(root.join(QEMU_MODULE_DIR.trim_start_matches('/')))?;
+    for entry in fs::read_dir(qemu_modules)? {
+        let path = entry?.path();
+        let is_accel = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("accel-"));
+        if is_accel {
+            copy_into_root(&path, root)?;
+        }
     }
     copy_into_root(Path::new("/usr/share/qemu"), root)?;
     copy_into_root(Path::new("/usr/share/seabios"), root)?;
