@@ -12,6 +12,8 @@ pub enum Error {
     Watch(#[from] crate::watch::WatchError),
     #[error(transparent)]
     Bump(#[from] crate::bump::BumpError),
+    #[error(transparent)]
+    Disk(Box<crate::disk_cmd::DiskError>),
     #[error("{0}")]
     Usage(String),
     #[error("`hiperiso-build {verb}` is not implemented yet (see issue {issue})")]

@@ -6,6 +6,7 @@
 pub mod bump;
 pub mod cli;
 pub mod context;
+pub mod disk_cmd;
 pub mod error;
 pub mod fetch;
 pub mod manifest;
