@@ -199,8 +199,12 @@ fn match_pieces(
                 if *star_width {
                     values.push(Value::Uint(end as u64));
                 }
-                values.push(Value::Str(text[..end].to_string()));
+                // A placeholder: copying the candidate at every backtracking
+                // step would make long lines quadratic.
+                let slot = values.len();
+                values.push(Value::Uint(0));
                 if match_pieces(rest, &text[end..], values, budget) {
+                    values[slot] = Value::Str(text[..end].to_string());
                     return true;
                 }
                 values.truncate(mark);
