@@ -80,6 +80,8 @@ pub struct SessionFacts {
     pub qemu_signal: Option<i32>,
     /// `SESSION_COMPLETE` exists.
     pub complete: bool,
+    /// Distinct screenshots saved under `screenshots/`.
+    pub screenshots: u32,
 }
 
 /// A failure `hiperiso-init` recorded (session.json `failures`, FAILURE.txt).
@@ -270,6 +272,7 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
         qemu_exit_code: info.as_ref().and_then(|i| i.qemu_exit_code),
         qemu_signal: info.as_ref().and_then(|i| i.qemu_signal),
         complete: dir.join(files::SESSION_COMPLETE).exists(),
+        screenshots: info.as_ref().map_or(0, |i| i.screenshots),
     };
 
     let cd_bytes = io
