@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -127,7 +127,7 @@ fn kernel_boots_our_initramfs_and_runs_packaged_qemu() {
     let listed: Vec<String> = String::from_utf8_lossy(&listing.stdout).lines().map(str::to_string).collect();
     let expected: Vec<String> = initramfs.tree().iter().map(|(path, _)| path.clone()).collect();
     assert_eq!(listed, expected, "cpio -t lists every entry in sorted order");
-    for needed in ["init", "dev/console", "usr/bin/qemu-system-x86_64", "usr/share/seabios/bios-256k.bin", "etc/hiperiso/modules"] {
+    for needed in ["init", "dev/console", "usr/bin/qemu-system-x86_64", "usr/share/seabios/bios-256k.bin", "etc/hiperiso/modules.load"] {
         assert!(listed.iter().any(|p| p == needed), "{needed} missing from the initramfs");
     }
 

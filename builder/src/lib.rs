@@ -3,10 +3,24 @@
 //! The CLI (`cli.rs`) only parses arguments; every verb's logic lives in a
 //! library module so it can be tested without a process boundary.
 
-pub mod debian;
+pub mod bump;
+pub mod cli;
+pub mod context;
 pub mod cpio;
+pub mod debian;
 pub mod elf;
+pub mod error;
+pub mod fetch;
 pub mod initramfs;
 pub mod kmod;
 pub mod lock;
+pub mod manifest;
+pub mod mirrors;
 pub mod payload;
+pub mod profile_debian;
+pub mod sources;
+pub mod store;
+pub mod watch;
+
+pub use context::Context;
+pub use error::{Error, Result, not_implemented};

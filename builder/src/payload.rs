@@ -36,7 +36,7 @@ pub const GRUB_MODULES: &[&str] = &[
 ];
 
 /// Kernel modules the host needs (hiperiso-init loads them in the order of
-/// `/etc/hiperiso/modules`). Built-in ones are skipped.
+/// `/etc/hiperiso/modules.load`). Built-in ones are skipped.
 pub const KERNEL_MODULES: &[&str] = &[
     // KVM
     "kvm", "kvm_amd", "kvm_intel",
@@ -65,6 +65,8 @@ pub enum PayloadError {
     Missing(String),
     #[error(transparent)]
     Initramfs(#[from] InitramfsError),
+    #[error(transparent)]
+    Cpio(#[from] crate::cpio::CpioError),
     #[error(transparent)]
     Kmod(#[from] KmodError),
     #[error("grub-mkimage failed ({status}): {stderr}")]
@@ -221,7 +223,7 @@ pub fn initramfs_tree(options: &PayloadOptions, kernel: &str) -> Result<(Initram
     let tree = initramfs.tree_mut();
     tree.insert(&format!("{module_dir}/modules.dep"), bytes_node(index.modules_dep(&modules)))?;
     tree.insert(&format!("{module_dir}/modules.order"), bytes_node(list.clone()))?;
-    tree.insert("etc/hiperiso/modules", bytes_node(format!("# /lib/modules/{kernel}/… in load order\n{list}")))?;
+    tree.insert("etc/hiperiso/modules.load", bytes_node(format!("# /lib/modules/{kernel}/… in load order\n{list}")))?;
     tree.insert("etc/hiperiso/kernel-version", bytes_node(format!("{kernel}\n")))?;
     if tree_path_exists(root, &format!("{module_dir}/modules.builtin")) {
         initramfs.add_from_root(&format!("{module_dir}/modules.builtin"))?;

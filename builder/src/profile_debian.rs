@@ -304,3 +304,30 @@ pub fn build_esp(context: &Context, profile: Option<&str>, esp: &Path) -> Result
     );
     Ok(crate::payload::build(&options, esp)?)
 }
+
+/// The `lock` verb: resolve, write, report what changed.
+pub fn lock_verb(context: &Context, update: Option<&[String]>) -> crate::Result<()> {
+    let (lock, changes) = run_lock(context, update)?;
+    let path = lock_path(context);
+    if changes.is_empty() {
+        context.say(format!(
+            "{}: up to date ({} packages, {} {})",
+            path.display(),
+            lock.packages.len(),
+            lock.suite,
+            lock.release_date
+        ));
+    } else {
+        for change in &changes {
+            context.say(change);
+        }
+        context.say(format!(
+            "{}: {} packages from {} ({})",
+            path.display(),
+            lock.packages.len(),
+            lock.suite,
+            lock.release_date
+        ));
+    }
+    Ok(())
+}

@@ -1,2 +1,17 @@
 //! The stick's runtime: session files, runtime config, QEMU command line,
 //! trace and serial parsers. Binaries: `hiperiso-init` and `hiperiso-log`.
+
+pub mod blockid;
+pub mod cmdline;
+pub mod config;
+pub mod eltorito;
+pub mod glob;
+pub mod grubenv;
+pub mod hw;
+pub mod init;
+pub mod kvm;
+pub mod modules;
+pub mod qemu;
+pub mod qmp;
+pub mod session;
+pub mod sys;

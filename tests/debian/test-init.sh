@@ -1,6 +1,6 @@
 #!/bin/sh
 # TEST init for tests/debian_boot.rs: proves the initramfs booted, loads the
-# kernel modules in /etc/hiperiso/modules order, and runs the packaged QEMU.
+# kernel modules in /etc/hiperiso/modules.load order, and runs the packaged QEMU.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -15,7 +15,7 @@ while read -r module; do
     else
         echo "HIPERISO-INSMOD-FAILED $module: $(cat /tmp/insmod.err)"
     fi
-done < /etc/hiperiso/modules
+done < /etc/hiperiso/modules.load
 echo "HIPERISO-MODULES-LOADED $loaded"
 [ -c /dev/kvm ] && echo "HIPERISO-DEV-KVM present"
 qemu-system-x86_64 --version && echo "HIPERISO-QEMU-RAN"

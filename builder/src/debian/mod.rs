@@ -6,5 +6,6 @@ pub mod deb;
 pub mod packages;
 pub mod release;
 pub mod resolve;
+pub mod repo;
 pub mod signature;
 pub mod version;

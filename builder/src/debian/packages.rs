@@ -154,8 +154,21 @@ pub fn parse_relations(text: &str) -> Result<Vec<Clause>, String> {
 }
 
 fn parse_dependency(text: &str) -> Result<Dependency, String> {
-    // Drop build-profile restrictions `<…>` and architecture lists `[…]`.
-    let text = text.split(['<', '[']).next().unwrap_or("").trim();
+    // Drop architecture lists `[…]` and build-profile restrictions `<…>`,
+    // which follow the version constraint (whose `<<` must stay).
+    let mut depth = 0;
+    let end = text
+        .char_indices()
+        .find(|&(_, c)| {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            depth == 0 && (c == '[' || c == '<')
+        })
+        .map_or(text.len(), |(index, _)| index);
+    let text = text[..end].trim();
     let (name_part, constraint) = match text.split_once('(') {
         Some((name, rest)) => {
             let inner = rest
@@ -298,7 +311,7 @@ mod tests {
         let text = format!(
             "Package: qemu-system-x86\nSource: qemu (1:7.2+dfsg-7)\nVersion: 1:7.2+dfsg-7+b3\n\
              Architecture: amd64\nPre-Depends: dpkg (>= 1.17)\n\
-             Depends: libc6 (>= 2.34), seabios, libfoo:any | libbar (<< 2~)\n\
+             Depends: libc6 (>= 2.34), seabios [amd64], libfoo:any | libbar (<< 2~) <!nocheck>\n\
              Provides: qemu-kvm, qemu-x (= 1.0)\nFilename: pool/main/q/qemu/x.deb\nSize: 42\nSHA256: {SHA}\n"
         );
         let packages = parse_packages("Packages", &text).unwrap();

@@ -35,20 +35,12 @@ impl Keyring {
             reason,
         };
         let mut keys = Vec::new();
-        if bytes.starts_with(b"-----BEGIN PGP") {
-            let (iter, _) = SignedPublicKey::from_armor_many(bytes)
-                .map_err(|e| keyring_error(e.to_string()))?;
-            for key in iter {
-                keys.push(key.map_err(|e| keyring_error(e.to_string()))?);
-            }
-        } else {
-            let iter = SignedPublicKey::from_bytes_many(bytes)
-                .map_err(|e| keyring_error(e.to_string()))?;
-            for item in iter {
-                match item.map_err(|e| keyring_error(e.to_string()))? {
-                    PublicOrSecret::Public(key) => keys.push(key),
-                    PublicOrSecret::Secret(key) => keys.push(key.to_public_key()),
-                }
+        let (iter, _) =
+            PublicOrSecret::from_reader_many(bytes).map_err(|e| keyring_error(e.to_string()))?;
+        for item in iter {
+            match item.map_err(|e| keyring_error(e.to_string()))? {
+                PublicOrSecret::Public(key) => keys.push(key),
+                PublicOrSecret::Secret(key) => keys.push(key.to_public_key()),
             }
         }
         keys.retain(|key| key.verify_bindings().is_ok());
@@ -166,7 +158,7 @@ mod tests {
     const RELEASE: &str = "Origin: Test\nSuite: stable\nSHA256:\n 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae 3 main/binary-amd64/Packages.xz\n";
 
     fn signed(secret: &SignedSecretKey) -> String {
-        CleartextSignedMessage::sign(ChaCha8Rng::seed_from_u64(7), RELEASE, secret, &"".into())
+        CleartextSignedMessage::sign(ChaCha8Rng::seed_from_u64(7), RELEASE, &secret.primary_key, &"".into())
             .unwrap()
             .to_armored_string(Default::default())
             .unwrap()

@@ -1,4 +1,4 @@
+//! PID 1 of the stick's initramfs; all logic lives in `hiperiso_runtime::init`.
 fn main() {
-    eprintln!("hiperiso-init: not built yet");
-    std::process::exit(1);
+    hiperiso_runtime::init::main()
 }

@@ -1,0 +1,382 @@
+//! The QEMU command line for one session.
+//!
+//! The guest gets: the ISO read-only as an AHCI CD-ROM, a VGA display (for
+//! screenshots), serial to `serial.log`, a QMP monitor socket, optionally a
+//! TPM through swtpm, user-mode networking (off by default) with an optional
+//! pcap dump, and the trace events of the chosen level. Nothing else: no
+//! default devices, and never the stick itself.
+
+use crate::cmdline::TraceLevel;
+use std::path::{Path, PathBuf};
+
+/// CPU virtualization backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Guest firmware and its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirmwareFiles {
+    /// OVMF: read-only code and a writable copy of the variable store.
+    Uefi { code: PathBuf, vars: PathBuf },
+    /// SeaBIOS; `None` uses QEMU's built-in default.
+    Bios { image: Option<PathBuf> },
+}
+
+/// Everything that shapes the QEMU command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuPlan {
+    pub binary: PathBuf,
+    pub accel: Accel,
+    pub ram_mb: u32,
+    pub cpus: u32,
+    /// Extra CPU flags, e.g. `+svm,-x2apic`, appended to the CPU model.
+    pub cpu_features: Option<String>,
+    pub firmware: FirmwareFiles,
+    pub iso: PathBuf,
+    /// Where session files go (serial.log, trace.bin, ...).
+    pub session_dir: PathBuf,
+    /// The QMP socket (on tmpfs: exFAT cannot hold sockets).
+    pub monitor_socket: PathBuf,
+    pub net: bool,
+    pub net_dump: bool,
+    /// swtpm's control socket when the guest gets a TPM.
+    pub tpm_socket: Option<PathBuf>,
+    pub trace_level: TraceLevel,
+    /// The `trace-<level>.events` file for `trace_level`.
+    pub trace_events: Option<PathBuf>,
+    /// Record firmware debug output from port 0x402.
+    pub firmware_log: bool,
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// QEMU's option syntax escapes a comma in a value by doubling it.
+fn escape(p: &Path) -> String {
+    path(p).replace(',', ",,")
+}
+
+impl QemuPlan {
+    /// The full argv, program first.
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![path(&self.binary)];
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&["-name", "hiperiso-guest", "-nodefaults", "-no-user-config"]);
+        let uefi = matches!(self.firmware, FirmwareFiles::Uefi { .. });
+        let machine = format!(
+            "q35,accel={},smm={}",
+            self.accel.as_str(),
+            if uefi { "on" } else { "off" }
+        );
+        let cpu_model = match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => "max",
+        };
+        let cpu = match &self.cpu_features {
+            Some(features) if !features.is_empty() => {
+                format!("{cpu_model},{}", features.trim_start_matches(','))
+            }
+            _ => cpu_model.to_string(),
+        };
+        let ram = self.ram_mb.to_string();
+        let cpus = self.cpus.to_string();
+        push(&[
+            "-machine", &machine, "-cpu", &cpu, "-m", &ram, "-smp", &cpus,
+        ]);
+        match &self.firmware {
+            FirmwareFiles::Uefi { code, vars } => {
+                let code = format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    escape(code)
+                );
+                let vars = format!("if=pflash,format=raw,unit=1,file={}", escape(vars));
+                push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                push(&["-drive", &code, "-drive", &vars]);
+            }
+            FirmwareFiles::Bios { image: Some(image) } => push(&["-bios", &path(image)]),
+            FirmwareFiles::Bios { image: None } => {}
+        }
+        // The ISO: read-only CD-ROM on the q35 built-in AHCI controller.
+        let iso = format!(
+            "if=none,id=iso0,media=cdrom,readonly=on,format=raw,file={}",
+            escape(&self.iso)
+        );
+        push(&[
+            "-drive",
+            &iso,
+            "-device",
+            "ide-cd,drive=iso0,bus=ide.0,bootindex=0",
+        ]);
+        push(&["-device", "VGA", "-display", "none"]);
+        let dir = &self.session_dir;
+        let serial = format!("file,id=serial0,path={}", escape(&dir.join("serial.log")));
+        push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
+        let qmp = format!(
+            "socket,id=qmp0,path={},server=on,wait=off",
+            escape(&self.monitor_socket)
+        );
+        push(&["-chardev", &qmp, "-mon", "chardev=qmp0,mode=control"]);
+        if self.firmware_log {
+            let log = format!(
+                "file,id=debugcon0,path={}",
+                escape(&dir.join("firmware.log"))
+            );
+            push(&[
+                "-chardev",
+                &log,
+                "-device",
+                "isa-debugcon,iobase=0x402,chardev=debugcon0",
+            ]);
+        }
+        if self.net {
+            push(&["-netdev", "user,id=net0", "-device", "e1000e,netdev=net0"]);
+            if self.net_dump {
+                let dump = format!(
+                    "filter-dump,id=dump0,netdev=net0,file={}",
+                    escape(&dir.join("network.pcap"))
+                );
+                push(&["-object", &dump]);
+            }
+        }
+        if let Some(socket) = &self.tpm_socket {
+            let chardev = format!("socket,id=chrtpm,path={}", escape(socket));
+            push(&[
+                "-chardev",
+                &chardev,
+                "-tpmdev",
+                "emulator,id=tpm0,chardev=chrtpm",
+            ]);
+            push(&["-device", "tpm-tis,tpmdev=tpm0"]);
+        }
+        if let (Some(events), true) = (&self.trace_events, self.trace_level != TraceLevel::None) {
+            let trace = format!(
+                "events={},file={}",
+                escape(events),
+                escape(&dir.join("trace.bin"))
+            );
+            push(&["-trace", &trace]);
+        }
+        // A guest panic (pvpanic) ends the session as a failure; a guest
+        // reboot ends it too, so an installer's final reboot is recorded.
+        push(&["-device", "pvpanic", "-action", "panic=exit-failure"]);
+        push(&["-action", "reboot=shutdown", "-rtc", "base=utc"]);
+        a
+    }
+
+    /// `qemu.cmdline`: one shell-quoted argument per line, so the file is
+    /// both readable and pasteable.
+    pub fn cmdline_text(&self) -> String {
+        let argv = self.argv();
+        let mut out = String::new();
+        for (i, arg) in argv.iter().enumerate() {
+            out.push_str(&shell_quote(arg));
+            out.push_str(if i + 1 < argv.len() { " \\\n  " } else { "\n" });
+        }
+        out
+    }
+}
+
+/// Quote `arg` for a POSIX shell when needed.
+pub fn shell_quote(arg: &str) -> String {
+    let safe = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c));
+    if safe {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> QemuPlan {
+        QemuPlan {
+            binary: "/usr/bin/qemu-system-x86_64".into(),
+            accel: Accel::Kvm,
+            ram_mb: 2048,
+            cpus: 2,
+            cpu_features: None,
+            firmware: FirmwareFiles::Uefi {
+                code: "/esp/OVMF_CODE.fd".into(),
+                vars: "/run/hiperiso/OVMF_VARS.fd".into(),
+            },
+            iso: "/data/ISOs/a,b.iso".into(),
+            session_dir: "/data/hiperiso/logs/a_1".into(),
+            monitor_socket: "/run/hiperiso/monitor.sock".into(),
+            net: false,
+            net_dump: false,
+            tpm_socket: None,
+            trace_level: TraceLevel::Standard,
+            trace_events: Some("/esp/trace/trace-standard.events".into()),
+            firmware_log: true,
+        }
+    }
+
+    fn value_after(argv: &[String], flag: &str) -> Vec<String> {
+        argv.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn uefi_kvm_defaults() {
+        let argv = plan().argv();
+        assert_eq!(argv[0], "/usr/bin/qemu-system-x86_64");
+        assert!(argv.contains(&"-nodefaults".to_string()));
+        assert_eq!(value_after(&argv, "-machine"), ["q35,accel=kvm,smm=on"]);
+        assert_eq!(value_after(&argv, "-cpu"), ["host"]);
+        assert_eq!(value_after(&argv, "-m"), ["2048"]);
+        assert_eq!(value_after(&argv, "-smp"), ["2"]);
+        let drives = value_after(&argv, "-drive");
+        assert_eq!(drives.len(), 3);
+        assert_eq!(
+            drives[0],
+            "if=pflash,format=raw,unit=0,readonly=on,file=/esp/OVMF_CODE.fd"
+        );
+        assert!(drives[1].ends_with("file=/run/hiperiso/OVMF_VARS.fd"));
+        assert!(!drives[1].contains("readonly"));
+        assert_eq!(
+            drives[2],
+            "if=none,id=iso0,media=cdrom,readonly=on,format=raw,file=/data/ISOs/a,,b.iso",
+            "ISO read-only, comma escaped"
+        );
+        let devices = value_after(&argv, "-device");
+        assert!(devices.contains(&"ide-cd,drive=iso0,bus=ide.0,bootindex=0".to_string()));
+        assert!(devices.contains(&"isa-debugcon,iobase=0x402,chardev=debugcon0".to_string()));
+        assert!(
+            !devices
+                .iter()
+                .any(|d| d.starts_with("e1000") || d.starts_with("tpm"))
+        );
+        assert!(
+            value_after(&argv, "-netdev").is_empty(),
+            "network off by default"
+        );
+        let chardevs = value_after(&argv, "-chardev");
+        assert!(
+            chardevs.contains(&"file,id=serial0,path=/data/hiperiso/logs/a_1/serial.log".into())
+        );
+        assert!(
+            chardevs.contains(
+                &"socket,id=qmp0,path=/run/hiperiso/monitor.sock,server=on,wait=off".into()
+            )
+        );
+        assert_eq!(
+            value_after(&argv, "-trace"),
+            ["events=/esp/trace/trace-standard.events,file=/data/hiperiso/logs/a_1/trace.bin"]
+        );
+        assert!(
+            value_after(&argv, "-global")
+                .contains(&"driver=cfi.pflash01,property=secure,value=on".into())
+        );
+        // No disk other than the CD-ROM and the firmware reaches the guest.
+        assert!(!argv.iter().any(|a| a.contains("/dev/")));
+    }
+
+    #[test]
+    fn bios_tcg_features_net_tpm() {
+        let mut p = plan();
+        p.accel = Accel::Tcg;
+        p.firmware = FirmwareFiles::Bios {
+            image: Some("/usr/share/seabios/bios-256k.bin".into()),
+        };
+        p.cpu_features = Some("+svm,-x2apic".into());
+        p.net = true;
+        p.net_dump = true;
+        p.tpm_socket = Some("/run/hiperiso/swtpm.sock".into());
+        p.trace_level = TraceLevel::None;
+        p.firmware_log = false;
+        let argv = p.argv();
+        assert_eq!(value_after(&argv, "-machine"), ["q35,accel=tcg,smm=off"]);
+        assert_eq!(value_after(&argv, "-cpu"), ["max,+svm,-x2apic"]);
+        assert_eq!(
+            value_after(&argv, "-bios"),
+            ["/usr/share/seabios/bios-256k.bin"]
+        );
+        assert!(!argv.iter().any(|a| a.contains("pflash")));
+        assert_eq!(value_after(&argv, "-netdev"), ["user,id=net0"]);
+        assert_eq!(
+            value_after(&argv, "-object"),
+            ["filter-dump,id=dump0,netdev=net0,file=/data/hiperiso/logs/a_1/network.pcap"]
+        );
+        assert_eq!(
+            value_after(&argv, "-tpmdev"),
+            ["emulator,id=tpm0,chardev=chrtpm"]
+        );
+        assert!(value_after(&argv, "-device").contains(&"tpm-tis,tpmdev=tpm0".into()));
+        assert!(value_after(&argv, "-trace").is_empty());
+        assert!(!argv.iter().any(|a| a.contains("debugcon")));
+    }
+
+    #[test]
+    fn cmdline_text_is_quoted() {
+        let mut p = plan();
+        p.iso = "/data/ISOs/my image's.iso".into();
+        let text = p.cmdline_text();
+        assert!(text.starts_with("/usr/bin/qemu-system-x86_64 \\\n  -name"));
+        assert!(text.contains(r#"'if=none,id=iso0,media=cdrom,readonly=on,format=raw,file=/data/ISOs/my image'\''s.iso'"#), "{text}");
+        assert!(text.ends_with("rtc \\\n  base=utc\n") || text.ends_with("base=utc\n"));
+    }
+
+    /// Every line of the shipped trace-*.events files names a real QEMU 7.2
+    /// trace event (or a glob matching at least one).
+    #[test]
+    fn trace_event_files_name_real_events() {
+        let all = std::path::Path::new("/usr/share/qemu/trace-events-all");
+        let Ok(text) = std::fs::read_to_string(all) else {
+            return;
+        };
+        let known: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once('('))
+            .map(|(name, _)| name.trim())
+            .filter(|n| !n.is_empty() && !n.starts_with('#') && !n.contains(' '))
+            .collect();
+        assert!(known.len() > 1000);
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../overlays/esp/EFI/hiperiso/trace"
+        );
+        let mut previous: Vec<String> = Vec::new();
+        for level in ["standard", "detailed", "full"] {
+            let file = format!("{dir}/trace-{level}.events");
+            let text = std::fs::read_to_string(&file).unwrap();
+            let events: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect();
+            for event in &events {
+                assert!(
+                    known.iter().any(|k| crate::glob::matches(event, k)),
+                    "{file}: {event} is not a QEMU trace event"
+                );
+            }
+            for event in &previous {
+                assert!(
+                    events.iter().any(|e| crate::glob::matches(e, event)),
+                    "{level} must trace {event} too"
+                );
+            }
+            previous = events.iter().map(|e| e.to_string()).collect();
+        }
+    }
+}
