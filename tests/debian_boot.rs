@@ -35,9 +35,15 @@ fn prepared() -> &'static Prepared {
     PREPARED.get_or_init(|| {
         let context = Context::new(workspace_root().join("hiperiso.toml"));
         let scratch_lock = std::env::temp_dir().join("hiperiso-debian-boot-test.lock");
-        let prepared = profile_debian::prepare(&context, Some("debian"), profile_debian::LockMode::Scratch(&scratch_lock))
-            .unwrap_or_else(|e| panic!("preparing the debian tree: {e:#}"));
-        Prepared { tree: prepared.tree }
+        let prepared = profile_debian::prepare(
+            &context,
+            Some("debian"),
+            profile_debian::LockMode::Scratch(&scratch_lock),
+        )
+        .unwrap_or_else(|e| panic!("preparing the debian tree: {e:#}"));
+        Prepared {
+            tree: prepared.tree,
+        }
     })
 }
 
@@ -104,9 +110,15 @@ fn kernel_boots_our_initramfs_and_runs_packaged_qemu() {
     };
     let kernel = payload::kernel_version(tree).unwrap();
     let (initramfs, modules) = payload::initramfs_tree(&options, &kernel).unwrap();
-    assert!(modules.iter().any(|m| m.ends_with("/kvm-amd.ko")), "{modules:?}");
+    assert!(
+        modules.iter().any(|m| m.ends_with("/kvm-amd.ko")),
+        "{modules:?}"
+    );
     let kvm = modules.iter().position(|m| m.ends_with("/kvm.ko")).unwrap();
-    let kvm_amd = modules.iter().position(|m| m.ends_with("/kvm-amd.ko")).unwrap();
+    let kvm_amd = modules
+        .iter()
+        .position(|m| m.ends_with("/kvm-amd.ko"))
+        .unwrap();
     assert!(kvm < kvm_amd, "dependencies load first: {modules:?}");
 
     // Deterministic cpio, listed correctly by cpio(1).
@@ -124,36 +136,86 @@ fn kernel_boots_our_initramfs_and_runs_packaged_qemu() {
         .output()
         .expect("cpio");
     assert!(listing.status.success());
-    let listed: Vec<String> = String::from_utf8_lossy(&listing.stdout).lines().map(str::to_string).collect();
-    let expected: Vec<String> = initramfs.tree().iter().map(|(path, _)| path.clone()).collect();
-    assert_eq!(listed, expected, "cpio -t lists every entry in sorted order");
-    for needed in ["init", "dev/console", "usr/bin/qemu-system-x86_64", "usr/share/seabios/bios-256k.bin", "etc/hiperiso/modules.load"] {
-        assert!(listed.iter().any(|p| p == needed), "{needed} missing from the initramfs");
+    let listed: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = initramfs
+        .tree()
+        .iter()
+        .map(|(path, _)| path.clone())
+        .collect();
+    assert_eq!(
+        listed, expected,
+        "cpio -t lists every entry in sorted order"
+    );
+    for needed in [
+        "init",
+        "dev/console",
+        "usr/bin/qemu-system-x86_64",
+        "usr/share/seabios/bios-256k.bin",
+        "etc/hiperiso/modules.load",
+    ] {
+        assert!(
+            listed.iter().any(|p| p == needed),
+            "{needed} missing from the initramfs"
+        );
     }
 
     let initrd = work.path().join("initramfs.cpio.zst");
     initramfs
-        .write(1_700_000_000, Compression::Zstd, fs::File::create(&initrd).unwrap())
+        .write(
+            1_700_000_000,
+            Compression::Zstd,
+            fs::File::create(&initrd).unwrap(),
+        )
         .unwrap();
     let vmlinuz = tree.join(format!("boot/vmlinuz-{kernel}"));
     let output = run_qemu(
         &[
-            "-accel", "tcg", "-cpu", "EPYC", "-m", "1536", "-smp", "1", "-nographic", "-no-reboot",
-            "-kernel", vmlinuz.to_str().unwrap(),
-            "-initrd", initrd.to_str().unwrap(),
-            "-append", "console=ttyS0 panic=-1 loglevel=4",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "EPYC",
+            "-m",
+            "1536",
+            "-smp",
+            "1",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            vmlinuz.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyS0 panic=-1 loglevel=4",
         ],
         "HIPERISO-TEST-DONE",
         Duration::from_secs(300),
     );
-    assert!(output.contains("HIPERISO-TEST-INIT-RAN"), "init did not run:\n{output}");
-    assert!(output.contains("QEMU emulator version 7.2"), "packaged QEMU did not run:\n{output}");
+    assert!(
+        output.contains("HIPERISO-TEST-INIT-RAN"),
+        "init did not run:\n{output}"
+    );
+    assert!(
+        output.contains("QEMU emulator version 7.2"),
+        "packaged QEMU did not run:\n{output}"
+    );
     assert!(output.contains("HIPERISO-QEMU-RAN"), "{output}");
     // Every module loads, except the other CPU vendor's KVM module.
-    for line in output.lines().filter(|l| l.contains("HIPERISO-INSMOD-FAILED")) {
-        assert!(line.contains("kvm-intel.ko"), "unexpected module failure: {line}\n{output}");
+    for line in output
+        .lines()
+        .filter(|l| l.contains("HIPERISO-INSMOD-FAILED"))
+    {
+        assert!(
+            line.contains("kvm-intel.ko"),
+            "unexpected module failure: {line}\n{output}"
+        );
     }
-    assert!(output.contains("HIPERISO-DEV-KVM present"), "kvm_amd did not create /dev/kvm:\n{output}");
+    assert!(
+        output.contains("HIPERISO-DEV-KVM present"),
+        "kvm_amd did not create /dev/kvm:\n{output}"
+    );
 }
 
 #[test]
@@ -163,11 +225,17 @@ fn grub_efi_image_starts_under_packaged_ovmf() {
     let esp = work.path().join("esp");
     let boot = esp.join("EFI/BOOT");
     fs::create_dir_all(&boot).unwrap();
-    let modules: Vec<String> = payload::GRUB_MODULES.iter().map(|m| m.to_string()).collect();
+    let modules: Vec<String> = payload::GRUB_MODULES
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
     payload::grub_mkimage(tree, &modules, &boot.join("BOOTX64.EFI")).unwrap();
     // grub-mkimage is reproducible (DESIGN §8): a second run is identical.
     payload::grub_mkimage(tree, &modules, &work.path().join("again.efi")).unwrap();
-    assert_eq!(fs::read(boot.join("BOOTX64.EFI")).unwrap(), fs::read(work.path().join("again.efi")).unwrap());
+    assert_eq!(
+        fs::read(boot.join("BOOTX64.EFI")).unwrap(),
+        fs::read(work.path().join("again.efi")).unwrap()
+    );
     fs::write(
         boot.join("grub.cfg"),
         "serial --unit=0 --speed=115200\nterminal_output serial console\n\
@@ -179,15 +247,32 @@ fn grub_efi_image_starts_under_packaged_ovmf() {
     let code = tree.join("usr/share/OVMF/OVMF_CODE_4M.fd");
     let output = run_qemu(
         &[
-            "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-machine", "q35",
-            "-drive", &format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
-            "-drive", &format!("if=pflash,format=raw,file={}", vars.display()),
-            "-drive", &format!("format=raw,file=fat:rw:{}", esp.display()),
-            "-net", "none",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-nographic",
+            "-no-reboot",
+            "-machine",
+            "q35",
+            "-drive",
+            &format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
+            "-drive",
+            &format!("if=pflash,format=raw,file={}", vars.display()),
+            "-drive",
+            &format!("format=raw,file=fat:rw:{}", esp.display()),
+            "-net",
+            "none",
         ],
         "HIPERISO-GRUB-OK",
         Duration::from_secs(180),
     );
-    assert!(output.contains("HIPERISO-GRUB-PREFIX=") && output.contains("/EFI/BOOT"), "GRUB's prefix:\n{output}");
-    assert!(output.contains("HIPERISO-GRUB-OK"), "GRUB did not run grub.cfg:\n{output}");
+    assert!(
+        output.contains("HIPERISO-GRUB-PREFIX=") && output.contains("/EFI/BOOT"),
+        "GRUB's prefix:\n{output}"
+    );
+    assert!(
+        output.contains("HIPERISO-GRUB-OK"),
+        "GRUB did not run grub.cfg:\n{output}"
+    );
 }

@@ -59,7 +59,10 @@ fn main() {
         ),
     };
     println!("tree: {} {:?}", base.display(), dirs);
-    println!("{:<28} {:>10} {:>14}   {:>10} {:>14}   {:>7} {:>7}", "", "ours s", "ours bytes", "shell s", "shell bytes", "time x", "size x");
+    println!(
+        "{:<28} {:>10} {:>14}   {:>10} {:>14}   {:>7} {:>7}",
+        "", "ours s", "ours bytes", "shell s", "shell bytes", "time x", "size x"
+    );
     for (label, compression, compressor) in [
         ("zstd -19", Compression::Zstd, "zstd -19 -T1 -q -c"),
         ("gzip -9", Compression::Gzip, "gzip -9 -n -c"),

@@ -19,13 +19,30 @@ pub enum Content {
 /// leading `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    Directory { mode: u32 },
-    File { content: Content, mode: u32 },
+    Directory {
+        mode: u32,
+    },
+    File {
+        content: Content,
+        mode: u32,
+    },
     /// Another name for the regular file at `target` (a path in the tree).
-    HardLink { target: String },
-    Symlink { target: String },
-    CharDevice { mode: u32, major: u32, minor: u32 },
-    BlockDevice { mode: u32, major: u32, minor: u32 },
+    HardLink {
+        target: String,
+    },
+    Symlink {
+        target: String,
+    },
+    CharDevice {
+        mode: u32,
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        mode: u32,
+        major: u32,
+        minor: u32,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +147,11 @@ impl Tree {
 
 fn normalize(path: &str) -> Result<String, CpioError> {
     let trimmed = path.trim_start_matches('/').trim_end_matches('/');
-    if trimmed.is_empty() || trimmed.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+    if trimmed.is_empty()
+        || trimmed
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+    {
         return Err(CpioError::BadPath(path.to_string()));
     }
     Ok(trimmed.to_string())
@@ -379,14 +400,17 @@ mod tests {
         loop {
             let field = |i: usize| {
                 let start = offset + 6 + i * 8;
-                u32::from_str_radix(std::str::from_utf8(&bytes[start..start + 8]).unwrap(), 16).unwrap()
+                u32::from_str_radix(std::str::from_utf8(&bytes[start..start + 8]).unwrap(), 16)
+                    .unwrap()
             };
             assert_eq!(&bytes[offset..offset + 6], b"070701");
-            let (ino, mode, nlink, mtime, size) = (field(0), field(1), field(4), field(5), field(6));
+            let (ino, mode, nlink, mtime, size) =
+                (field(0), field(1), field(4), field(5), field(6));
             let (rmaj, rmin, namesize) = (field(9), field(10), field(11) as usize);
             assert_eq!((field(2), field(3)), (0, 0), "uid/gid");
             let name_start = offset + 110;
-            let name = String::from_utf8(bytes[name_start..name_start + namesize - 1].to_vec()).unwrap();
+            let name =
+                String::from_utf8(bytes[name_start..name_start + namesize - 1].to_vec()).unwrap();
             let data_start = (name_start + namesize).next_multiple_of(4);
             let data = bytes[data_start..data_start + size as usize].to_vec();
             offset = (data_start + size as usize).next_multiple_of(4);
@@ -410,7 +434,18 @@ mod tests {
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(
             names,
-            ["bin", "bin/sh", "dev", "dev/console", "dev/null", "init", "usr", "usr/bin", "usr/bin/ash", "usr/bin/busybox"]
+            [
+                "bin",
+                "bin/sh",
+                "dev",
+                "dev/console",
+                "dev/null",
+                "init",
+                "usr",
+                "usr/bin",
+                "usr/bin/ash",
+                "usr/bin/busybox"
+            ]
         );
         assert!(entries.iter().all(|e| e.4 == 1_700_000_000));
         let by_name = |n: &str| entries.iter().find(|e| e.0 == n).unwrap().clone();
@@ -433,14 +468,26 @@ mod tests {
     #[test]
     fn bad_paths_and_links_are_refused() {
         let mut tree = Tree::new();
-        assert!(tree.insert("../x", Node::Directory { mode: 0o755 }).is_err());
+        assert!(
+            tree.insert("../x", Node::Directory { mode: 0o755 })
+                .is_err()
+        );
         assert!(tree.insert("", Node::Directory { mode: 0o755 }).is_err());
-        tree.insert("a", Node::HardLink { target: "missing".into() }).unwrap();
+        tree.insert(
+            "a",
+            Node::HardLink {
+                target: "missing".into(),
+            },
+        )
+        .unwrap();
         let err = write(&tree, 0, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("a: hardlink to missing"), "{err}");
         let mut tree = Tree::new();
-        tree.insert("f", Node::Symlink { target: "x".into() }).unwrap();
-        let err = tree.insert("f/g", Node::Directory { mode: 0o755 }).unwrap_err();
+        tree.insert("f", Node::Symlink { target: "x".into() })
+            .unwrap();
+        let err = tree
+            .insert("f/g", Node::Directory { mode: 0o755 })
+            .unwrap_err();
         assert!(matches!(err, CpioError::ParentNotDirectory { .. }));
     }
 }

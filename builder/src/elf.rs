@@ -45,13 +45,19 @@ const DT_RPATH: u64 = 15;
 const DT_RUNPATH: u64 = 29;
 
 fn u16_at(bytes: &[u8], offset: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(bytes.get(offset..offset + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        bytes.get(offset..offset + 2)?.try_into().ok()?,
+    ))
 }
 fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(offset..offset + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        bytes.get(offset..offset + 4)?.try_into().ok()?,
+    ))
 }
 fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(offset..offset + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        bytes.get(offset..offset + 8)?.try_into().ok()?,
+    ))
 }
 
 fn c_string(bytes: &[u8], offset: usize) -> Option<String> {
@@ -129,13 +135,18 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Option<DynamicInfo>, ElfError> 
         })
         .map(|&(_, offset, vaddr, _)| (strtab_vaddr - vaddr + offset) as usize)
         .ok_or(malformed("DT_STRTAB outside every PT_LOAD"))?;
-    let string = |value: u64| c_string(bytes, strtab + value as usize).ok_or(malformed("bad string offset"));
+    let string =
+        |value: u64| c_string(bytes, strtab + value as usize).ok_or(malformed("bad string offset"));
     for &(tag, value) in &entries {
         match tag {
             DT_NEEDED => info.needed.push(string(value)?),
             DT_RPATH | DT_RUNPATH => {
-                info.search_path
-                    .extend(string(value)?.split(':').filter(|s| !s.is_empty()).map(str::to_string));
+                info.search_path.extend(
+                    string(value)?
+                        .split(':')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                );
             }
             _ => {}
         }
@@ -164,7 +175,11 @@ pub fn modinfo(file: &str, bytes: &[u8]) -> Result<Vec<(String, String)>, ElfErr
     let (shoff, shentsize, shnum, shstrndx) = header.ok_or(malformed("truncated header"))?;
     let section = |index: usize| {
         let at = shoff + index * shentsize;
-        Some((u32_at(bytes, at)?, u64_at(bytes, at + 24)? as usize, u64_at(bytes, at + 32)? as usize))
+        Some((
+            u32_at(bytes, at)?,
+            u64_at(bytes, at + 24)? as usize,
+            u64_at(bytes, at + 32)? as usize,
+        ))
     };
     let (_, names_offset, _) = section(shstrndx).ok_or(malformed("bad section string table"))?;
     for index in 0..shnum {
@@ -282,7 +297,12 @@ pub fn closure(root: &Path, binaries: &[&str]) -> Result<BTreeSet<String>, ElfEr
                     return Err(ElfError::MissingLibrary {
                         file: path,
                         library,
-                        searched: own_dirs.iter().chain(&dirs).cloned().collect::<Vec<_>>().join(", "),
+                        searched: own_dirs
+                            .iter()
+                            .chain(&dirs)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     });
                 }
             }
@@ -296,14 +316,21 @@ mod tests {
     use super::*;
 
     fn host_binary_with_libs() -> Option<&'static str> {
-        ["/usr/bin/ls", "/bin/ls"].into_iter().find(|p| Path::new(p).exists())
+        ["/usr/bin/ls", "/bin/ls"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
     }
 
     #[test]
     fn parses_a_real_dynamic_binary() {
-        let Some(ls) = host_binary_with_libs() else { return };
+        let Some(ls) = host_binary_with_libs() else {
+            return;
+        };
         let info = parse(ls, &fs::read(ls).unwrap()).unwrap().unwrap();
-        assert_eq!(info.interpreter.as_deref(), Some("/lib64/ld-linux-x86-64.so.2"));
+        assert_eq!(
+            info.interpreter.as_deref(),
+            Some("/lib64/ld-linux-x86-64.so.2")
+        );
         assert!(info.needed.iter().any(|n| n == "libc.so.6"), "{info:?}");
     }
 
@@ -323,7 +350,9 @@ mod tests {
 
     #[test]
     fn closure_in_a_copied_tree_and_missing_library_error() {
-        let Some(ls) = host_binary_with_libs() else { return };
+        let Some(ls) = host_binary_with_libs() else {
+            return;
+        };
         let root = tempfile::tempdir().unwrap();
         let host = closure(Path::new("/"), &[ls]).unwrap();
         assert!(host.iter().any(|p| p.ends_with("libc.so.6")), "{host:?}");

@@ -33,7 +33,9 @@ impl std::str::FromStr for Compression {
             "gzip" => Ok(Self::Gzip),
             "xz" => Ok(Self::Xz),
             "none" => Ok(Self::None),
-            other => Err(format!("unknown compression {other:?} (zstd, gzip, xz, none)")),
+            other => Err(format!(
+                "unknown compression {other:?} (zstd, gzip, xz, none)"
+            )),
         }
     }
 }
@@ -134,7 +136,12 @@ impl Initramfs {
                         root: self.root.display().to_string(),
                     });
                 }
-                self.tree.insert(&relative, Node::Symlink { target: target.clone() })?;
+                self.tree.insert(
+                    &relative,
+                    Node::Symlink {
+                        target: target.clone(),
+                    },
+                )?;
                 resolved.pop();
                 if target.starts_with('/') {
                     resolved.clear();
@@ -171,7 +178,11 @@ impl Initramfs {
     /// Lays the directory `source` into the initramfs under `destination`
     /// ("" for the root), replacing existing entries. Hardlinked files stay
     /// hardlinked; symlinks are kept as written.
-    pub fn add_directory(&mut self, source: &Path, destination: &str) -> Result<(), InitramfsError> {
+    pub fn add_directory(
+        &mut self,
+        source: &Path,
+        destination: &str,
+    ) -> Result<(), InitramfsError> {
         let mut seen_inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
         self.add_directory_inner(source, destination, &mut seen_inodes)
     }
@@ -198,7 +209,11 @@ impl Initramfs {
             .map_err(io_error(source, "reading directory"))?;
         entries.sort();
         for entry in entries {
-            let name = entry.file_name().unwrap_or_default().to_string_lossy().to_string();
+            let name = entry
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             let path = if destination.is_empty() {
                 name
             } else {
@@ -242,7 +257,12 @@ impl Initramfs {
     }
 
     /// Writes the compressed archive.
-    pub fn write(&self, mtime: u32, compression: Compression, out: impl Write) -> Result<(), InitramfsError> {
+    pub fn write(
+        &self,
+        mtime: u32,
+        compression: Compression,
+        out: impl Write,
+    ) -> Result<(), InitramfsError> {
         let mut archive = Vec::new();
         self.write_cpio(mtime, &mut archive)?;
         compress(&archive, compression, out)
@@ -250,7 +270,11 @@ impl Initramfs {
 }
 
 /// Compresses `data` with fixed, machine-independent settings.
-pub fn compress(data: &[u8], compression: Compression, mut out: impl Write) -> Result<(), InitramfsError> {
+pub fn compress(
+    data: &[u8],
+    compression: Compression,
+    mut out: impl Write,
+) -> Result<(), InitramfsError> {
     let result = match compression {
         Compression::Zstd => (|| {
             let mut encoder = zstd::stream::Encoder::new(&mut out, 19)?;
@@ -269,8 +293,11 @@ pub fn compress(data: &[u8], compression: Compression, mut out: impl Write) -> R
             let options = liblzma::stream::LzmaOptions::new_preset(6).map_err(io::Error::other)?;
             let mut filters = liblzma::stream::Filters::new();
             filters.lzma2(&options);
-            let stream = liblzma::stream::Stream::new_stream_encoder(&filters, liblzma::stream::Check::Crc32)
-                .map_err(io::Error::other)?;
+            let stream = liblzma::stream::Stream::new_stream_encoder(
+                &filters,
+                liblzma::stream::Check::Crc32,
+            )
+            .map_err(io::Error::other)?;
             let mut encoder = liblzma::write::XzEncoder::new_stream(&mut out, stream);
             encoder.write_all(data)?;
             encoder.finish().map(|_| ())
@@ -292,7 +319,11 @@ mod tests {
         fs::create_dir_all(r.join("usr/bin")).unwrap();
         symlink("usr/lib", r.join("lib")).unwrap();
         fs::write(r.join("usr/lib/x86_64-linux-gnu/libz.so.1.2.13"), b"z").unwrap();
-        symlink("libz.so.1.2.13", r.join("usr/lib/x86_64-linux-gnu/libz.so.1")).unwrap();
+        symlink(
+            "libz.so.1.2.13",
+            r.join("usr/lib/x86_64-linux-gnu/libz.so.1"),
+        )
+        .unwrap();
         fs::write(r.join("usr/bin/tool"), b"#!/bin/sh\n").unwrap();
         fs::set_permissions(r.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
         root
@@ -302,19 +333,32 @@ mod tests {
     fn copies_through_symlinked_parents() {
         let root = package_tree();
         let mut initramfs = Initramfs::new(root.path()).unwrap();
-        initramfs.add_from_root("/lib/x86_64-linux-gnu/libz.so.1").unwrap();
+        initramfs
+            .add_from_root("/lib/x86_64-linux-gnu/libz.so.1")
+            .unwrap();
         let tree = initramfs.tree();
-        assert_eq!(tree.get("lib"), Some(&Node::Symlink { target: "usr/lib".into() }));
+        assert_eq!(
+            tree.get("lib"),
+            Some(&Node::Symlink {
+                target: "usr/lib".into()
+            })
+        );
         assert_eq!(
             tree.get("usr/lib/x86_64-linux-gnu/libz.so.1"),
-            Some(&Node::Symlink { target: "libz.so.1.2.13".into() })
+            Some(&Node::Symlink {
+                target: "libz.so.1.2.13".into()
+            })
         );
         assert!(matches!(
             tree.get("usr/lib/x86_64-linux-gnu/libz.so.1.2.13"),
             Some(Node::File { .. })
         ));
         let err = initramfs.add_from_root("usr/bin/missing").unwrap_err();
-        assert!(err.to_string().contains("usr/bin/missing is not in the package tree"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("usr/bin/missing is not in the package tree"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -323,7 +367,11 @@ mod tests {
         let overlay = tempfile::tempdir().unwrap();
         fs::create_dir_all(overlay.path().join("usr/bin")).unwrap();
         fs::write(overlay.path().join("usr/bin/tool"), b"overlay").unwrap();
-        fs::hard_link(overlay.path().join("usr/bin/tool"), overlay.path().join("usr/bin/tool2")).unwrap();
+        fs::hard_link(
+            overlay.path().join("usr/bin/tool"),
+            overlay.path().join("usr/bin/tool2"),
+        )
+        .unwrap();
         let mut initramfs = Initramfs::new(root.path()).unwrap();
         initramfs.add_from_root("usr/bin/tool").unwrap();
         initramfs.add_directory(overlay.path(), "").unwrap();
@@ -336,13 +384,17 @@ mod tests {
         );
         assert_eq!(
             initramfs.tree().get("usr/bin/tool2"),
-            Some(&Node::HardLink { target: "usr/bin/tool".into() })
+            Some(&Node::HardLink {
+                target: "usr/bin/tool".into()
+            })
         );
     }
 
     #[test]
     fn compressions_round_trip_and_are_stable() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         for compression in [Compression::Zstd, Compression::Gzip, Compression::Xz] {
             let mut first = Vec::new();
             let mut second = Vec::new();
@@ -353,7 +405,11 @@ mod tests {
             let mut back = Vec::new();
             match compression {
                 Compression::Zstd => {
-                    io::copy(&mut zstd::stream::read::Decoder::new(&first[..]).unwrap(), &mut back).unwrap();
+                    io::copy(
+                        &mut zstd::stream::read::Decoder::new(&first[..]).unwrap(),
+                        &mut back,
+                    )
+                    .unwrap();
                 }
                 Compression::Gzip => {
                     io::copy(&mut flate2::read::GzDecoder::new(&first[..]), &mut back).unwrap();

@@ -197,7 +197,9 @@ impl ModuleIndex {
                 let mut deps = Vec::new();
                 let mut done = BTreeSet::new();
                 self.transitive(module, &mut done, &mut deps);
-                format!("{}: {}", module.path, deps.join(" ")).trim_end().to_string()
+                format!("{}: {}", module.path, deps.join(" "))
+                    .trim_end()
+                    .to_string()
             })
             .collect();
         lines.sort();
@@ -231,7 +233,11 @@ mod tests {
              kernel/fs/fat/fat.ko:\n",
         )
         .unwrap();
-        fs::write(dir.path().join("modules.builtin"), "kernel/drivers/input/serio/i8042.ko\n").unwrap();
+        fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/drivers/input/serio/i8042.ko\n",
+        )
+        .unwrap();
         dir
     }
 

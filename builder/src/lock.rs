@@ -86,7 +86,9 @@ pub enum LockError {
          run `hiperiso-build lock` to re-resolve"
     )]
     Stale { path: PathBuf },
-    #[error("{path}: lock version {found} is not supported (expected {LOCK_VERSION}); run `hiperiso-build lock`")]
+    #[error(
+        "{path}: lock version {found} is not supported (expected {LOCK_VERSION}); run `hiperiso-build lock`"
+    )]
     Version { path: PathBuf, found: u32 },
     #[error("{path}: does not lock {name}, which the build needs; run `hiperiso-build lock`")]
     NotLocked { path: PathBuf, name: String },
@@ -248,9 +250,14 @@ mod tests {
         let mut reversed = packages();
         reversed.reverse();
         let lock = Lock::new(&inputs(), "Sat, 11 Jul 2026", &packages());
-        assert_eq!(lock.to_toml(), Lock::new(&inputs(), "Sat, 11 Jul 2026", &reversed).to_toml());
+        assert_eq!(
+            lock.to_toml(),
+            Lock::new(&inputs(), "Sat, 11 Jul 2026", &reversed).to_toml()
+        );
         let text = lock.to_toml();
-        assert!(text.find("name = \"base-files\"").unwrap() < text.find("name = \"tool\"").unwrap());
+        assert!(
+            text.find("name = \"base-files\"").unwrap() < text.find("name = \"tool\"").unwrap()
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hiperiso.lock");
         lock.write(&path).unwrap();
@@ -262,7 +269,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hiperiso.lock");
         let err = Lock::read_fresh(&path, &inputs()).unwrap_err();
-        assert!(err.to_string().contains("run `hiperiso-build lock`"), "{err}");
+        assert!(
+            err.to_string().contains("run `hiperiso-build lock`"),
+            "{err}"
+        );
         Lock::new(&inputs(), "d", &packages()).write(&path).unwrap();
         let mut changed = inputs();
         changed.packages.push("qemu-system-x86".into());
@@ -284,6 +294,9 @@ mod tests {
         let mut newer = lock.clone();
         newer.packages[1].version = "2.0".into();
         newer.packages.remove(0);
-        assert_eq!(diff(Some(&lock), &newer), ["~ tool 1.0 -> 2.0", "- base-files 12.4"]);
+        assert_eq!(
+            diff(Some(&lock), &newer),
+            ["~ tool 1.0 -> 2.0", "- base-files 12.4"]
+        );
     }
 }

@@ -28,26 +28,87 @@ use crate::kmod::{KmodError, ModuleIndex};
 /// GRUB modules embedded in BOOTX64.EFI: everything the menu needs, so the
 /// ESP needs no module directory.
 pub const GRUB_MODULES: &[&str] = &[
-    "part_gpt", "part_msdos", "fat", "exfat", "iso9660", "normal", "linux", "boot", "chain",
-    "configfile", "search", "search_fs_uuid", "search_fs_file", "search_label", "regexp", "test",
-    "true", "echo", "cat", "ls", "sleep", "reboot", "halt", "serial", "terminal", "gfxterm",
-    "gfxterm_background", "font", "all_video", "efi_gop", "efi_uga", "video_bochs", "video_cirrus",
-    "loopback", "probe", "minicmd", "efifwsetup", "lsefi", "loadenv", "gzio", "help",
+    "part_gpt",
+    "part_msdos",
+    "fat",
+    "exfat",
+    "iso9660",
+    "normal",
+    "linux",
+    "boot",
+    "chain",
+    "configfile",
+    "search",
+    "search_fs_uuid",
+    "search_fs_file",
+    "search_label",
+    "regexp",
+    "test",
+    "true",
+    "echo",
+    "cat",
+    "ls",
+    "sleep",
+    "reboot",
+    "halt",
+    "serial",
+    "terminal",
+    "gfxterm",
+    "gfxterm_background",
+    "font",
+    "all_video",
+    "efi_gop",
+    "efi_uga",
+    "video_bochs",
+    "video_cirrus",
+    "loopback",
+    "probe",
+    "minicmd",
+    "efifwsetup",
+    "lsefi",
+    "loadenv",
+    "gzio",
+    "help",
 ];
 
 /// Kernel modules the host needs (hiperiso-init loads them in the order of
 /// `/etc/hiperiso/modules.load`). Built-in ones are skipped.
 pub const KERNEL_MODULES: &[&str] = &[
     // KVM
-    "kvm", "kvm_amd", "kvm_intel",
+    "kvm",
+    "kvm_amd",
+    "kvm_intel",
     // USB host controllers and storage
-    "xhci_pci", "xhci_hcd", "ehci_pci", "ehci_hcd", "ohci_pci", "uhci_hcd", "usb_storage", "uas",
+    "xhci_pci",
+    "xhci_hcd",
+    "ehci_pci",
+    "ehci_hcd",
+    "ohci_pci",
+    "uhci_hcd",
+    "usb_storage",
+    "uas",
     // SATA, NVMe, SCSI disks and CD-ROMs, virtio (for tests and VMs)
-    "ahci", "nvme", "sd_mod", "sr_mod", "virtio_pci", "virtio_blk", "virtio_scsi",
+    "ahci",
+    "nvme",
+    "sd_mod",
+    "sr_mod",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
     // File systems and code pages
-    "exfat", "vfat", "isofs", "loop", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii",
+    "exfat",
+    "vfat",
+    "isofs",
+    "loop",
+    "nls_cp437",
+    "nls_iso8859_1",
+    "nls_utf8",
+    "nls_ascii",
     // Framebuffer and input
-    "bochs", "evdev", "usbhid", "hid_generic",
+    "bochs",
+    "evdev",
+    "usbhid",
+    "hid_generic",
     // Guest networking
     "tun",
 ];
@@ -55,8 +116,17 @@ pub const KERNEL_MODULES: &[&str] = &[
 /// Top-level files of `/usr/share/qemu` an x86 QEMU may load; the rest of
 /// that directory (ppc, sparc, s390, riscv firmware) is left out.
 const QEMU_DATA_PREFIXES: &[&str] = &[
-    "bios", "kvmvapic.bin", "linuxboot", "multiboot", "pvh.bin", "qboot.rom", "vgabios", "efi-",
-    "pxe-", "sgabios.bin", "OVMF.fd",
+    "bios",
+    "kvmvapic.bin",
+    "linuxboot",
+    "multiboot",
+    "pvh.bin",
+    "qboot.rom",
+    "vgabios",
+    "efi-",
+    "pxe-",
+    "sgabios.bin",
+    "OVMF.fd",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +235,10 @@ pub fn kernel_version(root: &Path) -> Result<String, PayloadError> {
 
 /// Assembles the initramfs: `/init`, busybox, QEMU with its library closure
 /// and data files, firmware for the inner VM, kernel modules, overlay.
-pub fn initramfs_tree(options: &PayloadOptions, kernel: &str) -> Result<(Initramfs, Vec<String>), PayloadError> {
+pub fn initramfs_tree(
+    options: &PayloadOptions,
+    kernel: &str,
+) -> Result<(Initramfs, Vec<String>), PayloadError> {
     let root = &options.root;
     let mut initramfs = Initramfs::new(root)?;
     initramfs.tree_mut().insert(
@@ -176,14 +249,21 @@ pub fn initramfs_tree(options: &PayloadOptions, kernel: &str) -> Result<(Initram
         },
     )?;
     for dir in ["proc", "sys", "run", "tmp", "mnt", "etc/hiperiso"] {
-        initramfs.tree_mut().insert(dir, Node::Directory { mode: 0o755 })?;
+        initramfs
+            .tree_mut()
+            .insert(dir, Node::Directory { mode: 0o755 })?;
     }
 
     // busybox and its applet links (asked from the static binary itself).
     initramfs.add_from_root("bin/busybox")?;
     for applet in busybox_applets(root)? {
         if !initramfs.tree().contains(&applet) {
-            initramfs.tree_mut().insert(&applet, Node::Symlink { target: "/bin/busybox".into() })?;
+            initramfs.tree_mut().insert(
+                &applet,
+                Node::Symlink {
+                    target: "/bin/busybox".into(),
+                },
+            )?;
         }
     }
 
@@ -192,7 +272,13 @@ pub fn initramfs_tree(options: &PayloadOptions, kernel: &str) -> Result<(Initram
     if tree_path_exists(root, "usr/bin/qemu-img") {
         initramfs.add_binaries(&["usr/bin/qemu-img"])?;
     }
-    for dir in ["usr/share/seabios", "usr/lib/ipxe/qemu", "usr/share/OVMF", "usr/share/qemu/keymaps", "usr/share/qemu/firmware"] {
+    for dir in [
+        "usr/share/seabios",
+        "usr/lib/ipxe/qemu",
+        "usr/share/OVMF",
+        "usr/share/qemu/keymaps",
+        "usr/share/qemu/firmware",
+    ] {
         if tree_path_exists(root, dir) {
             initramfs.add_from_root(dir)?;
         }
@@ -202,7 +288,11 @@ pub fn initramfs_tree(options: &PayloadOptions, kernel: &str) -> Result<(Initram
         .map_err(io_error("reading", &qemu_data))?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|name| QEMU_DATA_PREFIXES.iter().any(|prefix| name.starts_with(prefix)))
+        .filter(|name| {
+            QEMU_DATA_PREFIXES
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        })
         .collect();
     names.sort();
     for name in names {
@@ -221,10 +311,22 @@ pub fn initramfs_tree(options: &PayloadOptions, kernel: &str) -> Result<(Initram
     }
     let list: String = order.iter().map(|path| format!("{path}\n")).collect();
     let tree = initramfs.tree_mut();
-    tree.insert(&format!("{module_dir}/modules.dep"), bytes_node(index.modules_dep(&modules)))?;
-    tree.insert(&format!("{module_dir}/modules.order"), bytes_node(list.clone()))?;
-    tree.insert("etc/hiperiso/modules.load", bytes_node(format!("# /lib/modules/{kernel}/… in load order\n{list}")))?;
-    tree.insert("etc/hiperiso/kernel-version", bytes_node(format!("{kernel}\n")))?;
+    tree.insert(
+        &format!("{module_dir}/modules.dep"),
+        bytes_node(index.modules_dep(&modules)),
+    )?;
+    tree.insert(
+        &format!("{module_dir}/modules.order"),
+        bytes_node(list.clone()),
+    )?;
+    tree.insert(
+        "etc/hiperiso/modules.load",
+        bytes_node(format!("# /lib/modules/{kernel}/… in load order\n{list}")),
+    )?;
+    tree.insert(
+        "etc/hiperiso/kernel-version",
+        bytes_node(format!("{kernel}\n")),
+    )?;
     if tree_path_exists(root, &format!("{module_dir}/modules.builtin")) {
         initramfs.add_from_root(&format!("{module_dir}/modules.builtin"))?;
     }
@@ -252,11 +354,15 @@ fn tree_path_exists(root: &Path, path: &str) -> bool {
 
 fn real_path(root: &Path, path: &str) -> Result<PathBuf, PayloadError> {
     let components: Vec<String> = path.split('/').map(str::to_string).collect();
-    let resolved = resolve_in_tree(root, &components, true).map_err(io_error("resolving", &root.join(path)))?;
+    let resolved = resolve_in_tree(root, &components, true)
+        .map_err(io_error("resolving", &root.join(path)))?;
     if resolved.exists() {
         Ok(resolved)
     } else {
-        Err(PayloadError::Missing(format!("{path} is not in the package tree {}", root.display())))
+        Err(PayloadError::Missing(format!(
+            "{path} is not in the package tree {}",
+            root.display()
+        )))
     }
 }
 
@@ -275,7 +381,10 @@ fn busybox_applets(root: &Path) -> Result<Vec<String>, PayloadError> {
         .collect();
     applets.sort();
     if applets.is_empty() {
-        return Err(PayloadError::Missing(format!("{} --list-full printed no applets", busybox.display())));
+        return Err(PayloadError::Missing(format!(
+            "{} --list-full printed no applets",
+            busybox.display()
+        )));
     }
     Ok(applets)
 }
@@ -339,16 +448,27 @@ fn copy_tree(source: &Path, destination: &Path) -> Result<(), PayloadError> {
     Ok(())
 }
 
-fn hash_tree(dir: &Path, prefix: &str, files: &mut BTreeMap<String, (u64, String)>) -> Result<(), PayloadError> {
+fn hash_tree(
+    dir: &Path,
+    prefix: &str,
+    files: &mut BTreeMap<String, (u64, String)>,
+) -> Result<(), PayloadError> {
     for entry in fs::read_dir(dir).map_err(io_error("reading", dir))? {
         let entry = entry.map_err(io_error("reading", dir))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let relative = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         if entry.path().is_dir() {
             hash_tree(&entry.path(), &relative, files)?;
         } else {
             let bytes = fs::read(entry.path()).map_err(io_error("reading", &entry.path()))?;
-            files.insert(relative, (bytes.len() as u64, hex::encode(Sha256::digest(&bytes))));
+            files.insert(
+                relative,
+                (bytes.len() as u64, hex::encode(Sha256::digest(&bytes))),
+            );
         }
     }
     Ok(())
@@ -368,15 +488,28 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
     if let Ok(font) = real_path(root, "usr/share/grub/unicode.pf2") {
         copy(&font, &boot.join("fonts/unicode.pf2"))?;
     }
-    copy(&real_path(root, &format!("boot/vmlinuz-{kernel}"))?, &hiperiso.join("vmlinuz"))?;
-    copy(&real_path(root, "usr/share/OVMF/OVMF_CODE_4M.fd")?, &hiperiso.join("OVMF_CODE.fd"))?;
-    copy(&real_path(root, "usr/share/OVMF/OVMF_VARS_4M.fd")?, &hiperiso.join("OVMF_VARS.fd"))?;
+    copy(
+        &real_path(root, &format!("boot/vmlinuz-{kernel}"))?,
+        &hiperiso.join("vmlinuz"),
+    )?;
+    copy(
+        &real_path(root, "usr/share/OVMF/OVMF_CODE_4M.fd")?,
+        &hiperiso.join("OVMF_CODE.fd"),
+    )?;
+    copy(
+        &real_path(root, "usr/share/OVMF/OVMF_VARS_4M.fd")?,
+        &hiperiso.join("OVMF_VARS.fd"),
+    )?;
 
     let (initramfs, modules) = initramfs_tree(options, &kernel)?;
     let name = format!("initramfs.cpio{}", options.compression.extension());
     let initramfs_path = hiperiso.join(&name);
     let file = fs::File::create(&initramfs_path).map_err(io_error("creating", &initramfs_path))?;
-    initramfs.write(options.source_date_epoch, options.compression, io::BufWriter::new(file))?;
+    initramfs.write(
+        options.source_date_epoch,
+        options.compression,
+        io::BufWriter::new(file),
+    )?;
 
     for (relative, source) in &options.extra_esp_files {
         copy(source, &esp.join(relative))?;
@@ -398,7 +531,12 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
         "files".into(),
         files
             .iter()
-            .map(|(path, (size, sha256))| (path.clone(), serde_json::json!({"size": size, "sha256": sha256})))
+            .map(|(path, (size, sha256))| {
+                (
+                    path.clone(),
+                    serde_json::json!({"size": size, "sha256": sha256}),
+                )
+            })
             .collect::<serde_json::Map<_, _>>()
             .into(),
     );
@@ -407,7 +545,10 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
     fs::write(&build_json, &json).map_err(io_error("writing", &build_json))?;
     files.insert(
         "EFI/hiperiso/build.json".into(),
-        (json.len() as u64, hex::encode(Sha256::digest(json.as_bytes()))),
+        (
+            json.len() as u64,
+            hex::encode(Sha256::digest(json.as_bytes())),
+        ),
     );
     Ok(Payload {
         kernel_version: kernel,

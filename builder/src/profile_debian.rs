@@ -59,7 +59,9 @@ pub fn resolve_lock(
             })
             .collect(),
         exclude: inputs.exclude.iter().cloned().collect(),
-        prefer: previous.map(|lock| lock.preferences(update)).unwrap_or_default(),
+        prefer: previous
+            .map(|lock| lock.preferences(update))
+            .unwrap_or_default(),
     };
     let closure = resolve::resolve(&universe, &request)?;
     Ok(Lock::new(
@@ -82,10 +84,18 @@ pub fn tree_key(lock: &Lock) -> String {
 /// Fetches the locked .debs and unpacks them into `<trees>/<tree_key>`,
 /// built in a temporary directory and renamed into place, so a killed build
 /// never leaves a half tree. An existing tree is reused.
-pub fn materialize(repository: &Repository<'_>, lock: &Lock, trees: &Path) -> Result<PathBuf, ProfileError> {
+pub fn materialize(
+    repository: &Repository<'_>,
+    lock: &Lock,
+    trees: &Path,
+) -> Result<PathBuf, ProfileError> {
     let io_error = |context, path: &Path| {
         let path = path.to_path_buf();
-        move |source| ProfileError::Io { context, path, source }
+        move |source| ProfileError::Io {
+            context,
+            path,
+            source,
+        }
     };
     let final_path = trees.join(tree_key(lock));
     if final_path.is_dir() {
@@ -173,15 +183,24 @@ pub fn trees_dir(fetcher: &Fetcher) -> PathBuf {
 pub fn deb_fetcher(context: &Context) -> Result<Fetcher, ProfileError> {
     let mut options = context.fetch_options();
     options.missing_hint = "hiperiso-build lock --update {name}".into();
-    let store = context.store().map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let store = context
+        .store()
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
     Ok(Fetcher::new(store, options))
 }
 
 /// `hiperiso-build lock [--update [NAME…]]`: resolves and writes the lock.
 /// Returns the lock and the lines that changed.
-pub fn run_lock(context: &Context, update: Option<&[String]>) -> Result<(Lock, Vec<String>), ProfileError> {
-    let manifest = context.load_manifest().map_err(|e| ProfileError::Setup(e.to_string()))?;
-    let (_, profile) = context.profile(&manifest).map_err(|e| ProfileError::Setup(e.to_string()))?;
+pub fn run_lock(
+    context: &Context,
+    update: Option<&[String]>,
+) -> Result<(Lock, Vec<String>), ProfileError> {
+    let manifest = context
+        .load_manifest()
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let (_, profile) = context
+        .profile(&manifest)
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
     let inputs = lock_inputs(&manifest, profile);
     let path = lock_path(context);
     let previous = Lock::read(&path)?;
@@ -200,16 +219,30 @@ pub fn run_lock(context: &Context, update: Option<&[String]>) -> Result<(Lock, V
         components: inputs.components.clone(),
         architecture: inputs.architecture.clone(),
     };
-    let lock = resolve_lock(&repository, &keyring_source(&manifest), &inputs, previous.as_ref(), update)?;
+    let lock = resolve_lock(
+        &repository,
+        &keyring_source(&manifest),
+        &inputs,
+        previous.as_ref(),
+        update,
+    )?;
     lock.write(&path)?;
     let changes = crate::lock::diff(previous.as_ref(), &lock);
     Ok((lock, changes))
 }
 
 /// Reads (or, in scratch mode, resolves) the lock and materializes its tree.
-pub fn prepare(context: &Context, profile: Option<&str>, mode: LockMode<'_>) -> Result<Prepared, ProfileError> {
-    let manifest = context.load_manifest().map_err(|e| ProfileError::Setup(e.to_string()))?;
-    let (_, profile) = manifest.profile(profile).map_err(|e| ProfileError::Setup(e.to_string()))?;
+pub fn prepare(
+    context: &Context,
+    profile: Option<&str>,
+    mode: LockMode<'_>,
+) -> Result<Prepared, ProfileError> {
+    let manifest = context
+        .load_manifest()
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let (_, profile) = manifest
+        .profile(profile)
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
     let inputs = lock_inputs(&manifest, profile);
     let fetcher = deb_fetcher(context)?;
     let repository = Repository {
@@ -223,7 +256,13 @@ pub fn prepare(context: &Context, profile: Option<&str>, mode: LockMode<'_>) -> 
         LockMode::Committed => Lock::read_fresh(&lock_path(context), &inputs)?,
         LockMode::Scratch(scratch) => {
             let committed = Lock::read(&lock_path(context)).ok().flatten();
-            let lock = resolve_lock(&repository, &keyring_source(&manifest), &inputs, committed.as_ref(), None)?;
+            let lock = resolve_lock(
+                &repository,
+                &keyring_source(&manifest),
+                &inputs,
+                committed.as_ref(),
+                None,
+            )?;
             lock.write(scratch)?;
             lock
         }
@@ -243,18 +282,28 @@ pub fn build_runtime(workspace: &Path) -> Result<PathBuf, ProfileError> {
         return Ok(PathBuf::from(dir));
     }
     let target_dir = workspace.join("target/hiperiso-static");
-    let status = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(workspace)
-        .args(["build", "--release", "-p", "hiperiso-runtime", "--bins", "--target", "x86_64-unknown-linux-gnu", "--target-dir"])
-        .arg(&target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("SOURCE_DATE_EPOCH", "0")
-        .status()
-        .map_err(|source| ProfileError::Io {
-            context: "running cargo in",
-            path: workspace.to_path_buf(),
-            source,
-        })?;
+    let status =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(workspace)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "hiperiso-runtime",
+                "--bins",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("SOURCE_DATE_EPOCH", "0")
+            .status()
+            .map_err(|source| ProfileError::Io {
+                context: "running cargo in",
+                path: workspace.to_path_buf(),
+                source,
+            })?;
     if !status.success() {
         return Err(ProfileError::Setup(format!(
             "building the static runtime (cargo build -p hiperiso-runtime) failed: {status}; \
@@ -268,12 +317,19 @@ pub fn build_runtime(workspace: &Path) -> Result<PathBuf, ProfileError> {
 /// lock (stale stops), fetches and unpacks the packages, builds the static
 /// runtime and assembles GRUB, kernel, initramfs and firmware. This is what
 /// `hiperiso-build --profile debian image` puts on the ESP.
-pub fn build_esp(context: &Context, profile: Option<&str>, esp: &Path) -> Result<crate::payload::Payload, ProfileError> {
-    let manifest = context.load_manifest().map_err(|e| ProfileError::Setup(e.to_string()))?;
+pub fn build_esp(
+    context: &Context,
+    profile: Option<&str>,
+    esp: &Path,
+) -> Result<crate::payload::Payload, ProfileError> {
+    let manifest = context
+        .load_manifest()
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
     let prepared = prepare(context, profile, LockMode::Committed)?;
     let workspace = context.manifest_dir().to_path_buf();
     let runtime = build_runtime(&workspace)?;
-    let mut options = crate::payload::PayloadOptions::new(&prepared.tree, runtime.join("hiperiso-init"));
+    let mut options =
+        crate::payload::PayloadOptions::new(&prepared.tree, runtime.join("hiperiso-init"));
     let overlays = workspace.join("overlays");
     options.overlays = overlays.is_dir().then_some(overlays);
     options.source_date_epoch = u32::try_from(manifest.image.source_date_epoch).unwrap_or(u32::MAX);
@@ -282,23 +338,38 @@ pub fn build_esp(context: &Context, profile: Option<&str>, esp: &Path) -> Result
     }
     let log = runtime.join("hiperiso-log");
     if log.is_file() {
-        options.extra_esp_files.push(("EFI/hiperiso/hiperiso-log".into(), log));
+        options
+            .extra_esp_files
+            .push(("EFI/hiperiso/hiperiso-log".into(), log));
     }
     let manifest_text = fs::read(&context.manifest_path).map_err(|source| ProfileError::Io {
         context: "reading",
         path: context.manifest_path.clone(),
         source,
     })?;
-    options.build_info.insert("manifest_sha256".into(), hex::encode(Sha256::digest(&manifest_text)).into());
-    options.build_info.insert("lock_sha256".into(), hex::encode(Sha256::digest(prepared.lock.to_toml())).into());
-    options.build_info.insert("lock_inputs".into(), prepared.lock.inputs.clone().into());
+    options.build_info.insert(
+        "manifest_sha256".into(),
+        hex::encode(Sha256::digest(&manifest_text)).into(),
+    );
+    options.build_info.insert(
+        "lock_sha256".into(),
+        hex::encode(Sha256::digest(prepared.lock.to_toml())).into(),
+    );
+    options
+        .build_info
+        .insert("lock_inputs".into(), prepared.lock.inputs.clone().into());
     options.build_info.insert(
         "packages".into(),
         prepared
             .lock
             .packages
             .iter()
-            .map(|p| (p.name.clone(), serde_json::Value::from(format!("{} {}", p.version, p.sha256))))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    serde_json::Value::from(format!("{} {}", p.version, p.sha256)),
+                )
+            })
             .collect::<serde_json::Map<_, _>>()
             .into(),
     );

@@ -68,7 +68,11 @@ pub fn parse(text: &str) -> Result<Vec<Paragraph>, ControlError> {
                 value.push('\n');
             }
             // A lone "." stands for an empty line inside a multi-line value.
-            value.push_str(if continuation == "." { "" } else { continuation });
+            value.push_str(if continuation == "." {
+                ""
+            } else {
+                continuation
+            });
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
@@ -100,11 +104,15 @@ mod tests {
 
     #[test]
     fn parses_paragraphs_and_continuations() {
-        let text = "Package: a\nDescription: short\n long\n .\n more\n\n\nPackage: b\r\nversion: 1\n";
+        let text =
+            "Package: a\nDescription: short\n long\n .\n more\n\n\nPackage: b\r\nversion: 1\n";
         let paragraphs = parse(text).unwrap();
         assert_eq!(paragraphs.len(), 2);
         assert_eq!(paragraphs[0].get("package"), Some("a"));
-        assert_eq!(paragraphs[0].get("Description"), Some("short\nlong\n\nmore"));
+        assert_eq!(
+            paragraphs[0].get("Description"),
+            Some("short\nlong\n\nmore")
+        );
         assert_eq!(paragraphs[1].get("Version"), Some("1"));
         assert_eq!(paragraphs[1].line, 8);
     }

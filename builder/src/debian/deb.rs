@@ -96,7 +96,11 @@ fn relative_components(path: &Path) -> Option<Vec<String>> {
 
 /// Resolves `components` inside `root`, following symlinks confined to the
 /// tree. The last component is not followed when `follow_last` is false.
-pub fn resolve_in_tree(root: &Path, components: &[String], follow_last: bool) -> io::Result<PathBuf> {
+pub fn resolve_in_tree(
+    root: &Path,
+    components: &[String],
+    follow_last: bool,
+) -> io::Result<PathBuf> {
     let mut resolved: Vec<String> = Vec::new();
     let mut pending: Vec<String> = components.iter().rev().cloned().collect();
     let mut links_followed = 0;
@@ -227,9 +231,10 @@ pub fn unpack_tar(deb: &str, reader: impl Read, root: &Path) -> Result<Unpacked,
             fs::hard_link(&source, &target).map_err(io_error(format!("hardlink {entry_name}")))?;
             stats.files += 1;
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
-            let mut file = fs::File::create(&target).map_err(io_error(format!("creating {entry_name}")))?;
-            stats.bytes +=
-                io::copy(&mut entry, &mut file).map_err(io_error(format!("writing {entry_name}")))?;
+            let mut file =
+                fs::File::create(&target).map_err(io_error(format!("creating {entry_name}")))?;
+            stats.bytes += io::copy(&mut entry, &mut file)
+                .map_err(io_error(format!("writing {entry_name}")))?;
             file.set_permissions(fs::Permissions::from_mode(mode))
                 .map_err(io_error(format!("chmod {entry_name}")))?;
             stats.files += 1;
@@ -272,7 +277,18 @@ mod tests {
     fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
         let mut out = b"!<arch>\n".to_vec();
         for (name, data) in members {
-            out.extend(format!("{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", name, 0, 0, 0, 100644, data.len()).bytes());
+            out.extend(
+                format!(
+                    "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                    name,
+                    0,
+                    0,
+                    0,
+                    100644,
+                    data.len()
+                )
+                .bytes(),
+            );
             out.extend_from_slice(data);
             if data.len() % 2 == 1 {
                 out.push(b'\n');
@@ -286,7 +302,12 @@ mod tests {
         builder.append_data(&mut h, path, data).unwrap();
     }
 
-    fn add_link(builder: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, path: &str, target: &str) {
+    fn add_link(
+        builder: &mut tar::Builder<Vec<u8>>,
+        kind: tar::EntryType,
+        path: &str,
+        target: &str,
+    ) {
         let mut h = header(kind, 0);
         builder.append_link(&mut h, path, target).unwrap();
     }
@@ -300,16 +321,37 @@ mod tests {
         });
         let mut xz = Vec::new();
         io::copy(&mut liblzma::read::XzEncoder::new(&tar[..], 1), &mut xz).unwrap();
-        let deb = ar(&[("debian-binary", b"2.0\n"), ("control.tar.xz", b""), ("data.tar.xz", &xz)]);
+        let deb = ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", b""),
+            ("data.tar.xz", &xz),
+        ]);
         let root = tempfile::tempdir().unwrap();
         let stats = unpack("tool_1.0_amd64.deb", &deb, root.path()).unwrap();
-        assert_eq!(stats, Unpacked { files: 2, bytes: 10 });
+        assert_eq!(
+            stats,
+            Unpacked {
+                files: 2,
+                bytes: 10
+            }
+        );
         let tool = root.path().join("usr/bin/tool");
         assert_eq!(fs::read(&tool).unwrap(), b"#!/bin/sh\n");
-        assert_eq!(fs::metadata(&tool).unwrap().permissions().mode() & 0o777, 0o755);
-        assert_eq!(fs::read_link(root.path().join("usr/bin/alias")).unwrap(), Path::new("tool"));
+        assert_eq!(
+            fs::metadata(&tool).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(
+            fs::read_link(root.path().join("usr/bin/alias")).unwrap(),
+            Path::new("tool")
+        );
         use std::os::unix::fs::MetadataExt;
-        assert_eq!(fs::metadata(root.path().join("usr/bin/hard")).unwrap().ino(), fs::metadata(&tool).unwrap().ino());
+        assert_eq!(
+            fs::metadata(root.path().join("usr/bin/hard"))
+                .unwrap()
+                .ino(),
+            fs::metadata(&tool).unwrap().ino()
+        );
     }
 
     #[test]
@@ -347,7 +389,10 @@ mod tests {
         unpack_tar("evil.deb", &tar[..], root.path()).unwrap();
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
         // Both writes landed inside the tree, at the confined targets.
-        let inside = root.path().join(outside_path.trim_start_matches('/')).join("planted");
+        let inside = root
+            .path()
+            .join(outside_path.trim_start_matches('/'))
+            .join("planted");
         assert_eq!(fs::read(inside).unwrap(), b"x");
         assert_eq!(fs::read(root.path().join("etc/planted2")).unwrap(), b"y");
     }
@@ -356,7 +401,10 @@ mod tests {
     fn rejects_non_deb() {
         let root = tempfile::tempdir().unwrap();
         let err = unpack("x.deb", b"PK\x03\x04", root.path()).unwrap_err();
-        assert!(err.to_string().contains("x.deb: not an ar archive"), "{err}");
+        assert!(
+            err.to_string().contains("x.deb: not an ar archive"),
+            "{err}"
+        );
         let deb = ar(&[("debian-binary", b"2.0\n"), ("control.tar.xz", b"")]);
         let err = unpack("y.deb", &deb, root.path()).unwrap_err();
         assert!(err.to_string().contains("no data.tar member"), "{err}");

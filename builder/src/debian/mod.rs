@@ -5,7 +5,7 @@ pub mod control;
 pub mod deb;
 pub mod packages;
 pub mod release;
-pub mod resolve;
 pub mod repo;
+pub mod resolve;
 pub mod signature;
 pub mod version;

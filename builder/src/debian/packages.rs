@@ -321,7 +321,10 @@ mod tests {
         assert_eq!(package.depends[2][0].name, "libfoo");
         assert_eq!(package.depends[2][1].to_string(), "libbar (<< 2~)");
         assert_eq!(package.pre_depends[0][0].to_string(), "dpkg (>= 1.17)");
-        assert_eq!(package.provides[1].version.as_ref().unwrap().as_str(), "1.0");
+        assert_eq!(
+            package.provides[1].version.as_ref().unwrap().as_str(),
+            "1.0"
+        );
         assert_eq!(package.size, 42);
     }
 

@@ -54,7 +54,11 @@ impl Release {
             return Err(ReleaseError::Paragraphs(paragraphs.len()));
         };
         let mut sha256 = BTreeMap::new();
-        for line in paragraph.get("SHA256").ok_or(ReleaseError::NoSha256)?.lines() {
+        for line in paragraph
+            .get("SHA256")
+            .ok_or(ReleaseError::NoSha256)?
+            .lines()
+        {
             if line.trim().is_empty() {
                 continue;
             }

@@ -5,10 +5,10 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::deb::{self, DebError};
 use super::packages::{self, BinaryPackage, IndexError};
 use super::release::{Release, ReleaseError};
 use super::signature::{self, Keyring, SignatureError};
-use super::deb::{self, DebError};
 use crate::fetch::{FetchError, FetchRequest, Fetcher};
 use crate::lock::LockedPackage;
 
@@ -40,7 +40,10 @@ pub enum RepoError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Deb(#[from] DebError),
-    #[error("no Debian mirror configured: set [mirrors] debian in the manifest or ${}", crate::mirrors::DEBIAN_MIRROR_ENV)]
+    #[error(
+        "no Debian mirror configured: set [mirrors] debian in the manifest or ${}",
+        crate::mirrors::DEBIAN_MIRROR_ENV
+    )]
     NoMirror,
     #[error("{context} {path}")]
     Io {
@@ -92,7 +95,11 @@ impl Repository<'_> {
         if self.mirrors.is_empty() {
             return Err(RepoError::NoMirror);
         }
-        Ok(self.mirrors.iter().map(|m| format!("{}/{path}", m.trim_end_matches('/'))).collect())
+        Ok(self
+            .mirrors
+            .iter()
+            .map(|m| format!("{}/{path}", m.trim_end_matches('/')))
+            .collect())
     }
 
     /// Loads the archive keyring.
@@ -103,19 +110,30 @@ impl Repository<'_> {
                 Ok(Keyring::from_bytes(&path.display().to_string(), &bytes)?)
             }
             KeyringSource::Pinned { version, sha256 } => {
-                let filename = pool_path("debian-archive-keyring", version, "all", "debian-archive-keyring");
+                let filename = pool_path(
+                    "debian-archive-keyring",
+                    version,
+                    "all",
+                    "debian-archive-keyring",
+                );
                 let fetched = self.fetcher.fetch(&FetchRequest {
                     name: "debian-archive-keyring".into(),
                     urls: self.urls(&filename)?,
                     sha256: Some(sha256.clone()),
                     size: None,
                 })?;
-                let bytes = std::fs::read(&fetched.path).map_err(io_error("reading", &fetched.path))?;
-                let scratch = tempfile::tempdir().map_err(io_error("creating a temporary dir", Path::new("/tmp")))?;
+                let bytes =
+                    std::fs::read(&fetched.path).map_err(io_error("reading", &fetched.path))?;
+                let scratch = tempfile::tempdir()
+                    .map_err(io_error("creating a temporary dir", Path::new("/tmp")))?;
                 deb::unpack("debian-archive-keyring", &bytes, scratch.path())?;
                 let keyring_path = scratch.path().join(KEYRING_IN_PACKAGE);
-                let keyring = std::fs::read(&keyring_path).map_err(io_error("reading", &keyring_path))?;
-                Ok(Keyring::from_bytes(&format!("debian-archive-keyring {version}"), &keyring)?)
+                let keyring =
+                    std::fs::read(&keyring_path).map_err(io_error("reading", &keyring_path))?;
+                Ok(Keyring::from_bytes(
+                    &format!("debian-archive-keyring {version}"),
+                    &keyring,
+                )?)
             }
         }
     }
@@ -149,13 +167,17 @@ impl Repository<'_> {
                 sha256: Some(entry.sha256.clone()),
                 size: Some(entry.size),
             })?;
-            let compressed = std::fs::read(&fetched.path).map_err(io_error("reading", &fetched.path))?;
+            let compressed =
+                std::fs::read(&fetched.path).map_err(io_error("reading", &fetched.path))?;
             release.verify_index(&path, &compressed)?;
             let mut text = String::new();
             liblzma::read::XzDecoder::new(&compressed[..])
                 .read_to_string(&mut text)
                 .map_err(io_error("decompressing", &fetched.path))?;
-            all.extend(packages::parse_packages(&format!("dists/{}/{path}", self.suite), &text)?);
+            all.extend(packages::parse_packages(
+                &format!("dists/{}/{path}", self.suite),
+                &text,
+            )?);
         }
         Ok(all)
     }
@@ -174,7 +196,12 @@ impl Repository<'_> {
                 })
             })
             .collect::<Result<Vec<_>, RepoError>>()?;
-        Ok(self.fetcher.fetch_all(&requests)?.into_iter().map(|f| f.path).collect())
+        Ok(self
+            .fetcher
+            .fetch_all(&requests)?
+            .into_iter()
+            .map(|f| f.path)
+            .collect())
     }
 }
 

@@ -92,9 +92,7 @@ pub enum ResolveError {
     },
     #[error("unsatisfiable dependency `{clause}` (required by {chain})")]
     Unsatisfiable { clause: String, chain: String },
-    #[error(
-        "{name} {selected} was chosen, but `{dependency}` is required by {chain}"
-    )]
+    #[error("{name} {selected} was chosen, but `{dependency}` is required by {chain}")]
     VersionConflict {
         name: String,
         selected: String,
@@ -151,9 +149,7 @@ pub fn resolve(universe: &Universe, request: &Request) -> Result<Vec<BinaryPacka
                 };
                 let clause = vec![dependency];
                 if !resolver.satisfied(&clause) {
-                    let package = resolver
-                        .choose_provider(&clause[0])
-                        .ok_or_else(missing)?;
+                    let package = resolver.choose_provider(&clause[0]).ok_or_else(missing)?;
                     resolver.select(package, None);
                 }
             }
@@ -183,7 +179,11 @@ impl<'a> Resolver<'a> {
         self.queue.push_back(package.name.clone());
     }
 
-    fn preferred(&self, name: &str, candidates: Vec<&'a BinaryPackage>) -> Option<&'a BinaryPackage> {
+    fn preferred(
+        &self,
+        name: &str,
+        candidates: Vec<&'a BinaryPackage>,
+    ) -> Option<&'a BinaryPackage> {
         if let Some(locked) = self.request.prefer.get(name)
             && let Ok(locked) = Version::parse(locked)
             && let Some(package) = candidates.iter().find(|p| p.version == locked)

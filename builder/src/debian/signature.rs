@@ -158,10 +158,15 @@ mod tests {
     const RELEASE: &str = "Origin: Test\nSuite: stable\nSHA256:\n 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae 3 main/binary-amd64/Packages.xz\n";
 
     fn signed(secret: &SignedSecretKey) -> String {
-        CleartextSignedMessage::sign(ChaCha8Rng::seed_from_u64(7), RELEASE, &secret.primary_key, &"".into())
-            .unwrap()
-            .to_armored_string(Default::default())
-            .unwrap()
+        CleartextSignedMessage::sign(
+            ChaCha8Rng::seed_from_u64(7),
+            RELEASE,
+            &secret.primary_key,
+            &"".into(),
+        )
+        .unwrap()
+        .to_armored_string(Default::default())
+        .unwrap()
     }
 
     #[test]
@@ -177,12 +182,22 @@ mod tests {
     fn tampered_text_or_foreign_key_is_refused() {
         let secret = key(1);
         let tampered = signed(&secret).replace("2c26b46b", "2c26b46c");
-        let err = verify_cleartext("InRelease", tampered.as_bytes(), &keyring_of(&secret)).unwrap_err();
+        let err =
+            verify_cleartext("InRelease", tampered.as_bytes(), &keyring_of(&secret)).unwrap_err();
         assert!(matches!(err, SignatureError::Unverified { .. }), "{err}");
-        let err = verify_cleartext("InRelease", signed(&secret).as_bytes(), &keyring_of(&key(2))).unwrap_err();
+        let err = verify_cleartext(
+            "InRelease",
+            signed(&secret).as_bytes(),
+            &keyring_of(&key(2)),
+        )
+        .unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("InRelease: no signature verifies"), "{message}");
-        let err = verify_cleartext("InRelease", RELEASE.as_bytes(), &keyring_of(&secret)).unwrap_err();
+        assert!(
+            message.contains("InRelease: no signature verifies"),
+            "{message}"
+        );
+        let err =
+            verify_cleartext("InRelease", RELEASE.as_bytes(), &keyring_of(&secret)).unwrap_err();
         assert!(matches!(err, SignatureError::Malformed { .. }), "{err}");
     }
 }

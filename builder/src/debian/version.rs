@@ -136,7 +136,10 @@ fn compare_part(a: &str, b: &str) -> Ordering {
 }
 
 fn strip_zeros(digits: &[u8]) -> &[u8] {
-    let first = digits.iter().position(|&d| d != b'0').unwrap_or(digits.len());
+    let first = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len());
     &digits[first..]
 }
 
