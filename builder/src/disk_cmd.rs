@@ -241,7 +241,9 @@ pub fn install(ctx: &Context, args: &InstallArgs) -> crate::Result<()> {
             args.force,
         )
         .map_err(DiskError::from)?;
-        println!("{plan}");
+        if args.dry_run || !args.yes || ctx.verbosity >= 0 {
+            println!("{plan}");
+        }
         if args.dry_run {
             return Ok(());
         }
@@ -260,7 +262,9 @@ pub fn install(ctx: &Context, args: &InstallArgs) -> crate::Result<()> {
         spec.data_label = label.clone();
     }
     let plan = device::plan_install(&args.device, &spec, args.force).map_err(DiskError::from)?;
-    println!("{plan}");
+    if args.dry_run || !args.yes || ctx.verbosity >= 0 {
+        println!("{plan}");
+    }
     if args.dry_run {
         return Ok(());
     }
