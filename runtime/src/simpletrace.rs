@@ -14,8 +14,7 @@
 //! many). The record length lets the decoder skip records whose arguments it
 //! cannot split, so it never loses its place.
 
-use crate::trace_events::{Arg, EventCatalog, EventDecl, TraceEvent, Value};
-use std::collections::HashMap;
+use crate::trace_events::{Arg, EventCatalog, EventDecl, FastMap, TraceEvent, Value};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -61,7 +60,7 @@ pub struct SimpleTraceReader<R> {
     offset: u64,
     catalog: EventCatalog,
     /// Event id to name and (when the catalog declares it) argument layout.
-    mappings: HashMap<u64, (Arc<str>, Option<Arc<EventDecl>>)>,
+    mappings: FastMap<u64, (Arc<str>, Option<Arc<EventDecl>>)>,
     payload: Vec<u8>,
     dropped_name: Arc<str>,
     dropped_arg: Arc<str>,
@@ -94,7 +93,7 @@ impl<R: Read> SimpleTraceReader<R> {
             reader,
             offset: 24,
             catalog,
-            mappings: HashMap::new(),
+            mappings: FastMap::default(),
             payload: Vec::new(),
             dropped_name: DROPPED_EVENT_NAME.into(),
             dropped_arg: "num_events_dropped".into(),

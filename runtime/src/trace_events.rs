@@ -318,6 +318,33 @@ fn parse_format(text: &str) -> Vec<FormatPiece> {
     pieces
 }
 
+/// FNV-1a: the maps on the per-event path hash short keys (event names, ids,
+/// ports) tens of millions of times in a large trace, where SipHash shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+/// A `HashMap` with [`FnvHasher`].
+pub(crate) type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FnvHasher>>;
+
 /// An argument value of a decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {

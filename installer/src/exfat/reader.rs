@@ -199,7 +199,26 @@ impl<D: Read + Seek> ExfatReader<D> {
                 return Err(ExfatError::NotADirectory { path: path.into() });
             }
         };
-        self.list(stream, path)
+        self.list(stream, path, None)
+    }
+
+    /// Lists a directory like [`Self::read_dir`], but skips damaged entry
+    /// sets (after a power cut, say) instead of failing, and returns what
+    /// was wrong with them next to the readable entries.
+    pub fn read_dir_lossy(
+        &mut self,
+        path: &str,
+    ) -> Result<(Vec<DirEntry>, Vec<ExfatError>), ExfatError> {
+        let stream = match self.lookup(path)? {
+            None => self.root_stream(),
+            Some(entry) if entry.is_dir => entry.stream,
+            Some(_) => {
+                return Err(ExfatError::NotADirectory { path: path.into() });
+            }
+        };
+        let mut problems = Vec::new();
+        let entries = self.list(stream, path, Some(&mut problems))?;
+        Ok((entries, problems))
     }
 
     /// The entry at `path` (the root has none: `NotFound`).
@@ -291,7 +310,8 @@ impl<D: Read + Seek> ExfatReader<D> {
             let wanted = self
                 .upcase
                 .upper_name(&component.encode_utf16().collect::<Vec<_>>());
-            let entries = self.list(directory, &walked)?;
+            // Damaged sibling entry sets do not hide an intact entry.
+            let entries = self.list(directory, &walked, Some(&mut Vec::new()))?;
             let found = entries
                 .into_iter()
                 .find(|entry| self.upcase.upper_name(&entry.units) == wanted);
@@ -303,8 +323,15 @@ impl<D: Read + Seek> ExfatReader<D> {
         Ok(current)
     }
 
-    /// Parses the file entry sets of one directory.
-    fn list(&mut self, directory: Stream, path: &str) -> Result<Vec<DirEntry>, ExfatError> {
+    /// Parses the file entry sets of one directory. With `problems`, a
+    /// damaged entry set is recorded there and skipped; without, it is an
+    /// error.
+    fn list(
+        &mut self,
+        directory: Stream,
+        path: &str,
+        mut problems: Option<&mut Vec<ExfatError>>,
+    ) -> Result<Vec<DirEntry>, ExfatError> {
         let bytes = self.read_stream(directory, path, MAX_DIRECTORY_SIZE)?;
         let entry_count = bytes.len() / ENTRY_SIZE;
         let entry = |index: usize| &bytes[index * ENTRY_SIZE..(index + 1) * ENTRY_SIZE];
@@ -324,34 +351,44 @@ impl<D: Read + Seek> ExfatReader<D> {
                 index += 1;
                 continue;
             }
-            match kind {
+            let outcome = match kind {
                 entry_type::ALLOCATION_BITMAP
                 | entry_type::UPCASE_TABLE
-                | entry_type::VOLUME_LABEL => index += 1,
+                | entry_type::VOLUME_LABEL => Ok((None, index + 1)),
                 entry_type::FILE => {
                     let secondaries = usize::from(entry(index)[1]);
-                    if !(2..=18).contains(&secondaries) {
-                        return Err(corrupt(index, "file entry with a bad SecondaryCount"));
-                    }
                     let end = index + 1 + secondaries;
-                    if end > entry_count {
-                        return Err(corrupt(index, "entry set runs past the directory's end"));
+                    if !(2..=18).contains(&secondaries) {
+                        Err(corrupt(index, "file entry with a bad SecondaryCount"))
+                    } else if end > entry_count {
+                        Err(corrupt(index, "entry set runs past the directory's end"))
+                    } else {
+                        let set = &bytes[index * ENTRY_SIZE..end * ENTRY_SIZE];
+                        parse_file_set(set)
+                            .map(|parsed| (Some(parsed), end))
+                            .map_err(|what| corrupt(index, what))
                     }
-                    let set = &bytes[index * ENTRY_SIZE..end * ENTRY_SIZE];
-                    entries.push(parse_file_set(set).map_err(|what| corrupt(index, what))?);
-                    index = end;
                 }
                 // Benign primaries (volume GUID, padding, ...) and their
                 // secondaries can be skipped.
                 kind if kind & entry_type::BENIGN != 0 => {
-                    index += 1 + usize::from(entry(index)[1]);
+                    Ok((None, index + 1 + usize::from(entry(index)[1])))
                 }
-                _ => {
-                    return Err(corrupt(
-                        index,
-                        &format!("unknown critical entry type {kind:02X}h"),
-                    ));
+                _ => Err(corrupt(
+                    index,
+                    &format!("unknown critical entry type {kind:02X}h"),
+                )),
+            };
+            match (outcome, problems.as_deref_mut()) {
+                (Ok((parsed, next)), _) => {
+                    entries.extend(parsed);
+                    index = next;
                 }
+                (Err(problem), Some(problems)) => {
+                    problems.push(problem);
+                    index += 1;
+                }
+                (Err(problem), None) => return Err(problem),
             }
         }
         Ok(entries)
@@ -962,6 +999,36 @@ mod tests {
         file.read_to_end(&mut rest).unwrap();
         assert_eq!(rest, &expected[expected.len() - 3..]);
         assert!(file.seek(SeekFrom::Current(-10_000_000)).is_err());
+    }
+
+    #[test]
+    fn damaged_entry_set_fails_read_dir_but_not_its_siblings() {
+        let tree = sample_tree();
+        let mut dev = formatted(Some(tree.path()));
+        // Root entries: label, bitmap, up-case, then "ISOs" (3 entries),
+        // "empty", "hiperiso". Damage the set of "ISOs".
+        let root = {
+            let reader = ExfatReader::open(&mut dev).unwrap();
+            reader.cluster_offset(reader.volume.root_cluster) as usize
+        };
+        let isos = root + 3 * ENTRY_SIZE;
+        assert_eq!(dev.get_ref()[isos], entry_type::FILE);
+        dev.get_mut()[isos + 2 * ENTRY_SIZE + 2] ^= 0x20; // a name character
+        let mut reader = ExfatReader::open(dev).unwrap();
+        let err = reader.read_dir("/").unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        let (entries, problems) = reader.read_dir_lossy("/").unwrap();
+        let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["empty", "hiperiso"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            contents(&mut reader, "hiperiso/logs/deep/er/x.log"),
+            b"deep"
+        );
+        assert!(matches!(
+            reader.metadata("ISOs"),
+            Err(ExfatError::NotFound { .. })
+        ));
     }
 
     #[test]
