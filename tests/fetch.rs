@@ -472,3 +472,88 @@ fn pin_fills_in_missing_sha256_only() {
     let fetched = hiperiso_build::sources::fetch(&fx.ctx, &[]).unwrap();
     assert_eq!(fetched.len(), 2);
 }
+
+#[test]
+fn a_stale_partial_is_discarded_and_downloaded_again() {
+    let server = TestServer::start();
+    let body = payload(400_000, 13);
+    server.serve("/stale.tar.gz", body.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let url = server.url("/stale.tar.gz");
+    // A partial from an older file behind the same URL.
+    let partial = cache
+        .path()
+        .join("partial")
+        .join(sha256_hex(url.as_bytes()));
+    fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    fs::write(&partial, payload(100_000, 14)).unwrap();
+    let fetcher = Fetcher::new(Store::new(cache.path()), options());
+
+    let got = fetcher.fetch(&request("stale", vec![url], &body)).unwrap();
+    assert_eq!(fs::read(&got.path).unwrap(), body);
+    let ranges: Vec<Option<String>> = server
+        .requests_for("/stale.tar.gz")
+        .into_iter()
+        .map(|l| l.range)
+        .collect();
+    assert_eq!(
+        ranges,
+        [Some("bytes=100000-".to_string()), None],
+        "resume first, then start over"
+    );
+    assert!(!partial.exists());
+}
+
+#[test]
+fn a_pin_gone_from_every_mirror_says_how_to_re_pin() {
+    let server = TestServer::start();
+    let cache = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(Store::new(cache.path()), options());
+    let urls = vec![
+        server.url("/a/gone_1.0.orig.tar.xz"),
+        server.url("/b/gone_1.0.orig.tar.xz"),
+    ];
+    let err = fetcher
+        .fetch(&request("gone", urls, b"old bytes"))
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("cannot fetch gone (gone_1.0.orig.tar.xz) from any of 2 URL(s)"),
+        "{message}"
+    );
+    assert!(message.contains("has decayed"), "{message}");
+    assert!(
+        message.contains("hiperiso-build bump gone --latest"),
+        "{message}"
+    );
+    assert_eq!(files_under(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_stalled_transfer_times_out_and_resumes() {
+    let server = TestServer::start();
+    let body = payload(1 << 20, 15);
+    server.serve("/hung.tar.gz", body.clone());
+    server.stall_next("/hung.tar.gz", 300_000, 1, Duration::from_secs(5));
+    let cache = tempfile::tempdir().unwrap();
+    let opts = FetchOptions {
+        read_timeout: Duration::from_millis(400),
+        ..options()
+    };
+    let fetcher = Fetcher::new(Store::new(cache.path()), opts);
+    let started = std::time::Instant::now();
+    let got = fetcher
+        .fetch(&request("hung", vec![server.url("/hung.tar.gz")], &body))
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the stall must time out, not wait for the server"
+    );
+    assert_eq!(fs::read(&got.path).unwrap(), body);
+    let ranges: Vec<Option<String>> = server
+        .requests_for("/hung.tar.gz")
+        .into_iter()
+        .map(|l| l.range)
+        .collect();
+    assert_eq!(ranges, [None, Some("bytes=300000-".to_string())]);
+}

@@ -259,6 +259,12 @@ pub fn run(
     latest: bool,
     check_only: bool,
 ) -> Result<()> {
+    if ctx.offline && (check_only || latest) {
+        return Err(Error::Usage(
+            "bump --check and --latest read the sources' watch indexes online; drop --offline"
+                .into(),
+        ));
+    }
     if check_only {
         return check(ctx, names).map(|_| ());
     }

@@ -214,6 +214,12 @@ pub struct ImageArgs {
     /// Image size such as 2GiB (default: the manifest's [image] size).
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
+    /// Use this directory as the ESP payload instead of the build's.
+    #[arg(long, value_name = "DIR")]
+    pub esp_tree: Option<PathBuf>,
+    /// Use this directory for the data partition instead of overlays/data.
+    #[arg(long, value_name = "DIR")]
+    pub data_tree: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -236,9 +242,16 @@ pub struct InstallArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Allow devices that look like system disks or are mounted.
+    /// Allow a disk that is not removable (mounted, swap and system disks
+    /// are always refused).
     #[arg(long)]
     pub force: bool,
+    /// Use this directory as the ESP payload instead of the build's.
+    #[arg(long, value_name = "DIR")]
+    pub esp_tree: Option<PathBuf>,
+    /// Use this directory for the data partition instead of overlays/data.
+    #[arg(long, value_name = "DIR", conflicts_with = "update")]
+    pub data_tree: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,6 +14,8 @@ pub enum Error {
     Bump(#[from] crate::bump::BumpError),
     #[error(transparent)]
     DebianProfile(#[from] crate::profile_debian::ProfileError),
+    #[error(transparent)]
+    Disk(Box<crate::disk_cmd::DiskError>),
     #[error("{0}")]
     Usage(String),
     #[error("`hiperiso-build {verb}` is not implemented yet (see issue {issue})")]

@@ -242,6 +242,7 @@ impl Fetcher {
             .http_status_as_error(false)
             .timeout_connect(Some(opts.connect_timeout))
             .timeout_recv_response(Some(opts.read_timeout))
+            .timeout_per_read(Some(opts.read_timeout))
             .timeout_recv_body(None)
             .user_agent(concat!("hiperiso-build/", env!("CARGO_PKG_VERSION")))
             // The file's bytes, exactly: never a transparently decoded body.
@@ -526,26 +527,36 @@ impl Fetcher {
             });
         }
         let started = Instant::now();
-        let (actual, size) = self.download(req, url, &file, &partial_path)?;
-        let expected = req.sha256.clone();
-        if let Some(expected_size) = req.size
-            && expected_size != size
-        {
-            let _ = fs::remove_file(&partial_path);
-            return Err(UrlError::Failed(AttemptFailure::Size {
-                expected: expected_size,
-                actual: size,
-            }));
-        }
-        if let Some(expected) = expected
-            && expected != actual
-        {
-            let _ = fs::remove_file(&partial_path);
-            return Err(UrlError::Failed(AttemptFailure::Mismatch {
-                expected,
-                actual,
-            }));
-        }
+        // A partial left by an earlier run may belong to an older version of
+        // the file; if the resumed result fails verification, start over once.
+        let mut resumed = file.metadata().map(|m| m.len() > 0).unwrap_or(false);
+        let (actual, size) = loop {
+            let (actual, size) = self.download(req, url, &file, &partial_path)?;
+            let failure = match (req.size, &req.sha256) {
+                (Some(expected), _) if expected != size => Some(AttemptFailure::Size {
+                    expected,
+                    actual: size,
+                }),
+                (_, Some(expected)) if *expected != actual => Some(AttemptFailure::Mismatch {
+                    expected: expected.clone(),
+                    actual: actual.clone(),
+                }),
+                _ => None,
+            };
+            match failure {
+                None => break (actual, size),
+                Some(_) if resumed => {
+                    resumed = false;
+                    file.set_len(0).map_err(|e| {
+                        UrlError::Fatal(io_err("cannot truncate", &partial_path)(e))
+                    })?;
+                }
+                Some(failure) => {
+                    let _ = fs::remove_file(&partial_path);
+                    return Err(UrlError::Failed(failure));
+                }
+            }
+        };
         let path = if let Some(existing) = self.store.get(&actual) {
             let _ = fs::remove_file(&partial_path);
             existing

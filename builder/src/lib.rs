@@ -8,6 +8,7 @@ pub mod cli;
 pub mod context;
 pub mod cpio;
 pub mod debian;
+pub mod disk_cmd;
 pub mod elf;
 pub mod error;
 pub mod fetch;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hiperiso_build::cli::{Cli, Command};
-use hiperiso_build::{Context, bump, not_implemented, profile_debian, sources};
+use hiperiso_build::{Context, bump, disk_cmd, not_implemented, profile_debian, sources};
 
 fn run(cli: Cli) -> hiperiso_build::Result<()> {
     let ctx = Context::from_args(&cli.global);
@@ -23,9 +23,9 @@ fn run(cli: Cli) -> hiperiso_build::Result<()> {
         Command::Lock(args) => profile_debian::lock_verb(&ctx, args.update.as_deref()),
         Command::Build(_) => not_implemented("build", 8),
         Command::Verify(_) => not_implemented("verify", 8),
-        Command::Image(_) => not_implemented("image", 3),
-        Command::Install(_) => not_implemented("install", 3),
-        Command::Inspect(_) => not_implemented("inspect", 3),
+        Command::Image(args) => disk_cmd::image(&ctx, &args),
+        Command::Install(args) => disk_cmd::install(&ctx, &args),
+        Command::Inspect(args) => disk_cmd::inspect(&ctx, &args),
         Command::Run(_) => not_implemented("run", 7),
         Command::Clean => not_implemented("clean", 8),
         Command::Gc => not_implemented("gc", 8),
@@ -38,7 +38,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {:?}", anyhow::Error::from(error));
+            // The message and its causes, without a backtrace even when
+            // RUST_BACKTRACE is set: these are user-facing errors.
+            let error = anyhow::Error::from(error);
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
             ExitCode::FAILURE
         }
     }

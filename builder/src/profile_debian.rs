@@ -402,3 +402,45 @@ pub fn lock_verb(context: &Context, update: Option<&[String]>) -> crate::Result<
     }
     Ok(())
 }
+
+/// An ESP payload built into a temporary directory.
+pub struct BuiltEsp {
+    _dir: tempfile::TempDir,
+    pub esp: PathBuf,
+    pub payload: crate::payload::Payload,
+}
+
+/// For `image` and `install`: when the active profile is `debian` and no
+/// `--esp-tree` was given, builds the debian ESP payload.
+pub fn esp_for_image(
+    context: &Context,
+    manifest: &Manifest,
+    esp_tree: Option<&Path>,
+) -> crate::Result<Option<BuiltEsp>> {
+    let (name, _) = context.profile(manifest)?;
+    if esp_tree.is_some() || name != "debian" {
+        return Ok(None);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("hiperiso-esp-")
+        .tempdir()
+        .map_err(|source| ProfileError::Io {
+            context: "creating a temporary directory in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let esp = dir.path().join("esp");
+    let payload = build_esp(context, Some(name), &esp)?;
+    context.say(format!(
+        "debian payload: kernel {}, {} ESP files, {} bytes, {} kernel modules",
+        payload.kernel_version,
+        payload.files.len(),
+        payload.total_size(),
+        payload.modules.len()
+    ));
+    Ok(Some(BuiltEsp {
+        _dir: dir,
+        esp,
+        payload,
+    }))
+}

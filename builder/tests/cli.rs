@@ -141,3 +141,94 @@ fn help_teaches_with_examples() {
         "{stderr}"
     );
 }
+
+// The same tiny HTTP server the workspace tests use.
+#[path = "../../tests/support/http.rs"]
+#[allow(dead_code)]
+mod http;
+
+#[test]
+fn a_killed_fetch_leaves_no_blob_and_the_next_one_resumes() {
+    let server = http::TestServer::start();
+    let body: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    server.serve("/dl/big-1.0.tar.gz", body.clone());
+    server.throttle(1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("hiperiso.toml");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&body))
+    };
+    std::fs::write(
+        &manifest,
+        format!(
+            "[image]\nname = \"t\"\nseed = \"s\"\nsize = \"128MiB\"\nsource-date-epoch = 1\n\n\
+             [sources.big]\nversion = \"1.0\"\nurl = \"{}/dl/big-{{version}}.tar.gz\"\nsha256 = \"{sha}\"\n\n\
+             [profiles.default]\nsources = [\"big\"]\n",
+            server.base()
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let fetch = || {
+        let mut cmd = bin();
+        cmd.arg("--manifest")
+            .arg(&manifest)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("fetch");
+        cmd
+    };
+
+    let mut child = fetch().stderr(std::process::Stdio::null()).spawn().unwrap();
+    let partial_dir = cache.join("partial");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let partial_len = || {
+        std::fs::read_dir(&partial_dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.metadata().map_or(0, |m| m.len()))
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    while partial_len() < 1 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.wait().unwrap();
+    let kept = partial_len();
+    assert!(
+        kept >= 1 << 20 && kept < body.len() as u64,
+        "partial kept: {kept}"
+    );
+    let blobs = std::fs::read_dir(cache.join("blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "a killed fetch must not leave a blob");
+
+    server.throttle(0);
+    let (ok, stdout, stderr) = run(&mut fetch());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 source(s) verified"), "{stdout}");
+    assert_eq!(
+        std::fs::read(cache.join("blobs/sha256").join(&sha)).unwrap(),
+        body
+    );
+    let second = server.requests_for("/dl/big-1.0.tar.gz").pop().unwrap();
+    let resumed_at: u64 = second
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .expect("the second fetch sends a Range");
+    assert!(resumed_at >= kept.min(1 << 20), "resumed at {resumed_at}");
+    assert_eq!(partial_len(), 0);
+}

@@ -4,9 +4,8 @@
 #      truncate + sgdisk + mkfs.exfat + mkfs.vfat + mcopy (same payload);
 #   2. `hiperiso-build install` onto a loop device versus
 #      `dd bs=4M conv=fsync` of the same 8 GiB image.
-# Prints wall times and ratios. Needs ~1 GiB of free space in $TMPDIR (the
-# images are sparse, but dd writes all 8 GiB into the loop's backing file,
-# which is punched out again afterwards).
+# Prints wall times and ratios. Needs about SIZE + 1 GiB free in $TMPDIR:
+# the images are sparse, but dd writes every byte into the loop's backing file.
 # Usage: tests/bench/disk.sh [SIZE]     (default 8GiB; e.g. 2GiB for a quick run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,7 +47,9 @@ cat > "$manifest" <<TOML
 name = "bench"
 seed = "bench"
 size = "$size"
-source_date_epoch = 1700000000
+source-date-epoch = 1700000000
+
+[profiles.default]
 TOML
 
 echo "== image, $size"
@@ -62,14 +63,13 @@ img=$work/shell.img
 truncate -s "$bytes" "$img"
 esp_mib=$(( ( $(du -sm --apparent-size "$esp" | cut -f1) * 3 / 2 ) + 1 ))
 [ "$esp_mib" -lt 33 ] && esp_mib=33
-sgdisk -q -n "1:2048:-$((esp_mib + 1))M" -t 1:0700 -n "2:0:+${esp_mib}M" -t 2:ef00 "$img" >/dev/null
-read -r d_start d_end < <(sgdisk -i 1 "$img" | awk '/First sector/{s=$3} /Last sector/{e=$3} END{print s, e}')
-read -r e_start e_end < <(sgdisk -i 2 "$img" | awk '/First sector/{s=$3} /Last sector/{e=$3} END{print s, e}')
-dl=$(losetup -f --show -o $((d_start * 512)) --sizelimit $(((d_end - d_start + 1) * 512)) "$img"); loops+=("$dl")
-mkfs.exfat -q -L HIPERISO "$dl" >/dev/null
-losetup -d "$dl"; loops=()
-mkfs.vfat -F 32 -n HIPERISOEFI --offset "$e_start" "$img" $(((e_end - e_start + 1) / 2)) >/dev/null
-MTOOLS_SKIP_CHECK=1 mcopy -s -i "$img@@$((e_start * 512))" "$esp/EFI" ::/
+sgdisk -n "1:2048:-$((esp_mib + 1))M" -t 1:0700 -n "2:0:+${esp_mib}M" -t 2:ef00 "$img" >/dev/null
+whole=$(losetup -f --show "$img"); loops+=("$whole")
+partx -a "$whole"
+mkfs.exfat -L HIPERISO "${whole}p1" >/dev/null
+mkfs.vfat -F 32 -n HIPERISOEFI "${whole}p2" >/dev/null 2>&1
+MTOOLS_SKIP_CHECK=1 mcopy -s -i "${whole}p2" "$esp/EFI" ::/
+partx -d "$whole"; losetup -d "$whole"; loops=()
 sync -f "$img"
 t1=$(now)
 shell_image=$(elapsed "$t0" "$t1")

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// One request the server saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +33,16 @@ struct Route {
     fail: Option<(u16, usize)>,
     /// Cut the connection after this many body bytes, this many more times.
     cut: Option<(usize, usize)>,
+    /// Before cutting, stall this long (a hung server).
+    stall: Duration,
 }
 
 #[derive(Default)]
 struct State {
     routes: HashMap<String, Route>,
     log: Vec<Logged>,
+    /// Per-connection bandwidth limit in bytes per second (0: none).
+    throttle: u64,
 }
 
 /// The server; it runs until the test process exits.
@@ -106,6 +111,21 @@ impl TestServer {
             .cut = Some((bytes, times));
     }
 
+    /// Like [`TestServer::cut_next`], but the server first sends nothing
+    /// for `stall` (the client should time out and resume).
+    pub fn stall_next(&self, path: &str, bytes: usize, times: usize, stall: Duration) {
+        let mut state = self.state.lock().unwrap();
+        let route = state.routes.entry(path.to_string()).or_default();
+        route.cut = Some((bytes, times));
+        route.stall = stall;
+    }
+
+    /// Limits every connection to `bytes_per_sec` (0 removes the limit),
+    /// like a mirror that caps per-connection speed.
+    pub fn throttle(&self, bytes_per_sec: u64) {
+        self.state.lock().unwrap().throttle = bytes_per_sec;
+    }
+
     /// Every request so far, in order.
     pub fn log(&self) -> Vec<Logged> {
         self.state.lock().unwrap().log.clone()
@@ -141,8 +161,9 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
         }
     }
     // Decide the answer under the lock, write it without.
-    let (status, headers, body, cut) = {
+    let (status, headers, body, cut, throttle) = {
         let mut state = state.lock().unwrap();
+        let throttle = state.throttle;
         let answer = match state.routes.get_mut(&path) {
             None => (404, String::new(), b"not found".to_vec(), None),
             Some(route) => {
@@ -159,7 +180,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
                     let cut = match route.cut {
                         Some((bytes, times)) if times > 0 => {
                             route.cut = Some((bytes, times - 1));
-                            Some(bytes)
+                            Some((bytes, route.stall))
                         }
                         _ => None,
                     };
@@ -193,7 +214,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
             range: range.clone(),
             status: answer.0,
         });
-        answer
+        (answer.0, answer.1, answer.2, answer.3, throttle)
     };
     let reason = match status {
         200 => "OK",
@@ -213,10 +234,29 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
         return;
     }
     let body = match cut {
-        Some(bytes) => &body[..bytes.min(body.len())],
+        Some((bytes, _)) => &body[..bytes.min(body.len())],
         None => &body[..],
     };
-    let _ = stream.write_all(body);
+    if throttle == 0 {
+        let _ = stream.write_all(body);
+    } else {
+        let chunk = (throttle / 20).max(1) as usize;
+        let started = std::time::Instant::now();
+        let mut sent = 0usize;
+        for piece in body.chunks(chunk) {
+            if stream.write_all(piece).is_err() {
+                return;
+            }
+            sent += piece.len();
+            let due = std::time::Duration::from_secs_f64(sent as f64 / throttle as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
     let _ = stream.flush();
+    if let Some((_, stall)) = cut {
+        std::thread::sleep(stall);
+    }
     let _ = stream.shutdown(Shutdown::Both);
 }

@@ -11,3 +11,4 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub mod http;
+pub mod linux_vm;
