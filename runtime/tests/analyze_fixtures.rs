@@ -167,7 +167,9 @@ fn missing_init_panic_is_a_kernel_failure() {
         report.summary
     );
     assert!(report.hints[0].contains("init="), "{:?}", report.hints);
-    assert!(!stages(&report).contains(&Stage::Userspace));
+    // The kernel tried the broken initramfs init: the init stage was reached.
+    assert_eq!(stages(&report), [Stage::Kernel, Stage::Init]);
+    assert!(report.stages[1].at.text.contains("Run /broken-init as init process"));
 }
 
 #[test]
