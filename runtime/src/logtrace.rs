@@ -350,14 +350,14 @@ mod tests {
              qemu-system-x86_64: warning: host doesn't support requested feature\n\
              4242@1700000001.500000:some_undeclared_event x=1 y=2\n\
              cpu_out addr 0xZZ\n\
-             ahci_cmd_done ahci(0x5600)[0]: cmd done\n\
+             ahci_port_write ahci(0x5600)[0]: port write\n\
              warning something\n\
              Invalid_access at 0x10\n",
         );
         let kinds: Vec<LogLine> = lines.iter().map(|(k, _)| *k).collect();
         use LogLine::{Event, Other};
         assert_eq!(kinds, [Event, Other, Event, Event, Event, Other, Other]);
-        assert_eq!(lines[4].1.raw.as_deref(), Some("ahci(0x5600)[0]: cmd done"));
+        assert_eq!(lines[4].1.raw.as_deref(), Some("ahci(0x5600)[0]: port write"));
         let e = &lines[0].1;
         assert_eq!(e.pid, Some(4242));
         assert_eq!(e.timestamp_ns, Some(1_700_000_000_000_123_000));

@@ -169,7 +169,12 @@ fn missing_init_panic_is_a_kernel_failure() {
     assert!(report.hints[0].contains("init="), "{:?}", report.hints);
     // The kernel tried the broken initramfs init: the init stage was reached.
     assert_eq!(stages(&report), [Stage::Kernel, Stage::Init]);
-    assert!(report.stages[1].at.text.contains("Run /broken-init as init process"));
+    assert!(
+        report.stages[1]
+            .at
+            .text
+            .contains("Run /broken-init as init process")
+    );
 }
 
 #[test]
