@@ -657,10 +657,14 @@ pub fn run(ctx: &Context, options: &RunOptions) -> crate::Result<RunOutcome> {
         }
     };
     let console_log = scratch.path().join("console.log");
+    // One vCPU under TCG: QEMU 7.2's multi-threaded TCG aborts
+    // ("tcg_handle_interrupt: assertion failed") when the stick's kernel
+    // sends IPIs while its nested KVM guest runs.
+    let cpus = if accel == Accel::Kvm { 2 } else { 1 };
     let vm = Vm {
         image: image.clone(),
         ram_mb: options.ram_mb.unwrap_or(DEFAULT_RAM_MB),
-        cpus: 2,
+        cpus,
         accel,
         console: Console::Live {
             log: console_log.clone(),
@@ -671,9 +675,10 @@ pub fn run(ctx: &Context, options: &RunOptions) -> crate::Result<RunOutcome> {
     };
     let timeout = options.timeout.unwrap_or(DEFAULT_TIMEOUT);
     ctx.say(format!(
-        "booting {} as a USB stick (OVMF, {} MiB); serial console follows, timeout {} s",
+        "booting {} as a USB stick (OVMF, {} MiB, {} CPU); serial console follows, timeout {} s",
         image.display(),
         vm.ram_mb,
+        vm.cpus,
         timeout.as_secs()
     ));
     let mut child = vm.spawn()?;
