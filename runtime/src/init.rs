@@ -299,9 +299,9 @@ fn load_modules(release: &str) -> modules::LoadReport {
         return modules::LoadReport::default();
     }
     let lists = [
+        PathBuf::from("/etc/hiperiso/modules"),
         base.join("hiperiso.load"),
         base.join("modules.load"),
-        PathBuf::from("/etc/hiperiso/modules.load"),
     ];
     let list = lists
         .iter()
