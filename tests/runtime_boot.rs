@@ -17,7 +17,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const DATA_SERIAL: u32 = 0x4849_5045;
@@ -38,8 +38,32 @@ const MODULES: &[&str] = &[
     "nls_cp437",
 ];
 
-/// One VM at a time: the machine has two cores.
-static VM_LOCK: Mutex<()> = Mutex::new(());
+/// Two single-vCPU outer VMs at a time: the machine has two cores.
+const PARALLEL_VMS: usize = 2;
+static RUNNING_VMS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// A slot for one outer VM, released on drop.
+struct VmSlot;
+
+impl VmSlot {
+    fn acquire() -> VmSlot {
+        let (lock, ready) = &RUNNING_VMS;
+        let mut running = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= PARALLEL_VMS {
+            running = ready.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        VmSlot
+    }
+}
+
+impl Drop for VmSlot {
+    fn drop(&mut self) {
+        let (lock, ready) = &RUNNING_VMS;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        ready.notify_one();
+    }
+}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd
@@ -254,7 +278,7 @@ fn build_initramfs(init: &Path, modules_dir: &Path, out: &Path) {
 
 /// A no-emulation El Torito boot image: prints `marker` on COM1, then either
 /// powers off through the ACPI PM1a control port (q35: 0x604, SeaBIOS's
-/// 0xB004 too) or, with `panic`, waits 3 s and reports a guest panic on the
+/// 0xB004 too) or, with `panic`, waits 8 s (so QMP is connected) and reports a guest panic on the
 /// pvpanic port 0x505.
 fn boot_sector_payload(marker: &str, panic: bool) -> Vec<u8> {
     let mut code: Vec<u8> = vec![
@@ -269,8 +293,8 @@ fn boot_sector_payload(marker: &str, panic: bool) -> Vec<u8> {
     if panic {
         code.extend([
             0xB4, 0x86, // mov ah, 0x86 (BIOS wait)
-            0xB9, 0x2D, 0x00, // mov cx, 0x002D
-            0xBA, 0xC0, 0xC6, // mov dx, 0xC6C0 (3 000 000 us)
+            0xB9, 0x7A, 0x00, // mov cx, 0x007A
+            0xBA, 0x00, 0x12, // mov dx, 0x1200 (8 000 000 us)
             0xCD, 0x15, // int 0x15
             0xBA, 0x05, 0x05, // mov dx, 0x505
             0xB0, 0x01, // mov al, 1 (PVPANIC_PANICKED)
@@ -401,7 +425,7 @@ fn fixture() -> &'static Fixture {
 }
 
 const GOOD_CONFIG: &str = r#"{
-  "control": {"default_ram": 256, "screenshot_interval": 2, "session_timeout": 120},
+  "control": {"default_ram": 256, "default_cpus": 1, "screenshot_interval": 2, "session_timeout": 120},
   "iso_overrides": {"startfail*.iso": {"cpu_features": "+hiperiso-no-such-flag"}}
 }"#;
 
@@ -434,10 +458,10 @@ fn boot(cmdline: &str, cpu: &str, config: &str) -> BootResult {
     drop(file);
 
     let console = dir.path().join("console.log");
-    let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = VmSlot::acquire();
     let mut child = Command::new("qemu-system-x86_64")
         .args([
-            "-accel", "tcg", "-cpu", cpu, "-machine", "q35", "-m", "3072", "-smp", "2",
+            "-accel", "tcg", "-cpu", cpu, "-machine", "q35", "-m", "3072", "-smp", "1",
         ])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .arg("-kernel")
@@ -950,7 +974,7 @@ fn grub_menu_boots_the_first_iso_with_the_uuids_it_probed() {
     fs::create_dir_all(tree.join("ISOs")).unwrap();
     fs::create_dir_all(tree.join("hiperiso")).unwrap();
     fs::copy(fx.isos.join("bios.iso"), tree.join("ISOs/bios.iso")).unwrap();
-    let config = r#"{"control": {"default_ram": 256, "menu_timeout": 3, "default_image": "bios.iso", "session_timeout": 120}}"#;
+    let config = r#"{"control": {"default_ram": 256, "default_cpus": 1, "menu_timeout": 3, "default_image": "bios.iso", "session_timeout": 120}}"#;
     fs::write(tree.join("hiperiso/hiperiso.json"), config).unwrap();
     let data_size = 64u64 << 20;
     let data_img = d.join("data.img");
@@ -998,7 +1022,7 @@ fn grub_menu_boots_the_first_iso_with_the_uuids_it_probed() {
     let vars = d.join("OVMF_VARS.fd");
     fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
     let console = d.join("console.log");
-    let _guard = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = VmSlot::acquire();
     let mut child = Command::new("qemu-system-x86_64")
         .args([
             "-accel",
@@ -1010,7 +1034,7 @@ fn grub_menu_boots_the_first_iso_with_the_uuids_it_probed() {
             "-m",
             "3072",
             "-smp",
-            "2",
+            "1",
         ])
         .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
         .args([

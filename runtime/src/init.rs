@@ -373,15 +373,15 @@ pub fn wait_for(spec: &PartitionSpec, seconds: u32) -> Option<FoundPartition> {
     }
 }
 
+/// Mount with UTF-8 file names; the kernel's default FAT character set
+/// (often `ascii`) may be a module the initramfs lacks, so `iocharset=utf8`
+/// comes first and the kernel's defaults second.
 fn mount_partition(found: &FoundPartition, target: &Path, read_only: bool) -> std::io::Result<()> {
     let flags = if read_only { libc::MS_RDONLY } else { 0 } | libc::MS_NOATIME;
-    sys::mount(
-        &found.device.display().to_string(),
-        target,
-        found.identity.fs_type.mount_name(),
-        flags,
-        "",
-    )
+    let device = found.device.display().to_string();
+    let fs_type = found.identity.fs_type.mount_name();
+    sys::mount(&device, target, fs_type, flags, "iocharset=utf8")
+        .or_else(|_| sys::mount(&device, target, fs_type, flags, ""))
 }
 
 fn first_existing(candidates: &[PathBuf]) -> Option<PathBuf> {
