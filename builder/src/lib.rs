@@ -2,3 +2,18 @@
 //!
 //! The CLI (`cli.rs`) only parses arguments; every verb's logic lives in a
 //! library module so it can be tested without a process boundary.
+
+pub mod bump;
+pub mod cli;
+pub mod context;
+pub mod disk_cmd;
+pub mod error;
+pub mod fetch;
+pub mod manifest;
+pub mod mirrors;
+pub mod sources;
+pub mod store;
+pub mod watch;
+
+pub use context::Context;
+pub use error::{Error, Result, not_implemented};

@@ -1,4 +1,51 @@
-fn main() {
-    eprintln!("hiperiso-build: not built yet");
-    std::process::exit(1);
+//! `hiperiso-build`: parse arguments, dispatch one verb, report errors.
+//! Keep one match arm per verb calling a library function.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hiperiso_build::cli::{Cli, Command};
+use hiperiso_build::{Context, bump, disk_cmd, not_implemented, sources};
+
+fn run(cli: Cli) -> hiperiso_build::Result<()> {
+    let ctx = Context::from_args(&cli.global);
+    match cli.command {
+        Command::Summary => sources::summary(&ctx),
+        Command::Fetch(args) => sources::fetch(&ctx, &args.names).map(|_| ()),
+        Command::Pin(args) => sources::pin(&ctx, &args.names, args.force),
+        Command::Bump(args) => bump::run(
+            &ctx,
+            &args.names,
+            args.to.as_deref(),
+            args.latest,
+            args.check,
+        ),
+        Command::Lock(_) => not_implemented("lock", 4),
+        Command::Build(_) => not_implemented("build", 8),
+        Command::Verify(_) => not_implemented("verify", 8),
+        Command::Image(args) => disk_cmd::image(&ctx, &args),
+        Command::Install(args) => disk_cmd::install(&ctx, &args),
+        Command::Inspect(args) => disk_cmd::inspect(&ctx, &args),
+        Command::Run(_) => not_implemented("run", 7),
+        Command::Clean => not_implemented("clean", 8),
+        Command::Gc => not_implemented("gc", 8),
+        Command::Doctor => not_implemented("doctor", 8),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The message and its causes, without a backtrace even when
+            // RUST_BACKTRACE is set: these are user-facing errors.
+            let error = anyhow::Error::from(error);
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The stick's runtime: session files, runtime config, QEMU command line,
 //! trace and serial parsers. Binaries: `hiperiso-init` and `hiperiso-log`.
 
+pub mod analyze;
 pub mod blockid;
 pub mod cmdline;
 pub mod config;
@@ -10,8 +11,15 @@ pub mod grubenv;
 pub mod hw;
 pub mod init;
 pub mod kvm;
+pub mod logtrace;
 pub mod modules;
+pub mod patterns;
 pub mod qemu;
 pub mod qmp;
+pub mod serial;
 pub mod session;
+pub mod sessions;
+pub mod simpletrace;
 pub mod sys;
+pub mod trace_events;
+pub mod trace_summary;

@@ -4,9 +4,8 @@
 #      truncate + sgdisk + mkfs.exfat + mkfs.vfat + mcopy (same payload);
 #   2. `hiperiso-build install` onto a loop device versus
 #      `dd bs=4M conv=fsync` of the same 8 GiB image.
-# Prints wall times and ratios. Needs ~1 GiB of free space in $TMPDIR (the
-# images are sparse, but dd writes all 8 GiB into the loop's backing file,
-# which is punched out again afterwards).
+# Prints wall times and ratios. Needs about SIZE + 1 GiB free in $TMPDIR:
+# the images are sparse, but dd writes every byte into the loop's backing file.
 # Usage: tests/bench/disk.sh [SIZE]     (default 8GiB; e.g. 2GiB for a quick run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,7 +47,9 @@ cat > "$manifest" <<TOML
 name = "bench"
 seed = "bench"
 size = "$size"
-source_date_epoch = 1700000000
+source-date-epoch = 1700000000
+
+[profiles.default]
 TOML
 
 echo "== image, $size"

@@ -9,3 +9,6 @@ pub fn workspace_root() -> PathBuf {
         .expect("tests/ has a parent")
         .to_path_buf()
 }
+
+pub mod http;
+pub mod linux_vm;

@@ -132,7 +132,7 @@ impl Node {
 }
 
 /// Number of directory entries of a file's entry set.
-fn entry_count(name: &[u16]) -> usize {
+pub(super) fn entry_count(name: &[u16]) -> usize {
     2 + name.len().div_ceil(NAME_UNITS_PER_ENTRY)
 }
 
@@ -338,7 +338,7 @@ fn scan_directory(dir: &Path, upcase: &Upcase, depth: usize) -> Result<Vec<Node>
 }
 
 /// A source file's name as UTF-16, checked against exFAT's rules.
-fn encode_name(path: &Path) -> Result<Vec<u16>, ExfatError> {
+pub(super) fn encode_name(path: &Path) -> Result<Vec<u16>, ExfatError> {
     let invalid = |reason| ExfatError::InvalidName {
         path: path.to_path_buf(),
         reason,
@@ -506,7 +506,37 @@ fn upcase_entry(first_cluster: u32, table: &[u8]) -> [u8; ENTRY_SIZE] {
 
 /// File, Stream Extension and File Name entries for one node.
 fn entry_set(node: &Node, upcase: &Upcase, stamp: (u32, u8), cluster_size: u64) -> Vec<u8> {
-    let count = entry_count(&node.name);
+    let attributes = match node.kind {
+        NodeKind::File { .. } => attributes::ARCHIVE,
+        NodeKind::Directory { .. } => attributes::DIRECTORY,
+    };
+    let flags = match node.kind {
+        NodeKind::File { .. } if node.clusters > 0 => FLAG_ALLOCATION_POSSIBLE | FLAG_NO_FAT_CHAIN,
+        _ => FLAG_ALLOCATION_POSSIBLE,
+    };
+    file_entry_set(
+        &node.name,
+        &upcase.upper_name(&node.name),
+        attributes,
+        flags,
+        node.first_cluster,
+        node.data_length(cluster_size),
+        stamp,
+    )
+}
+
+/// A File entry set: File, Stream Extension and File Name entries, with
+/// every timestamp `stamp` (UTC) and its SetChecksum.
+pub(super) fn file_entry_set(
+    name: &[u16],
+    upcased: &[u16],
+    attributes: u16,
+    stream_flags: u8,
+    first_cluster: u32,
+    length: u64,
+    stamp: (u32, u8),
+) -> Vec<u8> {
+    let count = entry_count(name);
     let mut set = vec![0u8; count * ENTRY_SIZE];
     let (timestamp, increment) = stamp;
     let utc = 0x80; // OffsetValid, UTC
@@ -514,10 +544,6 @@ fn entry_set(node: &Node, upcase: &Upcase, stamp: (u32, u8), cluster_size: u64) 
     let file = &mut set[..ENTRY_SIZE];
     file[0] = entry_type::FILE;
     file[1] = (count - 1) as u8;
-    let attributes = match node.kind {
-        NodeKind::File { .. } => attributes::ARCHIVE,
-        NodeKind::Directory { .. } => attributes::DIRECTORY,
-    };
     file[4..6].copy_from_slice(&attributes.to_le_bytes());
     for field in [8, 12, 16] {
         file[field..field + 4].copy_from_slice(&timestamp.to_le_bytes());
@@ -530,19 +556,14 @@ fn entry_set(node: &Node, upcase: &Upcase, stamp: (u32, u8), cluster_size: u64) 
 
     let stream = &mut set[ENTRY_SIZE..2 * ENTRY_SIZE];
     stream[0] = entry_type::STREAM_EXTENSION;
-    stream[1] = match node.kind {
-        NodeKind::File { .. } if node.clusters > 0 => FLAG_ALLOCATION_POSSIBLE | FLAG_NO_FAT_CHAIN,
-        _ => FLAG_ALLOCATION_POSSIBLE,
-    };
-    stream[3] = node.name.len() as u8;
-    let hash = name_hash(&upcase.upper_name(&node.name));
-    stream[4..6].copy_from_slice(&hash.to_le_bytes());
-    let length = node.data_length(cluster_size);
+    stream[1] = stream_flags;
+    stream[3] = name.len() as u8;
+    stream[4..6].copy_from_slice(&name_hash(upcased).to_le_bytes());
     stream[8..16].copy_from_slice(&length.to_le_bytes()); // ValidDataLength
-    stream[20..24].copy_from_slice(&node.first_cluster.to_le_bytes());
+    stream[20..24].copy_from_slice(&first_cluster.to_le_bytes());
     stream[24..32].copy_from_slice(&length.to_le_bytes()); // DataLength
 
-    for (index, part) in node.name.chunks(NAME_UNITS_PER_ENTRY).enumerate() {
+    for (index, part) in name.chunks(NAME_UNITS_PER_ENTRY).enumerate() {
         let entry = &mut set[(2 + index) * ENTRY_SIZE..(3 + index) * ENTRY_SIZE];
         entry[0] = entry_type::FILE_NAME;
         for (position, unit) in part.iter().enumerate() {
@@ -637,7 +658,7 @@ fn copy_file<D: Write + Seek>(
         .map_err(ExfatError::io(context()))
 }
 
-fn write_at<D: Write + Seek>(
+pub(super) fn write_at<D: Write + Seek>(
     dev: &mut D,
     offset: u64,
     bytes: &[u8],

@@ -1,4 +1,5 @@
-//! exFAT: a deterministic writer ([`format`]) and a reader ([`ExfatReader`]),
+//! exFAT: a deterministic writer ([`format`]), a reader ([`ExfatReader`])
+//! and an editor adding files to an existing volume ([`ExfatEditor`]),
 //! written from Microsoft's exFAT file system specification.
 //!
 //! On-disk layout (sector offsets within the volume):
@@ -13,6 +14,7 @@
 //! Cluster numbers start at 2. The allocation bitmap, not the FAT, says which
 //! clusters are in use; the FAT only links clusters of fragmented chains.
 
+mod append;
 mod format;
 mod reader;
 mod upcase;
@@ -20,6 +22,7 @@ mod upcase;
 use std::io;
 use std::path::PathBuf;
 
+pub use append::ExfatEditor;
 pub use format::{ExfatOptions, format};
 pub use reader::{DirEntry, ExfatReader, FileReader, Usage};
 

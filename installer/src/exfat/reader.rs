@@ -30,19 +30,19 @@ pub struct DirEntry {
     pub attributes: u16,
     /// Last modification, Unix seconds (UTC when the volume recorded an offset).
     pub modified: i64,
-    units: Vec<u16>,
-    stream: Stream,
+    pub(super) units: Vec<u16>,
+    pub(super) stream: Stream,
 }
 
 /// Where a file's or directory's data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stream {
-    first_cluster: u32,
+pub(super) struct Stream {
+    pub(super) first_cluster: u32,
     /// Bytes to follow; `None` for the root directory, whose chain ends at
     /// the end-of-chain mark.
-    data_length: Option<u64>,
-    valid_data_length: u64,
-    no_fat_chain: bool,
+    pub(super) data_length: Option<u64>,
+    pub(super) valid_data_length: u64,
+    pub(super) no_fat_chain: bool,
 }
 
 /// Cluster usage from the allocation bitmap.
@@ -68,25 +68,25 @@ impl Usage {
 
 /// Volume parameters from a validated boot sector.
 #[derive(Debug, Clone, Copy)]
-struct Volume {
+pub(super) struct Volume {
     /// log2 of bytes per cluster.
-    cluster_bits: u32,
-    fat_start: u64,
-    fat_bytes: u64,
-    heap_start: u64,
-    cluster_count: u32,
-    root_cluster: u32,
-    serial: u32,
+    pub(super) cluster_bits: u32,
+    pub(super) fat_start: u64,
+    pub(super) fat_bytes: u64,
+    pub(super) heap_start: u64,
+    pub(super) cluster_count: u32,
+    pub(super) root_cluster: u32,
+    pub(super) serial: u32,
 }
 
 /// A read-only view of an exFAT volume on `D` (offset 0 = volume start).
 pub struct ExfatReader<D> {
-    dev: D,
-    volume: Volume,
+    pub(super) dev: D,
+    pub(super) volume: Volume,
     label: String,
-    upcase: Upcase,
-    bitmap: Stream,
-    fat_cache: Option<(u64, Vec<u8>)>,
+    pub(super) upcase: Upcase,
+    pub(super) bitmap: Stream,
+    pub(super) fat_cache: Option<(u64, Vec<u8>)>,
 }
 
 impl<D: Read + Seek> ExfatReader<D> {
@@ -199,7 +199,26 @@ impl<D: Read + Seek> ExfatReader<D> {
                 return Err(ExfatError::NotADirectory { path: path.into() });
             }
         };
-        self.list(stream, path)
+        self.list(stream, path, None)
+    }
+
+    /// Lists a directory like [`Self::read_dir`], but skips damaged entry
+    /// sets (after a power cut, say) instead of failing, and returns what
+    /// was wrong with them next to the readable entries.
+    pub fn read_dir_lossy(
+        &mut self,
+        path: &str,
+    ) -> Result<(Vec<DirEntry>, Vec<ExfatError>), ExfatError> {
+        let stream = match self.lookup(path)? {
+            None => self.root_stream(),
+            Some(entry) if entry.is_dir => entry.stream,
+            Some(_) => {
+                return Err(ExfatError::NotADirectory { path: path.into() });
+            }
+        };
+        let mut problems = Vec::new();
+        let entries = self.list(stream, path, Some(&mut problems))?;
+        Ok((entries, problems))
     }
 
     /// The entry at `path` (the root has none: `NotFound`).
@@ -267,7 +286,7 @@ impl<D: Read + Seek> ExfatReader<D> {
         })
     }
 
-    fn root_stream(&self) -> Stream {
+    pub(super) fn root_stream(&self) -> Stream {
         Stream {
             first_cluster: self.volume.root_cluster,
             data_length: None,
@@ -291,7 +310,8 @@ impl<D: Read + Seek> ExfatReader<D> {
             let wanted = self
                 .upcase
                 .upper_name(&component.encode_utf16().collect::<Vec<_>>());
-            let entries = self.list(directory, &walked)?;
+            // Damaged sibling entry sets do not hide an intact entry.
+            let entries = self.list(directory, &walked, Some(&mut Vec::new()))?;
             let found = entries
                 .into_iter()
                 .find(|entry| self.upcase.upper_name(&entry.units) == wanted);
@@ -303,8 +323,15 @@ impl<D: Read + Seek> ExfatReader<D> {
         Ok(current)
     }
 
-    /// Parses the file entry sets of one directory.
-    fn list(&mut self, directory: Stream, path: &str) -> Result<Vec<DirEntry>, ExfatError> {
+    /// Parses the file entry sets of one directory. With `problems`, a
+    /// damaged entry set is recorded there and skipped; without, it is an
+    /// error.
+    fn list(
+        &mut self,
+        directory: Stream,
+        path: &str,
+        mut problems: Option<&mut Vec<ExfatError>>,
+    ) -> Result<Vec<DirEntry>, ExfatError> {
         let bytes = self.read_stream(directory, path, MAX_DIRECTORY_SIZE)?;
         let entry_count = bytes.len() / ENTRY_SIZE;
         let entry = |index: usize| &bytes[index * ENTRY_SIZE..(index + 1) * ENTRY_SIZE];
@@ -324,41 +351,51 @@ impl<D: Read + Seek> ExfatReader<D> {
                 index += 1;
                 continue;
             }
-            match kind {
+            let outcome = match kind {
                 entry_type::ALLOCATION_BITMAP
                 | entry_type::UPCASE_TABLE
-                | entry_type::VOLUME_LABEL => index += 1,
+                | entry_type::VOLUME_LABEL => Ok((None, index + 1)),
                 entry_type::FILE => {
                     let secondaries = usize::from(entry(index)[1]);
-                    if !(2..=18).contains(&secondaries) {
-                        return Err(corrupt(index, "file entry with a bad SecondaryCount"));
-                    }
                     let end = index + 1 + secondaries;
-                    if end > entry_count {
-                        return Err(corrupt(index, "entry set runs past the directory's end"));
+                    if !(2..=18).contains(&secondaries) {
+                        Err(corrupt(index, "file entry with a bad SecondaryCount"))
+                    } else if end > entry_count {
+                        Err(corrupt(index, "entry set runs past the directory's end"))
+                    } else {
+                        let set = &bytes[index * ENTRY_SIZE..end * ENTRY_SIZE];
+                        parse_file_set(set)
+                            .map(|parsed| (Some(parsed), end))
+                            .map_err(|what| corrupt(index, what))
                     }
-                    let set = &bytes[index * ENTRY_SIZE..end * ENTRY_SIZE];
-                    entries.push(parse_file_set(set).map_err(|what| corrupt(index, what))?);
-                    index = end;
                 }
                 // Benign primaries (volume GUID, padding, ...) and their
                 // secondaries can be skipped.
                 kind if kind & entry_type::BENIGN != 0 => {
-                    index += 1 + usize::from(entry(index)[1]);
+                    Ok((None, index + 1 + usize::from(entry(index)[1])))
                 }
-                _ => {
-                    return Err(corrupt(
-                        index,
-                        &format!("unknown critical entry type {kind:02X}h"),
-                    ));
+                _ => Err(corrupt(
+                    index,
+                    &format!("unknown critical entry type {kind:02X}h"),
+                )),
+            };
+            match (outcome, problems.as_deref_mut()) {
+                (Ok((parsed, next)), _) => {
+                    entries.extend(parsed);
+                    index = next;
                 }
+                (Err(problem), Some(problems)) => {
+                    problems.push(problem);
+                    index += 1;
+                }
+                (Err(problem), None) => return Err(problem),
             }
         }
         Ok(entries)
     }
 
     /// Reads a whole stream (up to its valid length; the rest is zeros).
-    fn read_stream(
+    pub(super) fn read_stream(
         &mut self,
         stream: Stream,
         what: &str,
@@ -396,7 +433,7 @@ impl<D: Read + Seek> ExfatReader<D> {
         Ok(data)
     }
 
-    fn cluster_offset(&self, cluster: u32) -> u64 {
+    pub(super) fn cluster_offset(&self, cluster: u32) -> u64 {
         self.volume.heap_start + (u64::from(cluster - FIRST_CLUSTER) << self.volume.cluster_bits)
     }
 
@@ -405,7 +442,7 @@ impl<D: Read + Seek> ExfatReader<D> {
     }
 
     /// The runs of consecutive clusters (first, count) holding a stream.
-    fn runs(
+    pub(super) fn runs(
         &mut self,
         stream: Stream,
         what: &str,
@@ -507,7 +544,7 @@ impl<D: Read + Seek> ExfatReader<D> {
 }
 
 /// Parses one File directory entry set (checksum included).
-fn parse_file_set(set: &[u8]) -> Result<DirEntry, &'static str> {
+pub(super) fn parse_file_set(set: &[u8]) -> Result<DirEntry, &'static str> {
     if entry_set_checksum(set) != le16(set, 2) {
         return Err("entry set checksum mismatch");
     }
@@ -690,6 +727,34 @@ impl<D> FileReader<'_, D> {
 impl<D: Read + Seek> Read for FileReader<'_, D> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         self.read_chunk(buffer).map_err(io::Error::other)
+    }
+}
+
+impl<D: Read + Seek> Seek for FileReader<'_, D> {
+    /// Seeks within the file; positions past its end read nothing.
+    fn seek(&mut self, target: SeekFrom) -> io::Result<u64> {
+        let position = match target {
+            SeekFrom::Start(offset) => Some(offset),
+            SeekFrom::End(delta) => self.size.checked_add_signed(delta),
+            SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
+        }
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "seek before the file's start")
+        })?;
+        let cluster_size = self.reader.cluster_size();
+        let (mut index, mut skipped) = (0, 0u64);
+        while let Some(&(_, count)) = self.runs.get(index) {
+            let run_bytes = count * cluster_size;
+            if position < skipped + run_bytes {
+                break;
+            }
+            skipped += run_bytes;
+            index += 1;
+        }
+        self.run_index = index;
+        self.run_offset = position.saturating_sub(skipped);
+        self.position = position;
+        Ok(position)
     }
 }
 
@@ -909,6 +974,60 @@ mod tests {
         assert!(matches!(
             reader.read_file("frag", &mut Vec::new()),
             Err(ExfatError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn file_reader_seeks() {
+        let tree = sample_tree();
+        let mut reader = ExfatReader::open(formatted(Some(tree.path()))).unwrap();
+        let expected = fs::read(tree.path().join("hiperiso/big.bin")).unwrap();
+        let mut file = reader.open_file("hiperiso/big.bin").unwrap();
+        assert_eq!(file.size(), expected.len() as u64);
+        for offset in [0u64, 4095, 4096, 123_457, 299_990] {
+            file.seek(SeekFrom::Start(offset)).unwrap();
+            let mut buffer = [0u8; 8];
+            let count = file.read(&mut buffer).unwrap();
+            assert!(count > 0);
+            assert_eq!(
+                &buffer[..count],
+                &expected[offset as usize..offset as usize + count]
+            );
+        }
+        file.seek(SeekFrom::End(-3)).unwrap();
+        let mut rest = Vec::new();
+        file.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &expected[expected.len() - 3..]);
+        assert!(file.seek(SeekFrom::Current(-10_000_000)).is_err());
+    }
+
+    #[test]
+    fn damaged_entry_set_fails_read_dir_but_not_its_siblings() {
+        let tree = sample_tree();
+        let mut dev = formatted(Some(tree.path()));
+        // Root entries: label, bitmap, up-case, then "ISOs" (3 entries),
+        // "empty", "hiperiso". Damage the set of "ISOs".
+        let root = {
+            let reader = ExfatReader::open(&mut dev).unwrap();
+            reader.cluster_offset(reader.volume.root_cluster) as usize
+        };
+        let isos = root + 3 * ENTRY_SIZE;
+        assert_eq!(dev.get_ref()[isos], entry_type::FILE);
+        dev.get_mut()[isos + 2 * ENTRY_SIZE + 2] ^= 0x20; // a name character
+        let mut reader = ExfatReader::open(dev).unwrap();
+        let err = reader.read_dir("/").unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        let (entries, problems) = reader.read_dir_lossy("/").unwrap();
+        let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["empty", "hiperiso"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            contents(&mut reader, "hiperiso/logs/deep/er/x.log"),
+            b"deep"
+        );
+        assert!(matches!(
+            reader.metadata("ISOs"),
+            Err(ExfatError::NotFound { .. })
         ));
     }
 

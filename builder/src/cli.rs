@@ -1,0 +1,318 @@
+//! Command-line arguments (clap derive). Only parsing lives here; every
+//! verb's logic is a library function called from `main.rs`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::store::CACHE_DIR_ENV;
+
+const ABOUT_LONG: &str = "\
+hiperiso-build makes a USB stick image that boots any ISO inside a recording
+virtual machine. It reads a declarative manifest (hiperiso.toml), fetches
+every pinned source with sha256 verification into a content-addressed cache,
+builds the components in sandboxed steps and writes a GPT or MBR disk image.
+
+Typical session:
+  hiperiso-build summary                  # what the manifest resolves to
+  hiperiso-build fetch                    # download + verify all sources
+  hiperiso-build bump --check             # are there newer versions?
+  hiperiso-build bump busybox --latest    # re-pin busybox, comments kept
+  hiperiso-build --profile debian image -o hiperiso.img
+
+The cache lives in $HIPERISO_CACHE_DIR, else $XDG_CACHE_HOME/hiperiso, else
+~/.cache/hiperiso. The Debian mirror comes from the manifest's [mirrors],
+else $HIPERISO_DEBIAN_MIRROR, else the host's apt sources.";
+
+#[derive(Debug, Parser)]
+#[command(name = "hiperiso-build", version, about = "Build hiperiso USB stick images from a declarative manifest", long_about = ABOUT_LONG)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The manifest to read.
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::manifest::DEFAULT_MANIFEST)]
+    pub manifest: PathBuf,
+    /// Manifest profile to use (default: the manifest's [image] profile).
+    #[arg(long, global = true, value_name = "P")]
+    pub profile: Option<String>,
+    /// Cache directory (blobs, partial downloads, build outputs).
+    #[arg(long, global = true, value_name = "DIR", env = CACHE_DIR_ENV)]
+    pub cache_dir: Option<PathBuf>,
+    /// Use only what is already in the cache; name everything missing.
+    #[arg(long, global = true)]
+    pub offline: bool,
+    /// Parallel downloads and build jobs (default: number of CPUs).
+    #[arg(long, short = 'j', global = true, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// More output (repeatable).
+    #[arg(long, short = 'v', global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the resolved manifest, the active profile and its sources.
+    #[command(
+        long_about = "Print the resolved manifest: image settings, the Debian mirror in use and where it \
+        came from, the active profile and, for each of its sources, version, sha256, first URL and whether \
+        the cache has it.\n\nExample:\n  hiperiso-build summary\n  hiperiso-build --profile debian summary"
+    )]
+    Summary,
+    /// Download and verify sources into the cache.
+    #[command(
+        long_about = "Download every source of the active profile (or only NAME...), verify its sha256 \
+        while streaming, and store it in the content-addressed cache. Interrupted downloads resume; 5xx \
+        answers and timeouts are retried; a 404 or a hash mismatch moves on to the next mirror.\n\n\
+        Examples:\n  hiperiso-build fetch\n  hiperiso-build fetch linux busybox --jobs 2\n  \
+        hiperiso-build --offline fetch      # check that everything is cached"
+    )]
+    Fetch(NamesArgs),
+    /// Fill in missing sha256 values in the manifest.
+    #[command(
+        long_about = "Download each source that has no sha256 yet, hash it and write the sha256 into the \
+        manifest (comments and layout kept). With --force, re-pin sources that already have one: use it only \
+        after checking why a file changed.\n\nExamples:\n  hiperiso-build pin\n  hiperiso-build pin --force seabios"
+    )]
+    Pin(PinArgs),
+    /// Move a source to another version, or report newer versions.
+    #[command(
+        long_about = "Re-pin a component: render its URL for the new version, download and hash it, and only \
+        then rewrite version and sha256 in the manifest with comments and layout kept. --latest and --check ask \
+        the source's `watch` (an index page + regex, or a Debian Sources index) for the newest version.\n\n\
+        Examples:\n  hiperiso-build bump busybox --to 1.36.1\n  hiperiso-build bump linux --latest\n  \
+        hiperiso-build bump --check              # every source, changes nothing\n  \
+        hiperiso-build bump --check busybox qemu"
+    )]
+    Bump(BumpArgs),
+    /// Resolve Debian package closures into hiperiso.lock.
+    #[command(
+        long_about = "Resolve the active profile's Debian packages (and the tools tree) into hiperiso.lock \
+        with versions and hashes. --update re-resolves everything, or only NAME..., e.g. after a pin decayed.\n\n\
+        Examples:\n  hiperiso-build --profile debian lock\n  hiperiso-build lock --update linux-image-amd64"
+    )]
+    Lock(LockArgs),
+    /// Run build steps (sandboxed, cached).
+    #[command(
+        long_about = "Run the build steps of the active profile, or only STEP... and what they need. Steps \
+        run sandboxed and are cached by the hash of all their inputs.\n\nExamples:\n  hiperiso-build build\n  \
+        hiperiso-build build linux"
+    )]
+    Build(StepsArgs),
+    /// Rebuild in a varied sandbox and compare the outputs.
+    #[command(
+        long_about = "Rebuild STEP... (or every step) with a varied environment and compare the outputs \
+        bit for bit with the cached ones.\n\nExample:\n  hiperiso-build verify busybox"
+    )]
+    Verify(StepsArgs),
+    /// Write the complete disk image.
+    #[command(
+        long_about = "Assemble the stick image: an exFAT data partition and a FAT ESP with GRUB, the \
+        kernel, the initramfs and the firmware.\n\nExamples:\n  hiperiso-build image -o hiperiso.img\n  \
+        hiperiso-build --profile debian image -o small.img --table mbr --size 1GiB"
+    )]
+    Image(ImageArgs),
+    /// Write the stick layout onto a device (or update its ESP).
+    #[command(
+        long_about = "Lay the stick layout out on DEVICE for its real size. --update rewrites only the ESP \
+        and boot code and keeps the data partition byte for byte.\n\nExamples:\n  \
+        hiperiso-build install /dev/sdX --dry-run\n  hiperiso-build install /dev/sdX --yes\n  \
+        hiperiso-build install --update /dev/sdX --yes"
+    )]
+    Install(InstallArgs),
+    /// Show the layout and contents of an image or device.
+    #[command(
+        long_about = "Print the partition table, file systems, labels and ESP contents of an image file \
+        or a block device.\n\nExample:\n  hiperiso-build inspect hiperiso.img"
+    )]
+    Inspect(InspectArgs),
+    /// Boot the image in QEMU with ISOs attached, as a stick would boot.
+    #[command(
+        long_about = "Boot the image in QEMU with OVMF as a USB stick, with ISO files copied onto its data \
+        partition, and print where the session directory ended up.\n\nExample:\n  \
+        hiperiso-build run --iso debian.iso --timeout 300"
+    )]
+    Run(RunArgs),
+    /// Remove build outputs of this manifest from the cache.
+    Clean,
+    /// Delete cache entries no manifest or lock refers to.
+    Gc,
+    /// Check the host: user namespaces, loop devices, QEMU, disk space.
+    Doctor,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NamesArgs {
+    /// Source names (default: every source of the active profile).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PinArgs {
+    /// Source names (default: every source of the active profile).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Re-pin sources that already have a sha256.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["to", "latest", "check"])))]
+pub struct BumpArgs {
+    /// Source name(s); exactly one with --to and --latest.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Move to this version.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    /// Move to the newest version the source's `watch` finds.
+    #[arg(long)]
+    pub latest: bool,
+    /// Report newer versions; change nothing.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// Re-resolve every package, or only the named ones.
+    #[arg(long, value_name = "NAME", num_args = 0..)]
+    pub update: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StepsArgs {
+    /// Step names (default: every step of the active profile).
+    #[arg(value_name = "STEP")]
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableArg {
+    Gpt,
+    Mbr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImageArgs {
+    /// Output image file.
+    #[arg(short = 'o', long, value_name = "PATH", default_value = "hiperiso.img")]
+    pub output: PathBuf,
+    /// Partition table (default: the manifest's [image] table).
+    #[arg(long, value_enum)]
+    pub table: Option<TableArg>,
+    /// Image size such as 2GiB (default: the manifest's [image] size).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Use this directory as the ESP payload instead of the build's.
+    #[arg(long, value_name = "DIR")]
+    pub esp_tree: Option<PathBuf>,
+    /// Use this directory for the data partition instead of overlays/data.
+    #[arg(long, value_name = "DIR")]
+    pub data_tree: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// Block device, e.g. /dev/sdX.
+    #[arg(value_name = "DEVICE")]
+    pub device: PathBuf,
+    /// Rewrite only the ESP and boot code; keep the data partition.
+    #[arg(long)]
+    pub update: bool,
+    /// Partition table (default: the manifest's [image] table).
+    #[arg(long, value_enum, conflicts_with = "update")]
+    pub table: Option<TableArg>,
+    /// Data partition label (default: the manifest's [image] data-label).
+    #[arg(long, value_name = "L", conflicts_with = "update")]
+    pub label: Option<String>,
+    /// Print what would be written; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Allow a disk that is not removable (mounted, swap and system disks
+    /// are always refused).
+    #[arg(long)]
+    pub force: bool,
+    /// Use this directory as the ESP payload instead of the build's.
+    #[arg(long, value_name = "DIR")]
+    pub esp_tree: Option<PathBuf>,
+    /// Use this directory for the data partition instead of overlays/data.
+    #[arg(long, value_name = "DIR", conflicts_with = "update")]
+    pub data_tree: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// Image file or block device.
+    #[arg(value_name = "IMAGE|DEVICE")]
+    pub target: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Image to boot (default: build it from the manifest).
+    #[arg(long, value_name = "IMG")]
+    pub image: Option<PathBuf>,
+    /// ISO files to put under /ISOs/ on the data partition.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub iso: Vec<PathBuf>,
+    /// Menu entry to boot (ISO file name).
+    #[arg(long, value_name = "NAME")]
+    pub boot: Option<String>,
+    /// Memory of the outer VM in MiB.
+    #[arg(long, value_name = "MB")]
+    pub ram: Option<u64>,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<u64>,
+    /// Keep the scratch image and session files.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bump_needs_a_mode() {
+        assert!(Cli::try_parse_from(["hiperiso-build", "bump", "busybox"]).is_err());
+        let cli = Cli::try_parse_from(["hiperiso-build", "bump", "--check"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Bump(BumpArgs { check: true, .. })
+        ));
+        let cli = Cli::try_parse_from([
+            "hiperiso-build",
+            "--offline",
+            "bump",
+            "busybox",
+            "--to",
+            "1.36.1",
+            "-j",
+            "2",
+        ])
+        .unwrap();
+        assert!(cli.global.offline);
+        assert_eq!(cli.global.jobs, Some(2));
+    }
+}

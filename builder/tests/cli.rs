@@ -1,0 +1,234 @@
+//! The `hiperiso-build` binary: errors a user sees, and the default manifest.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hiperiso-build"));
+    cmd.env_remove("HIPERISO_CACHE_DIR");
+    cmd
+}
+
+fn repo_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../hiperiso.toml")
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run hiperiso-build");
+    (
+        status.success(),
+        String::from_utf8_lossy(&stdout).into(),
+        String::from_utf8_lossy(&stderr).into(),
+    )
+}
+
+#[test]
+fn schema_error_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_manifest()).unwrap();
+    let broken = text.replacen(
+        "debian-source = \"busybox\"",
+        "debian-source = \"busybox\"\nchecksum = \"nope\"",
+        1,
+    );
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("checksum"))
+        .unwrap()
+        + 1;
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, broken).unwrap();
+    let (ok, _, stderr) = run(bin().arg("--manifest").arg(&path).arg("summary"));
+    assert!(!ok);
+    let want = format!(
+        "{}:{line}:1: sources.busybox.checksum: unknown field `checksum`",
+        path.display()
+    );
+    assert!(stderr.contains(&want), "want {want:?} in:\n{stderr}");
+}
+
+#[test]
+fn default_manifest_is_valid_and_summarised() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = run(bin()
+        .arg("--manifest")
+        .arg(repo_manifest())
+        .arg("--cache-dir")
+        .arg(dir.path())
+        .arg("summary")
+        .env("HIPERISO_DEBIAN_MIRROR", "http://mirror.invalid/debian"));
+    assert!(ok, "{stderr}");
+    for needle in [
+        "profile    default",
+        "sources    6 active",
+        "linux",
+        "qemu",
+        "edk2",
+        "grub2",
+        "busybox",
+        "seabios",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing:\n{stdout}");
+    }
+    assert!(
+        stdout.contains(
+            "http://mirror.invalid/debian/pool/main/b/busybox/busybox_1.35.0.orig.tar.bz2"
+        ),
+        "{stdout}"
+    );
+    let (ok, stdout, _) =
+        run(bin()
+            .arg("--manifest")
+            .arg(repo_manifest())
+            .args(["--profile", "debian", "summary"]));
+    assert!(ok);
+    assert!(stdout.contains("profile    debian (--profile)"), "{stdout}");
+}
+
+#[test]
+fn offline_fetch_names_every_missing_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = run(bin()
+        .arg("--manifest")
+        .arg(repo_manifest())
+        .arg("--offline")
+        .arg("fetch")
+        .env("HIPERISO_CACHE_DIR", dir.path())
+        .env("HIPERISO_DEBIAN_MIRROR", "http://mirror.invalid/debian"));
+    assert!(!ok);
+    assert!(stderr.contains("6 blob(s) missing"), "{stderr}");
+    for name in ["linux", "qemu", "edk2", "grub2", "busybox", "seabios"] {
+        assert!(
+            stderr.contains(&format!("\n  {name}: sha256 ")),
+            "{name} missing from:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn unknown_profile_and_unimplemented_verbs_explain_themselves() {
+    let (ok, _, stderr) =
+        run(bin()
+            .arg("--manifest")
+            .arg(repo_manifest())
+            .args(["--profile", "nope", "summary"]));
+    assert!(!ok);
+    assert!(stderr.contains("profile `nope` is not defined"), "{stderr}");
+    let (ok, _, stderr) = run(bin().arg("--manifest").arg(repo_manifest()).args(["gc"]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("not implemented yet (see issue"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let (ok, stdout, _) = run(bin().args(["bump", "--help"]));
+    assert!(ok);
+    assert!(
+        stdout.contains("hiperiso-build bump busybox --to"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = run(bin().args(["bump", "busybox"]));
+    assert!(!ok, "bump needs --to, --latest or --check");
+    assert!(
+        stderr.contains("--to") && stderr.contains("--check"),
+        "{stderr}"
+    );
+}
+
+// The same tiny HTTP server the workspace tests use.
+#[path = "../../tests/support/http.rs"]
+#[allow(dead_code)]
+mod http;
+
+#[test]
+fn a_killed_fetch_leaves_no_blob_and_the_next_one_resumes() {
+    let server = http::TestServer::start();
+    let body: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    server.serve("/dl/big-1.0.tar.gz", body.clone());
+    server.throttle(1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("hiperiso.toml");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&body))
+    };
+    std::fs::write(
+        &manifest,
+        format!(
+            "[image]\nname = \"t\"\nseed = \"s\"\nsize = \"128MiB\"\nsource-date-epoch = 1\n\n\
+             [sources.big]\nversion = \"1.0\"\nurl = \"{}/dl/big-{{version}}.tar.gz\"\nsha256 = \"{sha}\"\n\n\
+             [profiles.default]\nsources = [\"big\"]\n",
+            server.base()
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let fetch = || {
+        let mut cmd = bin();
+        cmd.arg("--manifest")
+            .arg(&manifest)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("fetch");
+        cmd
+    };
+
+    let mut child = fetch().stderr(std::process::Stdio::null()).spawn().unwrap();
+    let partial_dir = cache.join("partial");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let partial_len = || {
+        std::fs::read_dir(&partial_dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.metadata().map_or(0, |m| m.len()))
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    while partial_len() < 1 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.wait().unwrap();
+    let kept = partial_len();
+    assert!(
+        kept >= 1 << 20 && kept < body.len() as u64,
+        "partial kept: {kept}"
+    );
+    let blobs = std::fs::read_dir(cache.join("blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "a killed fetch must not leave a blob");
+
+    server.throttle(0);
+    let (ok, stdout, stderr) = run(&mut fetch());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 source(s) verified"), "{stdout}");
+    assert_eq!(
+        std::fs::read(cache.join("blobs/sha256").join(&sha)).unwrap(),
+        body
+    );
+    let second = server.requests_for("/dl/big-1.0.tar.gz").pop().unwrap();
+    let resumed_at: u64 = second
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .expect("the second fetch sends a Range");
+    assert!(resumed_at >= kept.min(1 << 20), "resumed at {resumed_at}");
+    assert_eq!(partial_len(), 0);
+}

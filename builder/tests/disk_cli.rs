@@ -1,0 +1,237 @@
+//! `hiperiso-build image`, `install` and `inspect` as a user runs them: the
+//! real binary on a scratch manifest, image files and real loop devices.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use sha2::{Digest, Sha256};
+
+const MIB: u64 = 1024 * 1024;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hiperiso-build"))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}:\n{}", text(&out));
+    text(&out)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A scratch project: manifest and overlays, the ESP payload in
+/// overlays/esp (the default until the build assembles one).
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(
+            root.join("hiperiso.toml"),
+            "[image]\nname = \"cli-test\"\nseed = \"cli-seed\"\nsize = \"128MiB\"\nsource-date-epoch = 1700000000\n\n[profiles.default]\n",
+        )
+        .unwrap();
+        fs::create_dir_all(root.join("overlays/data/hiperiso")).unwrap();
+        fs::write(
+            root.join("overlays/data/hiperiso/hiperiso.json.example"),
+            "{}\n",
+        )
+        .unwrap();
+        fs::create_dir_all(root.join("overlays/esp/EFI/BOOT")).unwrap();
+        fs::write(
+            root.join("overlays/esp/EFI/BOOT/BOOTX64.EFI"),
+            vec![0x4D; 200_000],
+        )
+        .unwrap();
+        Project { dir }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn cmd(&self) -> Command {
+        let mut cmd = bin();
+        cmd.arg("--manifest").arg(self.path("hiperiso.toml"));
+        cmd
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    hex::encode(Sha256::digest(fs::read(path).unwrap()))
+}
+
+#[test]
+fn image_twice_is_identical_and_inspectable() {
+    let p = Project::new();
+    let (a, b) = (p.path("a.img"), p.path("b.img"));
+    for out in [&a, &b] {
+        ok(p.cmd()
+            .args(["image", "--esp-tree"])
+            .arg(p.path("overlays/esp"))
+            .arg("-o")
+            .arg(out));
+    }
+    assert_eq!(fs::metadata(&a).unwrap().len(), 128 * MIB);
+    assert_eq!(sha256(&a), sha256(&b));
+    let report = ok(p.cmd().arg("inspect").arg(&a));
+    assert!(report.contains("partition table: gpt"), "{report}");
+    assert!(report.contains("exFAT label \"HIPERISO\""), "{report}");
+    assert!(report.contains("build: hiperiso "), "{report}");
+    assert!(report.contains("manifest_sha256"), "{report}");
+
+    let mbr = p.path("m.img");
+    ok(p.cmd()
+        .args(["image", "--table", "mbr", "--size", "96MiB", "--esp-tree"])
+        .arg(p.path("overlays/esp"))
+        .arg("-o")
+        .arg(&mbr));
+    assert!(ok(p.cmd().arg("inspect").arg(&mbr)).contains("partition table: mbr"));
+
+    let out = p
+        .cmd()
+        .args(["image", "--size", "40MiB", "-o"])
+        .arg(p.path("small.img"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--size"), "{}", text(&out));
+
+    fs::rename(p.path("overlays/esp"), p.path("elsewhere")).unwrap();
+    let out = p
+        .cmd()
+        .args(["image", "-o"])
+        .arg(p.path("none.img"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("--esp-tree"),
+        "{}",
+        text(&out)
+    );
+}
+
+struct Loop(PathBuf);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("partx").arg("-d").arg(&self.0).output();
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn install_asks_for_the_device_name_and_dry_run_writes_nothing() {
+    if !is_root() {
+        eprintln!("not root: skipping");
+        return;
+    }
+    let p = Project::new();
+    let raw = p.path("stick.raw");
+    fs::write(&raw, vec![0xEEu8; MIB as usize]).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&raw)
+        .unwrap()
+        .set_len(160 * MIB)
+        .unwrap();
+    let dev = Loop(PathBuf::from(
+        ok(Command::new("losetup").args(["-f", "--show"]).arg(&raw)).trim(),
+    ));
+    let before = sha256(&raw);
+
+    let plan = ok(p
+        .cmd()
+        .arg("install")
+        .arg(&dev.0)
+        .args(["--force", "--dry-run"]));
+    assert!(
+        plan.contains("ALL DATA") && plan.contains("removable: no"),
+        "{plan}"
+    );
+    assert_eq!(sha256(&raw), before, "--dry-run wrote something");
+
+    let out = p.cmd().arg("install").arg(&dev.0).output().unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("--force"),
+        "{}",
+        text(&out)
+    );
+
+    let mut child = p
+        .cmd()
+        .arg("install")
+        .arg(&dev.0)
+        .arg("--force")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"sdz\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("not confirmed"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        sha256(&raw),
+        before,
+        "an unconfirmed install wrote something"
+    );
+
+    let name = dev.0.file_name().unwrap().to_string_lossy().into_owned();
+    let mut child = p
+        .cmd()
+        .arg("install")
+        .arg(&dev.0)
+        .arg("--force")
+        .arg("--esp-tree")
+        .arg(p.path("overlays/esp"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{name}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report = ok(p.cmd().arg("inspect").arg(&dev.0));
+    assert!(
+        report.contains("EFI system") && report.contains("build: hiperiso"),
+        "{report}"
+    );
+
+    fs::write(p.path("overlays/esp/EFI/BOOT/grub.cfg"), "set timeout=1\n").unwrap();
+    let update = ok(p
+        .cmd()
+        .args(["install", "--update", "--yes", "--force"])
+        .arg(&dev.0)
+        .arg("--esp-tree")
+        .arg(p.path("overlays/esp")));
+    assert!(update.contains("not touched"), "{update}");
+    ok(Command::new("fsck.fat")
+        .arg("-n")
+        .arg(format!("{}p2", dev.0.display())));
+}
