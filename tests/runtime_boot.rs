@@ -583,6 +583,8 @@ impl SessionFiles {
             "timing.json",
             "timing.dat",
             "report.json",
+            "report.txt",
+            "analysis.meta",
         ] {
             assert!(self.exists(name), "{name} missing in {}", self.dir);
         }

@@ -208,7 +208,8 @@ impl Session {
         self.info.warnings.push(message);
     }
 
-    /// Final files, in order; `SESSION_COMPLETE` last.
+    /// Final files, in order; `SESSION_COMPLETE` last. The analyzer reads
+    /// the session's files, so they are written before it runs.
     fn finish(&mut self) {
         if self.info.outcome == Outcome::Running {
             self.info.outcome = Outcome::Success;
@@ -218,18 +219,23 @@ impl Session {
             _ => Stage::Complete,
         };
         self.info.ended_utc = Some(session::utc_rfc3339(sys::unix_seconds()));
+        if !self.info.failures.is_empty() {
+            let text = session::failure_text(&self.info);
+            self.write_file(files::FAILURE_TXT, text.as_bytes());
+        }
+        self.write_timing();
+        self.stage(Stage::Analysis, "analyzing the session");
         let start = sys::uptime_ms();
-        // The analyzer from hiperiso-log replaces this line when it lands.
-        let report = session::write_minimal_report(&self.dir, &self.info);
-        if let Err(e) = report {
-            self.warn(error_chain(&e));
+        if let Err(e) = crate::analyze::analyze(&self.dir) {
+            self.warn(format!("analysis failed: {}", error_chain(&e)));
+            if let Err(e) = session::write_minimal_report(&self.dir, &self.info) {
+                self.warn(error_chain(&e));
+            }
         }
         self.phase("analysis", start);
-        let timing = self.timing.clone();
-        self.write_json(files::TIMING_JSON, &timing);
-        let dat = timing.to_dat();
-        self.write_file(files::TIMING_DAT, dat.as_bytes());
+        self.write_timing();
         if !self.info.failures.is_empty() {
+            // Rewritten: warnings from the analysis may have been added.
             let text = session::failure_text(&self.info);
             self.write_file(files::FAILURE_TXT, text.as_bytes());
         }
@@ -252,6 +258,12 @@ impl Session {
         let stamp = format!("{}\n", self.info.ended_utc.clone().unwrap_or_default());
         self.write_file(files::SESSION_COMPLETE, stamp.as_bytes());
         sys::sync_all();
+    }
+
+    fn write_timing(&mut self) {
+        let timing = self.timing.clone();
+        self.write_json(files::TIMING_JSON, &timing);
+        self.write_file(files::TIMING_DAT, timing.to_dat().as_bytes());
     }
 
     fn write_file(&mut self, name: &str, content: &[u8]) {
