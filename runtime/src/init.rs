@@ -997,7 +997,8 @@ fn run_qemu(
         }
         sleep(Duration::from_millis(50));
     }
-    if qmp.is_some() {
+    let qmp_connected = qmp.is_some();
+    if qmp_connected {
         s.stage(
             Stage::QemuRunning,
             &format!("guest running ({}, {})", accel.as_str(), firmware.as_str()),
@@ -1017,6 +1018,10 @@ fn run_qemu(
     let timeout = config.control.session_timeout;
     let mut crash_event = None;
     let mut quit_sent = false;
+    // QEMU pauses when the guest shuts down (`-action shutdown=pause`), so
+    // the guest inventory and a last screenshot can still be taken; then
+    // init quits it.
+    let mut guest_shut_down = false;
     let data_fd = File::open(&s.dir).ok();
     let exit = loop {
         if let Some(status) = exit.take() {
@@ -1039,7 +1044,11 @@ fn run_qemu(
             } else {
                 for event in q.events.drain(..) {
                     let name = event["event"].as_str().unwrap_or("?").to_string();
-                    if name == "GUEST_PANICKED" || (name == "STOP" && crash_event.is_none()) {
+                    if name == "SHUTDOWN" {
+                        guest_shut_down = true;
+                    } else if name == "GUEST_PANICKED"
+                        || (name == "STOP" && crash_event.is_none() && !guest_shut_down)
+                    {
                         crash_event = Some(name.clone());
                     }
                     s.info.guest_events.push(format!(
@@ -1071,7 +1080,7 @@ fn run_qemu(
             }
         }
         if !guest_inventory_done
-            && started.elapsed() >= GUEST_INVENTORY_DELAY
+            && (started.elapsed() >= GUEST_INVENTORY_DELAY || guest_shut_down)
             && let Some(q) = qmp.as_mut()
         {
             guest_inventory_done = true;
@@ -1088,7 +1097,7 @@ fn run_qemu(
             s.stage(Stage::GuestInventory, "guest inventory written to hw/");
         }
         if !shot_every.is_zero()
-            && Instant::now() >= next_shot
+            && (Instant::now() >= next_shot || (guest_shut_down && !quit_sent))
             && let Some(q) = qmp.as_mut()
         {
             next_shot = Instant::now() + shot_every;
@@ -1117,6 +1126,31 @@ fn run_qemu(
                 // SAFETY: a valid fd; syncfs flushes the data partition.
                 unsafe { libc::syncfs(fd.as_raw_fd()) };
             }
+        }
+        if guest_shut_down && !quit_sent {
+            quit_sent = true;
+            match qmp.as_mut() {
+                Some(q) => {
+                    let _ = q.execute("quit", None);
+                }
+                None => {
+                    let _ = child.kill();
+                }
+            }
+        }
+        if !qmp_connected && !quit_sent && started.elapsed() > QMP_CONNECT_TIMEOUT {
+            // Without the monitor nothing can be recorded, and a guest
+            // shutdown would leave QEMU paused forever.
+            quit_sent = true;
+            s.fail(
+                FailureKind::QemuStartFailed,
+                true,
+                format!(
+                    "QEMU's QMP monitor did not answer within {} s; QEMU stopped",
+                    QMP_CONNECT_TIMEOUT.as_secs()
+                ),
+            );
+            let _ = child.kill();
         }
         if timeout > 0 && !quit_sent && started.elapsed() >= Duration::from_secs(u64::from(timeout))
         {
@@ -1147,7 +1181,9 @@ fn run_qemu(
         || guest_inventory_done
         || s.info.screenshots > 0
         || qmp.is_some();
-    let failed = if let Some(signal) = exit.signal() {
+    let failed = if s.info.failures.iter().any(|f| f.fatal) {
+        true
+    } else if let Some(signal) = exit.signal() {
         s.fail(
             FailureKind::GuestCrash,
             true,
