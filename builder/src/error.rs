@@ -13,6 +13,8 @@ pub enum Error {
     #[error(transparent)]
     Bump(#[from] crate::bump::BumpError),
     #[error(transparent)]
+    DebianProfile(#[from] crate::profile_debian::ProfileError),
+    #[error(transparent)]
     Disk(Box<crate::disk_cmd::DiskError>),
     #[error("{0}")]
     Usage(String),

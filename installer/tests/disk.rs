@@ -445,6 +445,54 @@ fn refuses_small_mounted_swapped_and_foreign_devices() {
         "{err}"
     );
 
+    // A mounted partition (not the whole disk) is refused too.
+    let parted = t.root.join("parted.raw");
+    fs::File::create(&parted)
+        .unwrap()
+        .set_len(128 * MIB)
+        .unwrap();
+    let parted = Loop::new(&parted, None);
+    run(Command::new("sgdisk")
+        .args(["-n", "1:2048:+64M", "-t", "1:8300"])
+        .arg(&parted.0));
+    run(Command::new("partx").arg("-a").arg(&parted.0));
+    run(Command::new("mkfs.ext4").arg("-q").arg(parted.partition(1)));
+    run(Command::new("mount").arg(parted.partition(1)).arg(&mnt));
+    let err = device::plan_install(&parted.0, &spec(&t, TableKind::Gpt, 0), true).err();
+    run(Command::new("umount").arg(&mnt));
+    let err = err.unwrap();
+    assert!(
+        err.to_string()
+            .contains(&format!("{} is mounted on", parted.partition(1).display())),
+        "{err}"
+    );
+
+    // The disk holding `/` (only planned, never written: the refusal comes first).
+    let root = run(Command::new("findmnt").args(["-n", "-o", "SOURCE", "/"]));
+    let root = PathBuf::from(root.trim());
+    let root_disk = fs::canonicalize(&root).ok().and_then(|p| {
+        let name = p.file_name()?.to_string_lossy().into_owned();
+        let sys = fs::canonicalize(format!("/sys/class/block/{name}")).ok()?;
+        let disk = if sys.join("partition").exists() {
+            sys.parent()?.file_name()?.to_string_lossy().into_owned()
+        } else {
+            name
+        };
+        Some(PathBuf::from("/dev").join(disk))
+    });
+    match root_disk.filter(|d| d.exists()) {
+        Some(disk) => {
+            let err = device::plan_install(&disk, &spec(&t, TableKind::Gpt, 0), true)
+                .err()
+                .unwrap();
+            assert!(matches!(err, DeviceError::SystemDisk { .. }), "{err}");
+        }
+        None => eprintln!(
+            "/ is not on a block device here ({}): skipping the system-disk refusal",
+            root.display()
+        ),
+    }
+
     // Swap.
     let swap = t.root.join("swap.raw");
     fs::File::create(&swap).unwrap().set_len(128 * MIB).unwrap();

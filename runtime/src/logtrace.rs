@@ -102,9 +102,10 @@ pub fn parse_event_line(line: &str, catalog: &EventCatalog, event: &mut TraceEve
         return false;
     }
     let decl = catalog.get(name);
-    // Without a timestamp prefix only declared names count as events, or
-    // every warning that starts with a word would.
-    if prefix.is_none() && decl.is_none() {
+    // Without a timestamp prefix, an undeclared name counts only if it looks
+    // like a trace event name (`ide_atapi_cmd`), not like the first word of
+    // a QEMU message (`qemu-system-x86_64:`, `Invalid`, `warning`).
+    if prefix.is_none() && decl.is_none() && !looks_like_event_name(name) {
         return false;
     }
     event.name = match decl {
@@ -121,6 +122,14 @@ pub fn parse_event_line(line: &str, catalog: &EventCatalog, event: &mut TraceEve
         event.raw = Some(text.to_string());
     }
     true
+}
+
+fn looks_like_event_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.contains('_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// `<tid>@<sec>.<usec>:rest` to `(Some((tid, ns)), rest)`.
@@ -148,7 +157,12 @@ fn split_timestamp(line: &str) -> (Option<(u32, u64)>, &str) {
 
 fn match_args(decl: &EventDecl, text: &str, args: &mut Vec<Arg>) -> bool {
     let mut values = Vec::with_capacity(decl.args.len());
-    let mut budget = MATCH_BUDGET;
+    // Real lines match in about one step per character; the budget only
+    // stops pathological ones early.
+    let mut budget = (text.len() as u32)
+        .saturating_mul(4)
+        .saturating_add(256)
+        .min(MATCH_BUDGET);
     if !match_pieces(&decl.format, text, &mut values, &mut budget)
         || values.len() != decl.args.len()
     {
@@ -190,8 +204,12 @@ fn match_pieces(
                 if *star_width {
                     values.push(Value::Uint(end as u64));
                 }
-                values.push(Value::Str(text[..end].to_string()));
+                // A placeholder: copying the candidate at every backtracking
+                // step would make long lines quadratic.
+                let slot = values.len();
+                values.push(Value::Uint(0));
                 if match_pieces(rest, &text[end..], values, budget) {
+                    values[slot] = Value::Str(text[..end].to_string());
                     return true;
                 }
                 values.truncate(mark);
@@ -331,18 +349,15 @@ mod tests {
             "4242@1700000000.000123:cpu_out addr 0x402(b) value 65\n\
              qemu-system-x86_64: warning: host doesn't support requested feature\n\
              4242@1700000001.500000:some_undeclared_event x=1 y=2\n\
-             cpu_out addr 0xZZ\n",
+             cpu_out addr 0xZZ\n\
+             ahci_port_write ahci(0x5600)[0]: port write\n\
+             warning something\n\
+             Invalid_access at 0x10\n",
         );
         let kinds: Vec<LogLine> = lines.iter().map(|(k, _)| *k).collect();
-        assert_eq!(
-            kinds,
-            [
-                LogLine::Event,
-                LogLine::Other,
-                LogLine::Event,
-                LogLine::Event
-            ]
-        );
+        use LogLine::{Event, Other};
+        assert_eq!(kinds, [Event, Other, Event, Event, Event, Other, Other]);
+        assert_eq!(lines[4].1.raw.as_deref(), Some("ahci(0x5600)[0]: port write"));
         let e = &lines[0].1;
         assert_eq!(e.pid, Some(4242));
         assert_eq!(e.timestamp_ns, Some(1_700_000_000_000_123_000));

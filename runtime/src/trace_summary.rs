@@ -5,9 +5,9 @@
 
 use crate::logtrace::{LogLine, LogTraceError, LogTraceReader};
 use crate::simpletrace::{DROPPED_EVENT_NAME, SimpleTraceReader, TraceError};
-use crate::trace_events::{EventCatalog, TraceEvent};
+use crate::trace_events::{EventCatalog, FastMap, TraceEvent};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -246,13 +246,21 @@ pub struct SummaryBuilder {
     dropped_events: u64,
     first_ns: Option<u64>,
     last_ns: Option<u64>,
-    counts: HashMap<String, u64>,
+    counts: FastMap<String, u64>,
     devices: BTreeMap<String, DeviceReads>,
-    ports: HashMap<(u64, bool), u64>,
-    pci: HashMap<String, (u64, u64)>,
+    ports: FastMap<(u64, bool), u64>,
+    /// Few distinct functions in practice: a list beats formatting a key.
+    pci: Vec<PciCounter>,
 }
 
 const OVERFLOW_KEY: &str = "(others)";
+
+struct PciCounter {
+    dev: String,
+    address: Option<(u64, u64, u64)>,
+    reads: u64,
+    writes: u64,
+}
 
 impl SummaryBuilder {
     pub fn new(format: TraceFormat) -> Self {
@@ -263,10 +271,10 @@ impl SummaryBuilder {
             dropped_events: 0,
             first_ns: None,
             last_ns: None,
-            counts: HashMap::new(),
+            counts: FastMap::default(),
             devices: BTreeMap::new(),
-            ports: HashMap::new(),
-            pci: HashMap::new(),
+            ports: FastMap::default(),
+            pci: Vec::new(),
         }
     }
 
@@ -312,17 +320,34 @@ impl SummaryBuilder {
         ) else {
             return;
         };
-        let key = format!("{dev} {bus:02x}:{slot:02x}.{func:x}");
-        let key = if self.pci.len() < MAX_PCI_KEYS || self.pci.contains_key(&key) {
-            key
-        } else {
-            OVERFLOW_KEY.to_string()
+        let address = Some((bus, slot, func));
+        let index = match self
+            .pci
+            .iter()
+            .position(|c| c.address == address && c.dev == dev)
+        {
+            Some(index) => index,
+            None => {
+                let overflow = self.pci.len() >= MAX_PCI_KEYS;
+                let existing = overflow
+                    .then(|| self.pci.iter().position(|c| c.address.is_none()))
+                    .flatten();
+                existing.unwrap_or_else(|| {
+                    self.pci.push(PciCounter {
+                        dev: if overflow { OVERFLOW_KEY } else { dev }.to_string(),
+                        address: if overflow { None } else { address },
+                        reads: 0,
+                        writes: 0,
+                    });
+                    self.pci.len() - 1
+                })
+            }
         };
-        let entry = self.pci.entry(key).or_default();
+        let counter = &mut self.pci[index];
         if write {
-            entry.1 += 1;
+            counter.writes += 1;
         } else {
-            entry.0 += 1;
+            counter.reads += 1;
         }
     }
 
@@ -392,10 +417,13 @@ impl SummaryBuilder {
         let mut pci_config: Vec<PciHotSpot> = self
             .pci
             .into_iter()
-            .map(|(function, (reads, writes))| PciHotSpot {
-                function,
-                reads,
-                writes,
+            .map(|c| PciHotSpot {
+                function: match c.address {
+                    Some((bus, slot, func)) => format!("{} {bus:02x}:{slot:02x}.{func:x}", c.dev),
+                    None => c.dev,
+                },
+                reads: c.reads,
+                writes: c.writes,
             })
             .collect();
         pci_config.sort_by(|a, b| {

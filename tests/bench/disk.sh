@@ -63,14 +63,13 @@ img=$work/shell.img
 truncate -s "$bytes" "$img"
 esp_mib=$(( ( $(du -sm --apparent-size "$esp" | cut -f1) * 3 / 2 ) + 1 ))
 [ "$esp_mib" -lt 33 ] && esp_mib=33
-sgdisk -q -n "1:2048:-$((esp_mib + 1))M" -t 1:0700 -n "2:0:+${esp_mib}M" -t 2:ef00 "$img" >/dev/null
-read -r d_start d_end < <(sgdisk -i 1 "$img" | awk '/First sector/{s=$3} /Last sector/{e=$3} END{print s, e}')
-read -r e_start e_end < <(sgdisk -i 2 "$img" | awk '/First sector/{s=$3} /Last sector/{e=$3} END{print s, e}')
-dl=$(losetup -f --show -o $((d_start * 512)) --sizelimit $(((d_end - d_start + 1) * 512)) "$img"); loops+=("$dl")
-mkfs.exfat -q -L HIPERISO "$dl" >/dev/null
-losetup -d "$dl"; loops=()
-mkfs.vfat -F 32 -n HIPERISOEFI --offset "$e_start" "$img" $(((e_end - e_start + 1) / 2)) >/dev/null
-MTOOLS_SKIP_CHECK=1 mcopy -s -i "$img@@$((e_start * 512))" "$esp/EFI" ::/
+sgdisk -n "1:2048:-$((esp_mib + 1))M" -t 1:0700 -n "2:0:+${esp_mib}M" -t 2:ef00 "$img" >/dev/null
+whole=$(losetup -f --show "$img"); loops+=("$whole")
+partx -a "$whole"
+mkfs.exfat -L HIPERISO "${whole}p1" >/dev/null
+mkfs.vfat -F 32 -n HIPERISOEFI "${whole}p2" >/dev/null 2>&1
+MTOOLS_SKIP_CHECK=1 mcopy -s -i "${whole}p2" "$esp/EFI" ::/
+partx -d "$whole"; losetup -d "$whole"; loops=()
 sync -f "$img"
 t1=$(now)
 shell_image=$(elapsed "$t0" "$t1")

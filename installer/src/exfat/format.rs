@@ -182,7 +182,7 @@ pub fn format<D: Read + Write + Seek>(
     let upcase_cluster = bitmap_cluster + bitmap_clusters;
     let root_cluster = upcase_cluster + upcase_clusters;
     let mut next_cluster = root_cluster + root_clusters;
-    allocate(&mut children, &mut next_cluster, &geometry)?;
+    allocate(&mut children, &mut next_cluster, &geometry);
     let used_clusters = next_cluster - u64::from(FIRST_CLUSTER);
     let available = u64::from(geometry.cluster_count);
     if used_clusters > available {
@@ -361,7 +361,7 @@ pub(super) fn encode_name(path: &Path) -> Result<Vec<u16>, ExfatError> {
 
 /// Gives every node its clusters: first each child of a directory in name
 /// order, then the subtrees of its subdirectories.
-fn allocate(children: &mut [Node], next: &mut u64, geometry: &Geometry) -> Result<(), ExfatError> {
+fn allocate(children: &mut [Node], next: &mut u64, geometry: &Geometry) {
     for child in children.iter_mut() {
         child.clusters = match &child.kind {
             NodeKind::File { size } => geometry.clusters_for(*size),
@@ -377,10 +377,9 @@ fn allocate(children: &mut [Node], next: &mut u64, geometry: &Geometry) -> Resul
     }
     for child in children.iter_mut() {
         if let NodeKind::Directory { children } = &mut child.kind {
-            allocate(children, next, geometry)?;
+            allocate(children, next, geometry);
         }
     }
-    Ok(())
 }
 
 fn collect_directory_chains(children: &[Node], chains: &mut Vec<(u32, u64)>) {
