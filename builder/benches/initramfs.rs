@@ -19,7 +19,9 @@ fn pack_ours(base: &Path, dirs: &[String], compression: Compression) -> (Duratio
     let start = Instant::now();
     let mut initramfs = Initramfs::new(base).unwrap();
     for dir in dirs {
-        initramfs.add_directory(&base.join(dir), dir.trim_start_matches('.')).unwrap();
+        initramfs
+            .add_directory(&base.join(dir), dir.trim_start_matches('.'))
+            .unwrap();
     }
     let mut out = Vec::new();
     initramfs.write(0, compression, &mut out).unwrap();
