@@ -357,7 +357,10 @@ mod tests {
         let kinds: Vec<LogLine> = lines.iter().map(|(k, _)| *k).collect();
         use LogLine::{Event, Other};
         assert_eq!(kinds, [Event, Other, Event, Event, Event, Other, Other]);
-        assert_eq!(lines[4].1.raw.as_deref(), Some("ahci(0x5600)[0]: port write"));
+        assert_eq!(
+            lines[4].1.raw.as_deref(),
+            Some("ahci(0x5600)[0]: port write")
+        );
         let e = &lines[0].1;
         assert_eq!(e.pid, Some(4242));
         assert_eq!(e.timestamp_ns, Some(1_700_000_000_000_123_000));
