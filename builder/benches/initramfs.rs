@@ -19,7 +19,9 @@ fn pack_ours(base: &Path, dirs: &[String], compression: Compression) -> (Duratio
     let start = Instant::now();
     let mut initramfs = Initramfs::new(base).unwrap();
     for dir in dirs {
-        initramfs.add_directory(&base.join(dir), dir).unwrap();
+        initramfs
+            .add_directory(&base.join(dir), dir.trim_start_matches('.'))
+            .unwrap();
     }
     let mut out = Vec::new();
     initramfs.write(0, compression, &mut out).unwrap();
@@ -27,9 +29,14 @@ fn pack_ours(base: &Path, dirs: &[String], compression: Compression) -> (Duratio
 }
 
 fn pack_shell(base: &Path, dirs: &[String], compressor: &str) -> (Duration, usize) {
+    // Same names as ours: relative, no "./" prefix.
     let script = format!(
-        "find {} | LC_ALL=C sort | cpio -o -H newc --quiet | {compressor}",
-        dirs.join(" ")
+        "{} | LC_ALL=C sort | cpio -o -H newc --quiet | {compressor}",
+        if dirs == ["."] {
+            "find . -mindepth 1 -printf '%P\\n'".to_string()
+        } else {
+            format!("find {}", dirs.join(" "))
+        }
     );
     let start = Instant::now();
     let output = Command::new("sh")

@@ -231,6 +231,51 @@ pub fn run_lock(
     Ok((lock, changes))
 }
 
+fn repository_for<'f>(
+    context: &Context,
+    manifest: &Manifest,
+    inputs: &LockInputs,
+    fetcher: &'f Fetcher,
+) -> Repository<'f> {
+    Repository {
+        fetcher,
+        mirrors: context.debian_mirrors(manifest).urls,
+        suite: inputs.suite.clone(),
+        components: inputs.components.clone(),
+        architecture: inputs.architecture.clone(),
+    }
+}
+
+/// Resolves the manifest's closure afresh into `scratch` (never touching
+/// the committed lock), keeping the committed versions that are still
+/// available. CI's end-to-end tests use it so a Debian update cannot turn
+/// them red; the committed lock stays the reproducibility record.
+pub fn resolve_scratch(
+    context: &Context,
+    profile: Option<&str>,
+    scratch: &Path,
+) -> Result<Lock, ProfileError> {
+    let manifest = context
+        .load_manifest()
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let (_, profile) = manifest
+        .profile(profile)
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let inputs = lock_inputs(&manifest, profile);
+    let fetcher = deb_fetcher(context)?;
+    let repository = repository_for(context, &manifest, &inputs, &fetcher);
+    let committed = Lock::read(&lock_path(context)).ok().flatten();
+    let lock = resolve_lock(
+        &repository,
+        &keyring_source(&manifest),
+        &inputs,
+        committed.as_ref(),
+        None,
+    )?;
+    lock.write(scratch)?;
+    Ok(lock)
+}
+
 /// Reads (or, in scratch mode, resolves) the lock and materializes its tree.
 pub fn prepare(
     context: &Context,
@@ -240,33 +285,16 @@ pub fn prepare(
     let manifest = context
         .load_manifest()
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
-    let (_, profile) = manifest
+    let (profile_name, profile) = manifest
         .profile(profile)
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
     let inputs = lock_inputs(&manifest, profile);
-    let fetcher = deb_fetcher(context)?;
-    let repository = Repository {
-        fetcher: &fetcher,
-        mirrors: context.debian_mirrors(&manifest).urls,
-        suite: inputs.suite.clone(),
-        components: inputs.components.clone(),
-        architecture: inputs.architecture.clone(),
-    };
     let lock = match mode {
         LockMode::Committed => Lock::read_fresh(&lock_path(context), &inputs)?,
-        LockMode::Scratch(scratch) => {
-            let committed = Lock::read(&lock_path(context)).ok().flatten();
-            let lock = resolve_lock(
-                &repository,
-                &keyring_source(&manifest),
-                &inputs,
-                committed.as_ref(),
-                None,
-            )?;
-            lock.write(scratch)?;
-            lock
-        }
+        LockMode::Scratch(scratch) => resolve_scratch(context, Some(profile_name), scratch)?,
     };
+    let fetcher = deb_fetcher(context)?;
+    let repository = repository_for(context, &manifest, &inputs, &fetcher);
     let tree = materialize(&repository, &lock, &trees_dir(&fetcher))?;
     Ok(Prepared { lock, tree })
 }
