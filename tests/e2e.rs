@@ -383,8 +383,8 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
 /// A UEFI-only ISO boots with OVMF, even though hiperiso.json is broken:
 /// the defaults are used and the error is recorded.
 #[test]
-#[ignore = "with 2 outer vCPUs QEMU 7.2's TCG aborted this boot twice (tcg_handle_interrupt \
-            assertion); not yet verified with 1 vCPU: run with --ignored"]
+#[ignore = "QEMU 7.2's TCG aborts the outer VM (tcg_handle_interrupt assertion) while the \
+            stick's nested KVM runs a UEFI guest, with 1 or 2 outer vCPUs; run with --ignored"]
 fn uefi_iso_boots_with_ovmf_despite_a_broken_config() {
     let dir = tempfile::tempdir().unwrap();
     let broken = "{\n  \"control\": {\n    \"default_ram\": 256,,\n  }\n}\n";
