@@ -175,10 +175,14 @@ pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
         }
         None => manifest.image.size.0,
     };
+    let built = crate::profile_debian::esp_for_image(ctx, &manifest, args.esp_tree.as_deref())?;
     let trees = PayloadTrees::stage(
         ctx,
         &manifest,
-        args.esp_tree.as_deref(),
+        built
+            .as_ref()
+            .map(|b| b.esp.as_path())
+            .or(args.esp_tree.as_deref()),
         args.data_tree.as_deref(),
     )?;
     let spec = image_spec(&manifest, table_kind(args.table, &manifest), size, &trees);
@@ -224,10 +228,14 @@ fn confirm(device: &Path) -> crate::Result<()> {
 /// `hiperiso-build install [--update]`.
 pub fn install(ctx: &Context, args: &InstallArgs) -> crate::Result<()> {
     let manifest = ctx.load_manifest()?;
+    let built = crate::profile_debian::esp_for_image(ctx, &manifest, args.esp_tree.as_deref())?;
     let trees = PayloadTrees::stage(
         ctx,
         &manifest,
-        args.esp_tree.as_deref(),
+        built
+            .as_ref()
+            .map(|b| b.esp.as_path())
+            .or(args.esp_tree.as_deref()),
         args.data_tree.as_deref(),
     )?;
     let progress = |step: &str| ctx.say(step);

@@ -17,6 +17,8 @@ pub enum Error {
     #[error(transparent)]
     Step(#[from] crate::steps::StepError),
     #[error(transparent)]
+    DebianProfile(#[from] crate::profile_debian::ProfileError),
+    #[error(transparent)]
     Disk(Box<crate::disk_cmd::DiskError>),
     #[error("{0}")]
     Usage(String),

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hiperiso_build::cli::{Cli, Command};
-use hiperiso_build::{Context, build_cmd, bump, disk_cmd, not_implemented, sources};
+use hiperiso_build::{
+    Context, build_cmd, bump, disk_cmd, not_implemented, profile_debian, sources,
+};
 
 fn run(cli: Cli) -> hiperiso_build::Result<()> {
     let ctx = Context::from_args(&cli.global);
@@ -20,7 +22,7 @@ fn run(cli: Cli) -> hiperiso_build::Result<()> {
             args.latest,
             args.check,
         ),
-        Command::Lock(_) => not_implemented("lock", 4),
+        Command::Lock(args) => profile_debian::lock_verb(&ctx, args.update.as_deref()),
         Command::Build(args) => build_cmd::build(&ctx, &args),
         Command::Verify(args) => build_cmd::verify(&ctx, &args),
         Command::Image(args) => disk_cmd::image(&ctx, &args),

@@ -155,6 +155,24 @@ pub struct Debian {
     pub components: Vec<String>,
     #[serde(default = "default_arch")]
     pub arch: String,
+    /// The `debian-archive-keyring` package whose keyring verifies the
+    /// suite's InRelease (the trust root). Absent: the host's keyring.
+    #[serde(default)]
+    pub keyring: Option<KeyringPin>,
+    /// Packages treated as installed but never unpacked (see `lock`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Kernel modules for the initramfs (default: the payload's list).
+    #[serde(default, rename = "kernel-modules")]
+    pub kernel_modules: Option<Vec<String>>,
+}
+
+/// A pinned `debian-archive-keyring` package.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringPin {
+    pub version: String,
+    pub sha256: String,
 }
 
 impl Default for Debian {
@@ -163,6 +181,9 @@ impl Default for Debian {
             suite: default_suite(),
             components: default_components(),
             arch: default_arch(),
+            keyring: None,
+            exclude: Vec::new(),
+            kernel_modules: None,
         }
     }
 }

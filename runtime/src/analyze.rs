@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 pub const REPORT_SCHEMA: u32 = 1;
 /// How findings from `session.json`'s `guest_events` name their source.
 const GUEST_EVENTS: &str = "session.json:guest_events";
+/// CD reads beyond this mean a bootloader and kernel were loaded.
+const LOADED_FROM_CD_BYTES: u64 = 16 << 20;
 /// How many failure lines `report.txt` quotes.
 const TEXT_QUOTES: usize = 5;
 
@@ -78,6 +80,8 @@ pub struct SessionFacts {
     pub qemu_signal: Option<i32>,
     /// `SESSION_COMPLETE` exists.
     pub complete: bool,
+    /// Distinct screenshots saved under `screenshots/`.
+    pub screenshots: u32,
 }
 
 /// A failure `hiperiso-init` recorded (session.json `failures`, FAILURE.txt).
@@ -268,9 +272,14 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
         qemu_exit_code: info.as_ref().and_then(|i| i.qemu_exit_code),
         qemu_signal: info.as_ref().and_then(|i| i.qemu_signal),
         complete: dir.join(files::SESSION_COMPLETE).exists(),
+        screenshots: info.as_ref().map_or(0, |i| i.screenshots),
     };
 
-    let verdict = decide(&scan, info.as_ref(), &host_failures, &session);
+    let cd_bytes = io
+        .as_ref()
+        .and_then(|io| io.cdrom.as_ref())
+        .map_or(0, |cd| cd.bytes);
+    let verdict = decide(&scan, info.as_ref(), &host_failures, &session, cd_bytes);
     let timing = timing.map(|t| timing_summary(&t));
     let hints = hints(
         &scan,
@@ -375,6 +384,7 @@ fn decide(
     info: Option<&SessionInfo>,
     host: &[HostFailure],
     session: &SessionFacts,
+    cd_bytes: u64,
 ) -> Verdict {
     let furthest = scan.furthest_stage();
     let reached = |stage| furthest.is_some_and(|f| f >= stage);
@@ -471,7 +481,20 @@ fn decide(
         };
     }
 
-    // 4. Still running when the session ended it.
+    // 4. Still running when the session ended it. A guest that printed
+    // nothing recognizable but read a lot from the CD got past the firmware
+    // (most ISOs boot to the screen only): say so rather than blame it.
+    let silent_but_loaded = furthest.is_none() && cd_bytes >= LOADED_FROM_CD_BYTES;
+    if session.qemu_signal.is_some() && silent_but_loaded {
+        return Verdict {
+            result: BootResult::Timeout,
+            domain: None,
+            summary: format!(
+                "the guest read {} MiB from the CD but printed nothing recognizable on serial; it was still running when QEMU was stopped",
+                cd_bytes >> 20
+            ),
+        };
+    }
     if session.qemu_signal.is_some() {
         let stage = furthest.map_or("before any recognized stage".to_string(), |s| {
             format!("at stage {}", s.as_str())
@@ -547,13 +570,19 @@ fn hints(
     }
     let firmware = session.firmware.as_deref();
     if verdict.result != BootResult::Booted && verdict.result != BootResult::HostFailure {
-        if serial_present && serial_bytes == 0 {
+        let loaded_from_cd = io
+            .and_then(|io| io.cdrom.as_ref())
+            .is_some_and(|cd| cd.bytes >= LOADED_FROM_CD_BYTES);
+        if serial_present && serial_bytes == 0 && !loaded_from_cd {
             push(
                 "the guest printed nothing on the serial console: it may use only the screen; look at screenshots/ (and add console=ttyS0 to the guest kernel command line if you control it)"
                     .into(),
             );
         }
         if let Some(cd) = io.and_then(|io| io.cdrom.as_ref()) {
+            if cd.bytes >= LOADED_FROM_CD_BYTES && scan.furthest_stage().is_none() {
+                push("the guest loaded a lot from the CD but used only the screen: look at screenshots/, or add console=ttyS0 to the guest kernel command line to get its log in serial.log".into());
+            }
             if cd.sectors == 0 {
                 push("the guest never read the CD: the firmware did not try to boot it".into());
             }

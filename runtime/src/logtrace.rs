@@ -157,7 +157,12 @@ fn split_timestamp(line: &str) -> (Option<(u32, u64)>, &str) {
 
 fn match_args(decl: &EventDecl, text: &str, args: &mut Vec<Arg>) -> bool {
     let mut values = Vec::with_capacity(decl.args.len());
-    let mut budget = MATCH_BUDGET;
+    // Real lines match in about one step per character; the budget only
+    // stops pathological ones early.
+    let mut budget = (text.len() as u32)
+        .saturating_mul(4)
+        .saturating_add(256)
+        .min(MATCH_BUDGET);
     if !match_pieces(&decl.format, text, &mut values, &mut budget)
         || values.len() != decl.args.len()
     {
@@ -199,8 +204,12 @@ fn match_pieces(
                 if *star_width {
                     values.push(Value::Uint(end as u64));
                 }
-                values.push(Value::Str(text[..end].to_string()));
+                // A placeholder: copying the candidate at every backtracking
+                // step would make long lines quadratic.
+                let slot = values.len();
+                values.push(Value::Uint(0));
                 if match_pieces(rest, &text[end..], values, budget) {
+                    values[slot] = Value::Str(text[..end].to_string());
                     return true;
                 }
                 values.truncate(mark);
@@ -341,14 +350,17 @@ mod tests {
              qemu-system-x86_64: warning: host doesn't support requested feature\n\
              4242@1700000001.500000:some_undeclared_event x=1 y=2\n\
              cpu_out addr 0xZZ\n\
-             ahci_cmd_done ahci(0x5600)[0]: cmd done\n\
+             ahci_port_write ahci(0x5600)[0]: port write\n\
              warning something\n\
              Invalid_access at 0x10\n",
         );
         let kinds: Vec<LogLine> = lines.iter().map(|(k, _)| *k).collect();
         use LogLine::{Event, Other};
         assert_eq!(kinds, [Event, Other, Event, Event, Event, Other, Other]);
-        assert_eq!(lines[4].1.raw.as_deref(), Some("ahci(0x5600)[0]: cmd done"));
+        assert_eq!(
+            lines[4].1.raw.as_deref(),
+            Some("ahci(0x5600)[0]: port write")
+        );
         let e = &lines[0].1;
         assert_eq!(e.pid, Some(4242));
         assert_eq!(e.timestamp_ns, Some(1_700_000_000_000_123_000));

@@ -185,9 +185,8 @@ pub const PATTERNS: &[Pattern] = &[
     stage("Booting Linux on", Stage::Kernel),
     stage("FreeBSD is a registered trademark", Stage::Kernel),
     // Init.
-    stage("Run /init as init process", Stage::Init),
-    stage("Run /sbin/init as init process", Stage::Init),
-    stage("Run /bin/sh as init process", Stage::Init),
+    // The kernel's "Run /init as init process" (any path).
+    stage(" as init process", Stage::Init),
     stage("systemd[1]: ", Stage::Init),
     stage("INIT: version", Stage::Init),
     stage("Loading, please wait...", Stage::Init),

@@ -32,6 +32,8 @@ pub const DROPPED_EVENT_NAME: &str = "Dropped_Event";
 /// QEMU's trace buffer is 64 KiB; anything far larger is corruption.
 const MAX_RECORD_LEN: u32 = 1 << 20;
 const MAX_NAME_LEN: u32 = 4096;
+/// Payloads up to this size are read into a buffer sized up front.
+const TYPICAL_MAX_PAYLOAD: usize = 64 << 10;
 
 /// Errors while decoding a simpletrace file. Offsets are byte offsets into
 /// the file, so a corrupt file can be inspected with a hex dump.
@@ -167,9 +169,17 @@ impl<R: Read> SimpleTraceReader<R> {
                 reason: format!("event record length {length}"),
             });
         }
-        self.payload.resize((length - EVENT_HEADER_LEN) as usize, 0);
+        let payload_len = (length - EVENT_HEADER_LEN) as usize;
         let mut payload = std::mem::take(&mut self.payload);
-        let result = self.read_exact(&mut payload, "event record arguments");
+        let result = if payload_len <= TYPICAL_MAX_PAYLOAD {
+            payload.resize(payload_len, 0);
+            self.read_exact(&mut payload, "event record arguments")
+        } else {
+            // A corrupt length must not cost a large allocation up front:
+            // grow the buffer only as the bytes actually arrive.
+            payload.clear();
+            self.read_growing(&mut payload, payload_len, "event record arguments")
+        };
         self.payload = payload;
         result?;
 
@@ -216,6 +226,31 @@ impl<R: Read> SimpleTraceReader<R> {
                 what,
             })
         }
+    }
+
+    /// Read exactly `len` bytes into `buf`, growing it as data arrives.
+    fn read_growing(
+        &mut self,
+        buf: &mut Vec<u8>,
+        len: usize,
+        what: &'static str,
+    ) -> Result<(), TraceError> {
+        let start = self.offset;
+        let got = (&mut self.reader)
+            .take(len as u64)
+            .read_to_end(buf)
+            .map_err(|source| TraceError::Read {
+                offset: start,
+                source,
+            })?;
+        self.offset += got as u64;
+        if got < len {
+            return Err(TraceError::Truncated {
+                offset: start,
+                what,
+            });
+        }
+        Ok(())
     }
 
     /// `Ok(false)` when the file ends before the first byte; a partial read
@@ -509,6 +544,28 @@ mod tests {
         bytes[first_event] = 9;
         let (_, err) = decode_all(&bytes);
         assert!(err.unwrap().to_string().contains("unknown record type 9"));
+    }
+
+    #[test]
+    fn large_records_decode_and_truncated_large_records_fail() {
+        let big = vec![b'x'; 200_000];
+        let mut w = SimpleTraceWriter::new(Vec::new()).unwrap();
+        w.mapping(0, "pci_cfg_read").unwrap();
+        let u = WriteArg::U64;
+        w.event(
+            0,
+            1,
+            1,
+            &[WriteArg::Str(&big), u(0), u(0), u(0), u(0), u(1)],
+        )
+        .unwrap();
+        let bytes = w.into_inner();
+        let (events, err) = decode_all(&bytes);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(events[0].arg_str("dev").map(str::len), Some(200_000));
+        let (events, err) = decode_all(&bytes[..bytes.len() - 1]);
+        assert!(events.is_empty());
+        assert!(matches!(err, Some(TraceError::Truncated { .. })), "{err:?}");
     }
 
     #[test]

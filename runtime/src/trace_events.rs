@@ -32,9 +32,21 @@ pub enum EventsError {
     },
 }
 
-/// Signatures (QEMU 7.2) of the events `trace_summary` understands, so a
-/// summary works without `--events`. Same syntax as `trace-events-all`.
+/// Signatures (QEMU 7.2) of the events `trace_summary` understands and of
+/// the events hiperiso's standard and detailed trace levels record
+/// (overlays/esp/EFI/hiperiso/trace/), so traces decode without `--events`.
+/// Same syntax as `trace-events-all`.
 const BUILTIN_EVENTS: &str = r#"
+ide_exec_cmd(void *bus, void *state, uint32_t cmd) "IDE exec cmd: bus %p; state %p; cmd 0x%02x"
+ide_reset(void *s) "IDEstate %p"
+ahci_cmd_done(void *s, int port) "ahci(%p)[%d]: cmd done"
+ahci_reset(void *s) "ahci(%p): HBA reset"
+dma_blk_io(void *dbs, void *bs, int64_t offset, bool to_dev) "dbs=%p bs=%p offset=%" PRId64 " to_dev=%d"
+pci_update_mappings_add(const char *dev, uint32_t bus, uint32_t slot, uint32_t func, int bar, uint64_t addr, uint64_t size) "%s %02x:%02x.%x %d,0x%"PRIx64"+0x%"PRIx64
+pci_update_mappings_del(const char *dev, uint32_t bus, uint32_t slot, uint32_t func, int bar, uint64_t addr, uint64_t size) "%s %02x:%02x.%x %d,0x%"PRIx64"+0x%"PRIx64
+kvm_run_exit(int cpu_index, uint32_t reason) "cpu_index %d, reason %d"
+fw_cfg_select(void *s, uint16_t key_value, const char *key_name, int ret) "%p key 0x%04" PRIx16 " '%s', ret: %d"
+fw_cfg_read(void *s, uint64_t ret) "%p = 0x%"PRIx64
 cpu_in(unsigned int addr, char size, unsigned int val) "addr 0x%x(%c) value %u"
 cpu_out(unsigned int addr, char size, unsigned int val) "addr 0x%x(%c) value %u"
 pci_cfg_read(const char *dev, uint32_t bus, uint32_t slot, uint32_t func, unsigned offs, unsigned val) "%s %02x:%02x.%x @0x%x -> 0x%x"

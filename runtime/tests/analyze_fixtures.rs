@@ -167,7 +167,14 @@ fn missing_init_panic_is_a_kernel_failure() {
         report.summary
     );
     assert!(report.hints[0].contains("init="), "{:?}", report.hints);
-    assert!(!stages(&report).contains(&Stage::Userspace));
+    // The kernel tried the broken initramfs init: the init stage was reached.
+    assert_eq!(stages(&report), [Stage::Kernel, Stage::Init]);
+    assert!(
+        report.stages[1]
+            .at
+            .text
+            .contains("Run /broken-init as init process")
+    );
 }
 
 #[test]
@@ -250,6 +257,45 @@ fn timeout_before_any_output() {
             .iter()
             .any(|h| h.contains("printed nothing on the serial console"))
     );
+}
+
+#[test]
+fn silent_guest_that_loaded_from_the_cd_is_not_blamed_on_the_firmware() {
+    use hiperiso_runtime::simpletrace::{SimpleTraceWriter, WriteArg};
+    let mut info = session_info("uefi");
+    info.qemu_exit_code = None;
+    info.qemu_signal = Some(15);
+    let dir = session_dir(None, Some(&info));
+    std::fs::write(dir.path().join("serial.log"), b"").unwrap();
+    let mut w = SimpleTraceWriter::new(Vec::new()).unwrap();
+    w.mapping(0, "ide_atapi_cmd_read").unwrap();
+    // 40 MiB in 64 KiB reads over 20 s.
+    for i in 0..640u64 {
+        let args = [
+            WriteArg::U64(1),
+            WriteArg::Str(b"dma"),
+            WriteArg::U64(i * 32),
+            WriteArg::U64(32),
+        ];
+        w.event(0, i * 31_250_000, 1, &args).unwrap();
+    }
+    std::fs::write(dir.path().join("trace.bin"), w.into_inner()).unwrap();
+    let report = analyze::build_report(dir.path()).unwrap();
+    assert_eq!(report.result, BootResult::Timeout);
+    assert_eq!(report.failure_domain, None, "{}", report.summary);
+    assert!(
+        report.summary.contains("read 40 MiB from the CD"),
+        "{}",
+        report.summary
+    );
+    assert!(
+        report.hints[0].contains("screenshots/"),
+        "{:?}",
+        report.hints
+    );
+    let cd = report.io.unwrap().cdrom.unwrap();
+    assert_eq!((cd.sectors, cd.requests), (640 * 32, 640));
+    assert_eq!(cd.last_read_s, Some(639.0 * 0.03125));
 }
 
 #[test]

@@ -28,25 +28,26 @@ trap 'rm -rf "$work"' EXIT
 "$gen" "$work/small.bin" "$work/events" "$py_mib"
 big=$(stat -c %s "$work/big.bin") small=$(stat -c %s "$work/small.bin")
 
-# Runs "$@" with stdout to /dev/null; prints "seconds max_rss_kib".
+# Runs "$@" with stdout to /dev/null; prints "wall_s max_rss_kib cpu_s"
+# (CPU = user + sys: steadier than wall time on a busy machine).
 measure() {
-  /usr/bin/time -f '%e %M' -o "$work/time" "$@" > /dev/null
-  cat "$work/time"
+  /usr/bin/time -f '%e %M %U %S' -o "$work/time" "$@" > /dev/null
+  awk '{ printf "%s %s %.2f\n", $1, $2, $3 + $4 }' "$work/time"
 }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1048576 / (s > 0 ? s : 0.01) }'; }
 
 echo "trace: $((big >> 20)) MiB ($big bytes); subset: $((small >> 20)) MiB"
 cat "$work/big.bin" > /dev/null  # page cache warm for every run
 
-read -r sum_s sum_rss < <(measure "$bin" trace "$work/big.bin" --format summary --events "$work/events")
-read -r txt_s txt_rss < <(measure "$bin" trace "$work/big.bin" --format text --events "$work/events")
-echo "hiperiso-log summary, full file: ${sum_s}s  $(mbps "$big" "$sum_s") MiB/s  max RSS ${sum_rss} KiB"
-echo "hiperiso-log text,    full file: ${txt_s}s  $(mbps "$big" "$txt_s") MiB/s  max RSS ${txt_rss} KiB"
+read -r sum_s sum_rss sum_cpu < <(measure "$bin" trace "$work/big.bin" --format summary --events "$work/events")
+read -r txt_s txt_rss txt_cpu < <(measure "$bin" trace "$work/big.bin" --format text --events "$work/events")
+echo "hiperiso-log summary, full file: ${sum_s}s wall (${sum_cpu}s CPU)  $(mbps "$big" "$sum_s") MiB/s  max RSS ${sum_rss} KiB"
+echo "hiperiso-log text,    full file: ${txt_s}s wall (${txt_cpu}s CPU)  $(mbps "$big" "$txt_s") MiB/s  max RSS ${txt_rss} KiB"
 
-read -r ours_small_s _ < <(measure "$bin" trace "$work/small.bin" --format text --events "$work/events")
-read -r py_small_s py_rss < <(measure env PYTHONPATH="$QEMU_SRC/scripts" python3 "$QEMU_SRC/scripts/simpletrace.py" "$work/events" "$work/small.bin")
-echo "subset, text output:  hiperiso-log ${ours_small_s}s  simpletrace.py ${py_small_s}s (max RSS ${py_rss} KiB)"
-awk -v p="$py_small_s" -v o="$ours_small_s" 'BEGIN { printf "ratio on the same subset: simpletrace.py / hiperiso-log = %.1fx\n", p / (o > 0 ? o : 0.01) }'
+read -r ours_small_s _ ours_small_cpu < <(measure "$bin" trace "$work/small.bin" --format text --events "$work/events")
+read -r py_small_s py_rss py_small_cpu < <(measure env PYTHONPATH="$QEMU_SRC/scripts" python3 "$QEMU_SRC/scripts/simpletrace.py" "$work/events" "$work/small.bin")
+echo "subset, text output:  hiperiso-log ${ours_small_s}s wall (${ours_small_cpu}s CPU)  simpletrace.py ${py_small_s}s wall (${py_small_cpu}s CPU, max RSS ${py_rss} KiB)"
+awk -v p="$py_small_s" -v o="$ours_small_s" -v pc="$py_small_cpu" -v oc="$ours_small_cpu" 'BEGIN { printf "ratio on the same subset: simpletrace.py / hiperiso-log = %.1fx wall, %.1fx CPU\n", p / (o > 0 ? o : 0.01), pc / (oc > 0 ? oc : 0.01) }'
 awk -v p="$py_small_s" -v sb="$small" -v bb="$big" -v t="$txt_s" -v s="$sum_s" 'BEGIN {
   est = p * bb / sb
   printf "simpletrace.py on the full file (EXTRAPOLATED linearly from the subset): %.0fs\n", est

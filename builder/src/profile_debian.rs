@@ -1,0 +1,474 @@
+//! `--profile debian`: resolve the manifest's packages into the lock,
+//! materialize the locked packages as an unpacked tree (cached by the lock's
+//! content), and build the payload from it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::context::Context;
+use crate::debian::repo::{self, KeyringSource, RepoError, Repository};
+use crate::debian::resolve::{self, Request, ResolveError, Universe};
+use crate::fetch::Fetcher;
+use crate::lock::{Lock, LockError, LockInputs};
+use crate::manifest::{Manifest, Profile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Payload(#[from] crate::payload::PayloadError),
+    #[error("{context} {path}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Resolves `inputs` against the suite's verified indices. `previous` and
+/// `update` decide which locked versions are kept (see
+/// [`Lock::preferences`]).
+pub fn resolve_lock(
+    repository: &Repository<'_>,
+    keyring: &KeyringSource,
+    inputs: &LockInputs,
+    previous: Option<&Lock>,
+    update: Option<&[String]>,
+) -> Result<Lock, ProfileError> {
+    let keyring = repository.keyring(keyring)?;
+    let signed = repository.release(&keyring)?;
+    let packages = repository.packages(&signed.release)?;
+    let universe = Universe::new(packages, &inputs.architecture);
+    let request = Request {
+        roots: inputs
+            .packages
+            .iter()
+            .map(|spec| match spec.split_once('=') {
+                Some((name, version)) => (name.to_string(), Some(version.to_string())),
+                None => (spec.clone(), None),
+            })
+            .collect(),
+        exclude: inputs.exclude.iter().cloned().collect(),
+        prefer: previous
+            .map(|lock| lock.preferences(update))
+            .unwrap_or_default(),
+    };
+    let closure = resolve::resolve(&universe, &request)?;
+    Ok(Lock::new(
+        inputs,
+        signed.release.date.as_deref().unwrap_or(""),
+        &closure,
+    ))
+}
+
+/// sha256 over the locked packages' hashes: names the unpacked tree.
+pub fn tree_key(lock: &Lock) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"hiperiso debian tree v1\n");
+    for package in &lock.packages {
+        hasher.update(format!("{} {}\n", package.name, package.sha256));
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Fetches the locked .debs and unpacks them into `<trees>/<tree_key>`,
+/// built in a temporary directory and renamed into place, so a killed build
+/// never leaves a half tree. An existing tree is reused.
+pub fn materialize(
+    repository: &Repository<'_>,
+    lock: &Lock,
+    trees: &Path,
+) -> Result<PathBuf, ProfileError> {
+    let io_error = |context, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ProfileError::Io {
+            context,
+            path,
+            source,
+        }
+    };
+    let final_path = trees.join(tree_key(lock));
+    if final_path.is_dir() {
+        return Ok(final_path);
+    }
+    let debs = repository.fetch_debs(&lock.packages)?;
+    fs::create_dir_all(trees).map_err(io_error("creating", trees))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".unpacking-")
+        .tempdir_in(trees)
+        .map_err(io_error("creating a directory in", trees))?;
+    let named: Vec<(String, PathBuf)> = lock
+        .packages
+        .iter()
+        .map(|p| format!("{}_{}", p.name, p.version))
+        .zip(debs)
+        .collect();
+    repo::unpack_all(&named, staging.path())?;
+    let staged = staging.keep();
+    if let Err(source) = fs::rename(&staged, &final_path) {
+        let _ = fs::remove_dir_all(&staged);
+        if !final_path.is_dir() {
+            return Err(ProfileError::Io {
+                context: "renaming into",
+                path: final_path,
+                source,
+            });
+        }
+    }
+    Ok(final_path)
+}
+
+/// How `prepare` obtains its lock.
+#[derive(Debug, Clone, Copy)]
+pub enum LockMode<'a> {
+    /// The committed `hiperiso.lock` beside the manifest; stale or missing
+    /// stops the build with "run `hiperiso-build lock`".
+    Committed,
+    /// Resolve afresh (keeping the committed lock's versions that are still
+    /// available) into this scratch file; for CI, whose end-to-end tests
+    /// must not go red when Debian publishes an update.
+    Scratch(&'a Path),
+}
+
+/// A lock and the unpacked tree of its packages.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub lock: Lock,
+    pub tree: PathBuf,
+}
+
+/// The lock file of a manifest: `hiperiso.lock` beside it.
+pub fn lock_path(context: &Context) -> PathBuf {
+    context.manifest_dir().join("hiperiso.lock")
+}
+
+/// The manifest's Debian inputs for `profile`.
+pub fn lock_inputs(manifest: &Manifest, profile: &Profile) -> LockInputs {
+    LockInputs {
+        suite: manifest.debian.suite.clone(),
+        components: manifest.debian.components.clone(),
+        architecture: manifest.debian.arch.clone(),
+        packages: profile.packages.clone(),
+        exclude: manifest.debian.exclude.clone(),
+    }
+}
+
+/// The archive keyring: pinned in the manifest, else the host's (bootstrap).
+pub fn keyring_source(manifest: &Manifest) -> KeyringSource {
+    match &manifest.debian.keyring {
+        Some(pin) => KeyringSource::Pinned {
+            version: pin.version.clone(),
+            sha256: pin.sha256.clone(),
+        },
+        None => KeyringSource::File(PathBuf::from(repo::HOST_KEYRING)),
+    }
+}
+
+/// Where unpacked package trees are cached.
+pub fn trees_dir(fetcher: &Fetcher) -> PathBuf {
+    fetcher.store().root().join("debian-trees")
+}
+
+/// Fetcher whose "file gone from every mirror" hint is `lock --update`.
+pub fn deb_fetcher(context: &Context) -> Result<Fetcher, ProfileError> {
+    let mut options = context.fetch_options();
+    options.missing_hint = "hiperiso-build lock --update {name}".into();
+    let store = context
+        .store()
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    Ok(Fetcher::new(store, options))
+}
+
+/// `hiperiso-build lock [--update [NAME…]]`: resolves and writes the lock.
+/// Returns the lock and the lines that changed.
+pub fn run_lock(
+    context: &Context,
+    update: Option<&[String]>,
+) -> Result<(Lock, Vec<String>), ProfileError> {
+    let manifest = context
+        .load_manifest()
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let (_, profile) = context
+        .profile(&manifest)
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let inputs = lock_inputs(&manifest, profile);
+    let path = lock_path(context);
+    let previous = Lock::read(&path)?;
+    if update.is_none()
+        && let Some(previous) = &previous
+        && previous.inputs == inputs.digest()
+    {
+        return Ok((previous.clone(), Vec::new()));
+    }
+    let fetcher = deb_fetcher(context)?;
+    let mirrors = context.debian_mirrors(&manifest).urls;
+    let repository = Repository {
+        fetcher: &fetcher,
+        mirrors,
+        suite: inputs.suite.clone(),
+        components: inputs.components.clone(),
+        architecture: inputs.architecture.clone(),
+    };
+    let lock = resolve_lock(
+        &repository,
+        &keyring_source(&manifest),
+        &inputs,
+        previous.as_ref(),
+        update,
+    )?;
+    lock.write(&path)?;
+    let changes = crate::lock::diff(previous.as_ref(), &lock);
+    Ok((lock, changes))
+}
+
+fn repository_for<'f>(
+    context: &Context,
+    manifest: &Manifest,
+    inputs: &LockInputs,
+    fetcher: &'f Fetcher,
+) -> Repository<'f> {
+    Repository {
+        fetcher,
+        mirrors: context.debian_mirrors(manifest).urls,
+        suite: inputs.suite.clone(),
+        components: inputs.components.clone(),
+        architecture: inputs.architecture.clone(),
+    }
+}
+
+/// Resolves the manifest's closure afresh into `scratch` (never touching
+/// the committed lock), keeping the committed versions that are still
+/// available. CI's end-to-end tests use it so a Debian update cannot turn
+/// them red; the committed lock stays the reproducibility record.
+pub fn resolve_scratch(
+    context: &Context,
+    profile: Option<&str>,
+    scratch: &Path,
+) -> Result<Lock, ProfileError> {
+    let manifest = context
+        .load_manifest()
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let (_, profile) = manifest
+        .profile(profile)
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let inputs = lock_inputs(&manifest, profile);
+    let fetcher = deb_fetcher(context)?;
+    let repository = repository_for(context, &manifest, &inputs, &fetcher);
+    let committed = Lock::read(&lock_path(context)).ok().flatten();
+    let lock = resolve_lock(
+        &repository,
+        &keyring_source(&manifest),
+        &inputs,
+        committed.as_ref(),
+        None,
+    )?;
+    lock.write(scratch)?;
+    Ok(lock)
+}
+
+/// Reads (or, in scratch mode, resolves) the lock and materializes its tree.
+pub fn prepare(
+    context: &Context,
+    profile: Option<&str>,
+    mode: LockMode<'_>,
+) -> Result<Prepared, ProfileError> {
+    let manifest = context
+        .load_manifest()
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let (profile_name, profile) = manifest
+        .profile(profile)
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let inputs = lock_inputs(&manifest, profile);
+    let lock = match mode {
+        LockMode::Committed => Lock::read_fresh(&lock_path(context), &inputs)?,
+        LockMode::Scratch(scratch) => resolve_scratch(context, Some(profile_name), scratch)?,
+    };
+    let fetcher = deb_fetcher(context)?;
+    let repository = repository_for(context, &manifest, &inputs, &fetcher);
+    let tree = materialize(&repository, &lock, &trees_dir(&fetcher))?;
+    Ok(Prepared { lock, tree })
+}
+
+/// Environment variable naming prebuilt runtime binaries' directory
+/// (holding `hiperiso-init` and `hiperiso-log`), instead of building them.
+pub const RUNTIME_BIN_ENV: &str = "HIPERISO_RUNTIME_BIN";
+
+/// Builds the runtime's binaries statically (`+crt-static`, glibc target)
+/// into `<workspace>/target/hiperiso-static` and returns their directory.
+pub fn build_runtime(workspace: &Path) -> Result<PathBuf, ProfileError> {
+    if let Some(dir) = std::env::var_os(RUNTIME_BIN_ENV) {
+        return Ok(PathBuf::from(dir));
+    }
+    let target_dir = workspace.join("target/hiperiso-static");
+    let status =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(workspace)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "hiperiso-runtime",
+                "--bins",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("SOURCE_DATE_EPOCH", "0")
+            .status()
+            .map_err(|source| ProfileError::Io {
+                context: "running cargo in",
+                path: workspace.to_path_buf(),
+                source,
+            })?;
+    if !status.success() {
+        return Err(ProfileError::Setup(format!(
+            "building the static runtime (cargo build -p hiperiso-runtime) failed: {status}; \
+             or point ${RUNTIME_BIN_ENV} at a directory with hiperiso-init"
+        )));
+    }
+    Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
+}
+
+/// The whole debian-profile ESP payload into `esp`: reads the committed
+/// lock (stale stops), fetches and unpacks the packages, builds the static
+/// runtime and assembles GRUB, kernel, initramfs and firmware. This is what
+/// `hiperiso-build --profile debian image` puts on the ESP.
+pub fn build_esp(
+    context: &Context,
+    profile: Option<&str>,
+    esp: &Path,
+) -> Result<crate::payload::Payload, ProfileError> {
+    let manifest = context
+        .load_manifest()
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let prepared = prepare(context, profile, LockMode::Committed)?;
+    let workspace = context.manifest_dir().to_path_buf();
+    let runtime = build_runtime(&workspace)?;
+    let mut options =
+        crate::payload::PayloadOptions::new(&prepared.tree, runtime.join("hiperiso-init"));
+    let overlays = workspace.join("overlays");
+    options.overlays = overlays.is_dir().then_some(overlays);
+    options.source_date_epoch = u32::try_from(manifest.image.source_date_epoch).unwrap_or(u32::MAX);
+    if let Some(modules) = &manifest.debian.kernel_modules {
+        options.kernel_modules = modules.clone();
+    }
+    let log = runtime.join("hiperiso-log");
+    if log.is_file() {
+        options
+            .extra_esp_files
+            .push(("EFI/hiperiso/hiperiso-log".into(), log));
+    }
+    let manifest_text = fs::read(&context.manifest_path).map_err(|source| ProfileError::Io {
+        context: "reading",
+        path: context.manifest_path.clone(),
+        source,
+    })?;
+    options.build_info.insert(
+        "manifest_sha256".into(),
+        hex::encode(Sha256::digest(&manifest_text)).into(),
+    );
+    options.build_info.insert(
+        "lock_sha256".into(),
+        hex::encode(Sha256::digest(prepared.lock.to_toml())).into(),
+    );
+    options
+        .build_info
+        .insert("lock_inputs".into(), prepared.lock.inputs.clone().into());
+    options.build_info.insert(
+        "packages".into(),
+        prepared
+            .lock
+            .packages
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    serde_json::Value::from(format!("{} {}", p.version, p.sha256)),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
+    Ok(crate::payload::build(&options, esp)?)
+}
+
+/// The `lock` verb: resolve, write, report what changed.
+pub fn lock_verb(context: &Context, update: Option<&[String]>) -> crate::Result<()> {
+    let (lock, changes) = run_lock(context, update)?;
+    let path = lock_path(context);
+    if changes.is_empty() {
+        context.say(format!(
+            "{}: up to date ({} packages, {} {})",
+            path.display(),
+            lock.packages.len(),
+            lock.suite,
+            lock.release_date
+        ));
+    } else {
+        for change in &changes {
+            context.say(change);
+        }
+        context.say(format!(
+            "{}: {} packages from {} ({})",
+            path.display(),
+            lock.packages.len(),
+            lock.suite,
+            lock.release_date
+        ));
+    }
+    Ok(())
+}
+
+/// An ESP payload built into a temporary directory.
+pub struct BuiltEsp {
+    _dir: tempfile::TempDir,
+    pub esp: PathBuf,
+    pub payload: crate::payload::Payload,
+}
+
+/// For `image` and `install`: when the active profile is `debian` and no
+/// `--esp-tree` was given, builds the debian ESP payload.
+pub fn esp_for_image(
+    context: &Context,
+    manifest: &Manifest,
+    esp_tree: Option<&Path>,
+) -> crate::Result<Option<BuiltEsp>> {
+    let (name, _) = context.profile(manifest)?;
+    if esp_tree.is_some() || name != "debian" {
+        return Ok(None);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("hiperiso-esp-")
+        .tempdir()
+        .map_err(|source| ProfileError::Io {
+            context: "creating a temporary directory in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let esp = dir.path().join("esp");
+    let payload = build_esp(context, Some(name), &esp)?;
+    context.say(format!(
+        "debian payload: kernel {}, {} ESP files, {} bytes, {} kernel modules",
+        payload.kernel_version,
+        payload.files.len(),
+        payload.total_size(),
+        payload.modules.len()
+    ));
+    Ok(Some(BuiltEsp {
+        _dir: dir,
+        esp,
+        payload,
+    }))
+}
