@@ -136,9 +136,14 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Boot the image in QEMU with ISOs attached, as a stick would boot.
     #[command(
-        long_about = "Boot the image in QEMU with OVMF as a USB stick, with ISO files copied onto its data \
-        partition, and print where the session directory ended up.\n\nExample:\n  \
-        hiperiso-build run --iso debian.iso --timeout 300"
+        long_about = "Boot the image in QEMU with OVMF as a USB stick on xHCI, as a PC boots the stick. \
+        --iso files are first copied into /ISOs/ of the data partition (no mount needed) of a copy-on-write \
+        copy, so the image stays clean unless --keep is given. --boot NAME makes GRUB boot that image at once. \
+        The serial console is shown live; at the end the session is read back from the image, its report is \
+        printed, and the exit status is 0 only if the result is `booted`. KVM is used when a test VM really \
+        runs, else TCG with an SVM-capable CPU so the stick's own KVM path still runs.\n\nExamples:\n  \
+        hiperiso-build run --iso debian.iso --boot debian.iso\n  \
+        hiperiso-build run --image hiperiso.img --timeout 600 --keep"
     )]
     Run(RunArgs),
     /// Remove build outputs of this manifest from the cache.
@@ -276,24 +281,37 @@ pub struct InspectArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Image to boot (default: build it from the manifest).
+    /// Image to boot (default: the last one `image` wrote).
     #[arg(long, value_name = "IMG")]
     pub image: Option<PathBuf>,
     /// ISO files to put under /ISOs/ on the data partition.
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub iso: Vec<PathBuf>,
-    /// Menu entry to boot (ISO file name).
+    /// Boot this ISO (a file name under /ISOs/) without waiting in the menu.
     #[arg(long, value_name = "NAME")]
     pub boot: Option<String>,
-    /// Memory of the outer VM in MiB.
+    /// Memory of the VM in MiB (default 4096).
     #[arg(long, value_name = "MB")]
     pub ram: Option<u64>,
-    /// Give up after this many seconds.
+    /// Stop the VM after this many seconds (default 1800).
     #[arg(long, value_name = "S")]
     pub timeout: Option<u64>,
-    /// Keep the scratch image and session files.
+    /// Change the image itself (ISOs, sessions) instead of a copy-on-write copy.
     #[arg(long)]
     pub keep: bool,
+}
+
+impl From<RunArgs> for crate::run::RunOptions {
+    fn from(args: RunArgs) -> Self {
+        Self {
+            image: args.image,
+            isos: args.iso,
+            boot: args.boot,
+            ram_mb: args.ram,
+            timeout: args.timeout.map(std::time::Duration::from_secs),
+            keep: args.keep,
+        }
+    }
 }
 
 #[cfg(test)]

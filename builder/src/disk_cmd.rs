@@ -201,6 +201,8 @@ pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
         layout.esp.offset,
         layout.esp.end(),
     ));
+    // `hiperiso-build run` boots this image when given none.
+    crate::run::record_last_image(ctx.store()?.root(), &args.output)?;
     Ok(())
 }
 

@@ -20,6 +20,8 @@ pub enum Error {
     DebianProfile(#[from] crate::profile_debian::ProfileError),
     #[error(transparent)]
     Disk(Box<crate::disk_cmd::DiskError>),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
     #[error("{0}")]
     Usage(String),
     #[error("`hiperiso-build {verb}` is not implemented yet (see issue {issue})")]

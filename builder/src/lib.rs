@@ -21,6 +21,7 @@ pub mod mirrors;
 pub mod payload;
 pub mod profile_debian;
 pub mod recipe;
+pub mod run;
 pub mod sandbox;
 pub mod sources;
 pub mod steps;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use hiperiso_build::cli::{Cli, Command};
 use hiperiso_build::{
-    Context, build_cmd, bump, disk_cmd, not_implemented, profile_debian, sources,
+    Context, build_cmd, bump, disk_cmd, not_implemented, profile_debian, run, sources,
 };
 
 fn run(cli: Cli) -> hiperiso_build::Result<()> {
@@ -28,7 +28,7 @@ fn run(cli: Cli) -> hiperiso_build::Result<()> {
         Command::Image(args) => disk_cmd::image(&ctx, &args),
         Command::Install(args) => disk_cmd::install(&ctx, &args),
         Command::Inspect(args) => disk_cmd::inspect(&ctx, &args),
-        Command::Run(_) => not_implemented("run", 7),
+        Command::Run(args) => run::run(&ctx, &args.into()).map(|_| ()),
         Command::Clean => build_cmd::clean(&ctx),
         Command::Gc => build_cmd::gc(&ctx),
         Command::Doctor => not_implemented("doctor", 8),

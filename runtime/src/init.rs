@@ -208,7 +208,8 @@ impl Session {
         self.info.warnings.push(message);
     }
 
-    /// Final files, in order; `SESSION_COMPLETE` last.
+    /// Final files, in order; `SESSION_COMPLETE` last. The analyzer reads
+    /// the session's files, so they are written before it runs.
     fn finish(&mut self) {
         if self.info.outcome == Outcome::Running {
             self.info.outcome = Outcome::Success;
@@ -218,18 +219,23 @@ impl Session {
             _ => Stage::Complete,
         };
         self.info.ended_utc = Some(session::utc_rfc3339(sys::unix_seconds()));
+        if !self.info.failures.is_empty() {
+            let text = session::failure_text(&self.info);
+            self.write_file(files::FAILURE_TXT, text.as_bytes());
+        }
+        self.write_timing();
+        self.stage(Stage::Analysis, "analyzing the session");
         let start = sys::uptime_ms();
-        // The analyzer from hiperiso-log replaces this line when it lands.
-        let report = session::write_minimal_report(&self.dir, &self.info);
-        if let Err(e) = report {
-            self.warn(error_chain(&e));
+        if let Err(e) = crate::analyze::analyze(&self.dir) {
+            self.warn(format!("analysis failed: {}", error_chain(&e)));
+            if let Err(e) = session::write_minimal_report(&self.dir, &self.info) {
+                self.warn(error_chain(&e));
+            }
         }
         self.phase("analysis", start);
-        let timing = self.timing.clone();
-        self.write_json(files::TIMING_JSON, &timing);
-        let dat = timing.to_dat();
-        self.write_file(files::TIMING_DAT, dat.as_bytes());
+        self.write_timing();
         if !self.info.failures.is_empty() {
+            // Rewritten: warnings from the analysis may have been added.
             let text = session::failure_text(&self.info);
             self.write_file(files::FAILURE_TXT, text.as_bytes());
         }
@@ -252,6 +258,12 @@ impl Session {
         let stamp = format!("{}\n", self.info.ended_utc.clone().unwrap_or_default());
         self.write_file(files::SESSION_COMPLETE, stamp.as_bytes());
         sys::sync_all();
+    }
+
+    fn write_timing(&mut self) {
+        let timing = self.timing.clone();
+        self.write_json(files::TIMING_JSON, &timing);
+        self.write_file(files::TIMING_DAT, timing.to_dat().as_bytes());
     }
 
     fn write_file(&mut self, name: &str, content: &[u8]) {
@@ -299,9 +311,9 @@ fn load_modules(release: &str) -> modules::LoadReport {
         return modules::LoadReport::default();
     }
     let lists = [
+        PathBuf::from("/etc/hiperiso/modules"),
         base.join("hiperiso.load"),
         base.join("modules.load"),
-        PathBuf::from("/etc/hiperiso/modules.load"),
     ];
     let list = lists
         .iter()
@@ -373,15 +385,15 @@ pub fn wait_for(spec: &PartitionSpec, seconds: u32) -> Option<FoundPartition> {
     }
 }
 
+/// Mount with UTF-8 file names; the kernel's default FAT character set
+/// (often `ascii`) may be a module the initramfs lacks, so `iocharset=utf8`
+/// comes first and the kernel's defaults second.
 fn mount_partition(found: &FoundPartition, target: &Path, read_only: bool) -> std::io::Result<()> {
     let flags = if read_only { libc::MS_RDONLY } else { 0 } | libc::MS_NOATIME;
-    sys::mount(
-        &found.device.display().to_string(),
-        target,
-        found.identity.fs_type.mount_name(),
-        flags,
-        "",
-    )
+    let device = found.device.display().to_string();
+    let fs_type = found.identity.fs_type.mount_name();
+    sys::mount(&device, target, fs_type, flags, "iocharset=utf8")
+        .or_else(|_| sys::mount(&device, target, fs_type, flags, ""))
 }
 
 fn first_existing(candidates: &[PathBuf]) -> Option<PathBuf> {
@@ -985,7 +997,8 @@ fn run_qemu(
         }
         sleep(Duration::from_millis(50));
     }
-    if qmp.is_some() {
+    let qmp_connected = qmp.is_some();
+    if qmp_connected {
         s.stage(
             Stage::QemuRunning,
             &format!("guest running ({}, {})", accel.as_str(), firmware.as_str()),
@@ -1005,6 +1018,10 @@ fn run_qemu(
     let timeout = config.control.session_timeout;
     let mut crash_event = None;
     let mut quit_sent = false;
+    // QEMU pauses when the guest shuts down (`-action shutdown=pause`), so
+    // the guest inventory and a last screenshot can still be taken; then
+    // init quits it.
+    let mut guest_shut_down = false;
     let data_fd = File::open(&s.dir).ok();
     let exit = loop {
         if let Some(status) = exit.take() {
@@ -1027,7 +1044,11 @@ fn run_qemu(
             } else {
                 for event in q.events.drain(..) {
                     let name = event["event"].as_str().unwrap_or("?").to_string();
-                    if name == "GUEST_PANICKED" || (name == "STOP" && crash_event.is_none()) {
+                    if name == "SHUTDOWN" {
+                        guest_shut_down = true;
+                    } else if name == "GUEST_PANICKED"
+                        || (name == "STOP" && crash_event.is_none() && !guest_shut_down)
+                    {
                         crash_event = Some(name.clone());
                     }
                     s.info.guest_events.push(format!(
@@ -1059,7 +1080,7 @@ fn run_qemu(
             }
         }
         if !guest_inventory_done
-            && started.elapsed() >= GUEST_INVENTORY_DELAY
+            && (started.elapsed() >= GUEST_INVENTORY_DELAY || guest_shut_down)
             && let Some(q) = qmp.as_mut()
         {
             guest_inventory_done = true;
@@ -1076,7 +1097,7 @@ fn run_qemu(
             s.stage(Stage::GuestInventory, "guest inventory written to hw/");
         }
         if !shot_every.is_zero()
-            && Instant::now() >= next_shot
+            && (Instant::now() >= next_shot || (guest_shut_down && !quit_sent))
             && let Some(q) = qmp.as_mut()
         {
             next_shot = Instant::now() + shot_every;
@@ -1105,6 +1126,31 @@ fn run_qemu(
                 // SAFETY: a valid fd; syncfs flushes the data partition.
                 unsafe { libc::syncfs(fd.as_raw_fd()) };
             }
+        }
+        if guest_shut_down && !quit_sent {
+            quit_sent = true;
+            match qmp.as_mut() {
+                Some(q) => {
+                    let _ = q.execute("quit", None);
+                }
+                None => {
+                    let _ = child.kill();
+                }
+            }
+        }
+        if !qmp_connected && !quit_sent && started.elapsed() > QMP_CONNECT_TIMEOUT {
+            // Without the monitor nothing can be recorded, and a guest
+            // shutdown would leave QEMU paused forever.
+            quit_sent = true;
+            s.fail(
+                FailureKind::QemuStartFailed,
+                true,
+                format!(
+                    "QEMU's QMP monitor did not answer within {} s; QEMU stopped",
+                    QMP_CONNECT_TIMEOUT.as_secs()
+                ),
+            );
+            let _ = child.kill();
         }
         if timeout > 0 && !quit_sent && started.elapsed() >= Duration::from_secs(u64::from(timeout))
         {
@@ -1135,7 +1181,9 @@ fn run_qemu(
         || guest_inventory_done
         || s.info.screenshots > 0
         || qmp.is_some();
-    let failed = if let Some(signal) = exit.signal() {
+    let failed = if s.info.failures.iter().any(|f| f.fatal) {
+        true
+    } else if let Some(signal) = exit.signal() {
         s.fail(
             FailureKind::GuestCrash,
             true,

@@ -170,9 +170,12 @@ impl QemuPlan {
             push(&["-trace", &trace]);
         }
         // A guest panic (pvpanic) ends the session as a failure; a guest
-        // reboot ends it too, so an installer's final reboot is recorded.
+        // reboot ends it too, so an installer's final reboot is recorded. A
+        // guest shutdown pauses QEMU so init can record the final state
+        // before it quits QEMU through QMP.
         push(&["-device", "pvpanic", "-action", "panic=exit-failure"]);
-        push(&["-action", "reboot=shutdown", "-rtc", "base=utc"]);
+        push(&["-action", "reboot=shutdown", "-action", "shutdown=pause"]);
+        push(&["-rtc", "base=utc"]);
         a
     }
 

@@ -11,4 +11,6 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub mod http;
+pub mod isos;
 pub mod linux_vm;
+pub mod stick;

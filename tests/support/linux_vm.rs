@@ -116,7 +116,7 @@ fn run_quiet(command: &mut Command) -> Result<()> {
 
 /// Module files of `names` and everything they depend on, dependencies
 /// first (read from each module's `.modinfo` `depends=` field).
-fn module_load_order(modules: &Path, names: &[&str]) -> Result<Vec<PathBuf>> {
+pub fn module_load_order(modules: &Path, names: &[&str]) -> Result<Vec<PathBuf>> {
     let mut by_name = std::collections::HashMap::new();
     let mut stack = vec![modules.join("kernel")];
     while let Some(dir) = stack.pop() {

@@ -1,0 +1,172 @@
+//! Test ISOs built with xorriso: tiny guests that print a marker on COM1
+//! and power off, so a test can tell that (and with which firmware) an ISO
+//! booted inside hiperiso's VM.
+//!
+//! - [`bios_iso`]: a no-emulation El Torito boot sector (BIOS only, so the
+//!   stick picks SeaBIOS);
+//! - [`uefi_iso`]: a standalone GRUB EFI image on an El Torito EFI entry
+//!   (so the stick picks OVMF);
+//! - [`failing_bios_iso`]: a "boot loader" that cannot find its kernel and
+//!   then reports a guest panic on the pvpanic port.
+//!
+//! Every guest prints `HIPERISO-GUEST-READY` before its marker: the line
+//! `hiperiso-log` counts as "userspace reached".
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// What a guest prints when it got as far as it should.
+pub const READY: &str = "HIPERISO-GUEST-READY";
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// What the boot sector does after printing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Power off through the ACPI PM1a control port (q35 0x604; 0xB004 too).
+    PowerOff,
+    /// Wait 3 s, then report a panic on the pvpanic port 0x505.
+    Panic,
+    /// Halt forever (a guest that never finishes).
+    Hang,
+}
+
+/// A 2 KiB no-emulation boot image printing `message` on COM1.
+pub fn boot_sector_payload(message: &str, after: After) -> Vec<u8> {
+    let mut code: Vec<u8> = vec![
+        0xFB, // sti
+        0x31, 0xC0, // xor ax, ax
+        0x8E, 0xD8, // mov ds, ax
+        0xBE, 0x00, 0x00, // mov si, message (patched below)
+        0xBA, 0xF8, 0x03, // mov dx, 0x3F8
+        // print: lodsb; test al, al; jz done; out dx, al; jmp print
+        0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8,
+    ];
+    match after {
+        After::PowerOff => code.extend([
+            0xBA, 0x04, 0x06, // mov dx, 0x604
+            0xB8, 0x00, 0x20, // mov ax, 0x2000 (SLP_EN, S5)
+            0xEF, // out dx, ax
+            0xBA, 0x04, 0xB0, // mov dx, 0xB004
+            0xEF, // out dx, ax
+        ]),
+        After::Panic => code.extend([
+            0xB4, 0x86, // mov ah, 0x86 (BIOS wait)
+            0xB9, 0x2D, 0x00, // mov cx, 0x002D
+            0xBA, 0xC0, 0xC6, // mov dx, 0xC6C0 (3 000 000 us)
+            0xCD, 0x15, // int 0x15
+            0xBA, 0x05, 0x05, // mov dx, 0x505
+            0xB0, 0x01, // mov al, 1 (PVPANIC_PANICKED)
+            0xEE, // out dx, al
+        ]),
+        After::Hang => {}
+    }
+    code.extend([0xF4, 0xEB, 0xFD]); // hlt; jmp hlt
+    let message_addr = 0x7C00 + code.len() as u16;
+    code[6..8].copy_from_slice(&message_addr.to_le_bytes());
+    code.extend(message.as_bytes());
+    code.extend(b"\r\n\0");
+    assert!(code.len() <= 2048, "message too long for one boot image");
+    code.resize(2048, 0);
+    code
+}
+
+fn xorriso(root: &Path, out: &Path, args: &[&str]) -> Result<()> {
+    run(Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-o"])
+        .arg(out)
+        .args(args)
+        .arg(root))
+}
+
+/// A BIOS-only ISO whose boot sector prints `message` and then does `after`.
+pub fn boot_sector_iso(dir: &Path, name: &str, message: &str, after: After) -> Result<PathBuf> {
+    let root = dir.join(format!("{name}.root"));
+    fs::create_dir_all(&root)?;
+    fs::write(root.join("boot.bin"), boot_sector_payload(message, after))?;
+    let iso = dir.join(format!("{name}.iso"));
+    xorriso(
+        &root,
+        &iso,
+        &[
+            "-V",
+            "BIOSTEST",
+            "-b",
+            "boot.bin",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+        ],
+    )?;
+    Ok(iso)
+}
+
+/// A BIOS-only ISO printing `READY marker` and powering off.
+pub fn bios_iso(dir: &Path, name: &str, marker: &str) -> Result<PathBuf> {
+    boot_sector_iso(dir, name, &format!("{READY} {marker}"), After::PowerOff)
+}
+
+/// A BIOS-only ISO whose "boot loader" cannot find its kernel (what
+/// ISOLINUX prints), then panics: a failure in the boot loader.
+pub fn failing_bios_iso(dir: &Path, name: &str) -> Result<PathBuf> {
+    boot_sector_iso(
+        dir,
+        name,
+        "ISOLINUX 6.04 hiperiso-test\r\nCould not find kernel image: /boot/vmlinuz",
+        After::Panic,
+    )
+}
+
+/// A UEFI-only ISO: a standalone GRUB that echoes `READY marker` (OVMF
+/// mirrors the console on serial) and powers off.
+pub fn uefi_iso(dir: &Path, name: &str, marker: &str) -> Result<PathBuf> {
+    let work = dir.join(format!("{name}.work"));
+    fs::create_dir_all(&work)?;
+    let cfg = work.join("grub.cfg");
+    fs::write(&cfg, format!("echo {READY} {marker}\nhalt\n"))?;
+    let efi = work.join("BOOTX64.EFI");
+    run(Command::new("grub-mkstandalone")
+        .args(["-O", "x86_64-efi", "-o"])
+        .arg(&efi)
+        .args([
+            "--install-modules=normal echo halt configfile",
+            "--modules=echo halt",
+        ])
+        .args(["--locales=", "--themes=", "--fonts="])
+        .arg(format!("boot/grub/grub.cfg={}", cfg.display())))?;
+    let root = work.join("root");
+    fs::create_dir_all(&root)?;
+    let img = root.join("efi.img");
+    run(Command::new("mkfs.fat").arg("-C").arg(&img).arg("2048"))?;
+    run(Command::new("mmd")
+        .arg("-i")
+        .arg(&img)
+        .args(["::/EFI", "::/EFI/BOOT"]))?;
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(&img)
+        .arg(&efi)
+        .arg("::/EFI/BOOT/"))?;
+    let iso = dir.join(format!("{name}.iso"));
+    xorriso(
+        &root,
+        &iso,
+        &["-V", "UEFITEST", "-e", "efi.img", "-no-emul-boot"],
+    )?;
+    Ok(iso)
+}
