@@ -147,8 +147,17 @@ pub enum Command {
     )]
     Run(RunArgs),
     /// Remove build outputs of this manifest from the cache.
+    #[command(
+        long_about = "Remove the cached output trees, step records, logs and work directories of the \
+        steps under recipes/. Downloaded sources stay.\n\nExample:\n  hiperiso-build clean"
+    )]
     Clean,
-    /// Delete cache entries no manifest or lock refers to.
+    /// Delete build outputs the current recipes no longer need.
+    #[command(
+        long_about = "Keep the outputs of the current recipes (same recipe text, files and source pins) \
+        and delete every other step record, output tree, log, verify directory and abandoned work \
+        directory. Downloaded sources and packages are not touched.\n\nExample:\n  hiperiso-build gc"
+    )]
     Gc,
     /// Check the host: user namespaces, loop devices, QEMU, disk space.
     Doctor,
@@ -197,9 +206,13 @@ pub struct LockArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct StepsArgs {
-    /// Step names (default: every step of the active profile).
+    /// Step names (default: every recipe under recipes/).
     #[arg(value_name = "STEP")]
     pub steps: Vec<String>,
+    /// Use this prepared root as the tools tree (`/` inside the sandbox)
+    /// instead of one unpacked from hiperiso.lock.
+    #[arg(long, value_name = "DIR", env = "HIPERISO_TOOLS_ROOT")]
+    pub tools_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

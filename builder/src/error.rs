@@ -13,6 +13,10 @@ pub enum Error {
     #[error(transparent)]
     Bump(#[from] crate::bump::BumpError),
     #[error(transparent)]
+    Recipe(#[from] crate::recipe::RecipeError),
+    #[error(transparent)]
+    Step(#[from] crate::steps::StepError),
+    #[error(transparent)]
     DebianProfile(#[from] crate::profile_debian::ProfileError),
     #[error(transparent)]
     Disk(Box<crate::disk_cmd::DiskError>),

@@ -3,6 +3,7 @@
 //! The CLI (`cli.rs`) only parses arguments; every verb's logic lives in a
 //! library module so it can be tested without a process boundary.
 
+pub mod build_cmd;
 pub mod bump;
 pub mod cli;
 pub mod context;
@@ -19,9 +20,13 @@ pub mod manifest;
 pub mod mirrors;
 pub mod payload;
 pub mod profile_debian;
+pub mod recipe;
 pub mod run;
+pub mod sandbox;
 pub mod sources;
+pub mod steps;
 pub mod store;
+pub mod tree;
 pub mod watch;
 
 pub use context::Context;

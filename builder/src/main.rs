@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hiperiso_build::cli::{Cli, Command};
-use hiperiso_build::{Context, bump, disk_cmd, not_implemented, profile_debian, run, sources};
+use hiperiso_build::{
+    Context, build_cmd, bump, disk_cmd, not_implemented, profile_debian, run, sources,
+};
 
 fn run(cli: Cli) -> hiperiso_build::Result<()> {
     let ctx = Context::from_args(&cli.global);
@@ -21,14 +23,14 @@ fn run(cli: Cli) -> hiperiso_build::Result<()> {
             args.check,
         ),
         Command::Lock(args) => profile_debian::lock_verb(&ctx, args.update.as_deref()),
-        Command::Build(_) => not_implemented("build", 8),
-        Command::Verify(_) => not_implemented("verify", 8),
+        Command::Build(args) => build_cmd::build(&ctx, &args),
+        Command::Verify(args) => build_cmd::verify(&ctx, &args),
         Command::Image(args) => disk_cmd::image(&ctx, &args),
         Command::Install(args) => disk_cmd::install(&ctx, &args),
         Command::Inspect(args) => disk_cmd::inspect(&ctx, &args),
         Command::Run(args) => run::run(&ctx, &args.into()).map(|_| ()),
-        Command::Clean => not_implemented("clean", 8),
-        Command::Gc => not_implemented("gc", 8),
+        Command::Clean => build_cmd::clean(&ctx),
+        Command::Gc => build_cmd::gc(&ctx),
         Command::Doctor => not_implemented("doctor", 8),
     }
 }

@@ -730,7 +730,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize, String) {
     )
 }
 
-fn invalid(text: &str, path: &Path, span: Range<usize>, message: &str) -> ManifestError {
+pub(crate) fn invalid(text: &str, path: &Path, span: Range<usize>, message: &str) -> ManifestError {
     let (line, column, snippet) = line_col(text, span.start);
     let field = toml_edit::Document::parse(text)
         .map(|doc| field_at(doc.as_item(), span.start, String::new()))

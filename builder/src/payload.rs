@@ -272,6 +272,13 @@ pub fn initramfs_tree(
     if tree_path_exists(root, "usr/bin/qemu-img") {
         initramfs.add_binaries(&["usr/bin/qemu-img"])?;
     }
+    // Debian builds TCG as a loadable module; without it the
+    // `hiperiso_fallback=1` path fails with "could not load module for type
+    // 'tcg-accel-ops'".
+    let tcg = "usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so";
+    if tree_path_exists(root, tcg) {
+        initramfs.add_binaries(&[tcg])?;
+    }
     for dir in [
         "usr/share/seabios",
         "usr/lib/ipxe/qemu",

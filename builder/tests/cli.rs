@@ -118,7 +118,10 @@ fn unknown_profile_and_unimplemented_verbs_explain_themselves() {
             .args(["--profile", "nope", "summary"]));
     assert!(!ok);
     assert!(stderr.contains("profile `nope` is not defined"), "{stderr}");
-    let (ok, _, stderr) = run(bin().arg("--manifest").arg(repo_manifest()).args(["gc"]));
+    let (ok, _, stderr) = run(bin()
+        .arg("--manifest")
+        .arg(repo_manifest())
+        .args(["doctor"]));
     assert!(!ok);
     assert!(
         stderr.contains("not implemented yet (see issue"),

@@ -311,7 +311,7 @@ fn load_modules(release: &str) -> modules::LoadReport {
         return modules::LoadReport::default();
     }
     let lists = [
-        PathBuf::from("/etc/hiperiso/modules"),
+        PathBuf::from("/etc/hiperiso/modules.load"),
         base.join("hiperiso.load"),
         base.join("modules.load"),
     ];

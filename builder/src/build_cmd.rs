@@ -1,0 +1,122 @@
+//! The `build`, `verify`, `clean` and `gc` verbs: glue between the CLI,
+//! the manifest, the recipes and the step cache.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use crate::cli::StepsArgs;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::recipe::Recipes;
+use crate::steps::{self, Builder, Cache, Outcome, ToolsTree};
+
+/// The recipes directory next to the manifest.
+pub fn recipes_dir(ctx: &Context) -> PathBuf {
+    ctx.manifest_dir().join("recipes")
+}
+
+fn load(ctx: &Context) -> Result<(Manifest, Recipes)> {
+    let manifest = ctx.load_manifest()?;
+    let recipes = Recipes::load_dir(&recipes_dir(ctx))?;
+    recipes.check(&manifest)?;
+    Ok((manifest, recipes))
+}
+
+fn tools_tree(args: &StepsArgs) -> Result<ToolsTree> {
+    match &args.tools_root {
+        Some(root) if root.is_dir() => Ok(ToolsTree::from_dir(root)?),
+        Some(root) => Err(Error::Usage(format!(
+            "--tools-root {}: not a directory",
+            root.display()
+        ))),
+        None => Err(Error::Usage(
+            "no tools tree: building one from hiperiso.lock's packages is not implemented yet \
+             (issue 8); pass --tools-root DIR (or set HIPERISO_TOOLS_ROOT), a root with /bin/sh \
+             and the tools the recipes need"
+                .to_string(),
+        )),
+    }
+}
+
+/// `hiperiso-build build [STEP...]`: prints each requested step's output
+/// tree (`STEP PATH`) on stdout.
+pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
+    let (manifest, recipes) = load(ctx)?;
+    let builder = Builder::new(ctx, &manifest, &recipes, tools_tree(args)?, ctx.store()?);
+    let results = builder.build(&args.steps)?;
+    let built = results
+        .values()
+        .filter(|r| r.outcome == Outcome::Built)
+        .count();
+    let wanted: Vec<&String> = if args.steps.is_empty() {
+        results.keys().collect()
+    } else {
+        args.steps.iter().collect()
+    };
+    for name in wanted {
+        println!("{name} {}", results[name].path.display());
+    }
+    if ctx.verbosity >= 0 {
+        eprintln!(
+            "{} step(s): {built} built, {} up to date",
+            results.len(),
+            results.len() - built
+        );
+    }
+    Ok(())
+}
+
+/// `hiperiso-build verify [STEP...]`.
+pub fn verify(ctx: &Context, args: &StepsArgs) -> Result<()> {
+    let (manifest, recipes) = load(ctx)?;
+    let builder = Builder::new(ctx, &manifest, &recipes, tools_tree(args)?, ctx.store()?);
+    let checked = builder.verify(&args.steps)?;
+    for (name, tree) in &checked {
+        println!("{name} {tree} reproducible");
+    }
+    Ok(())
+}
+
+/// `hiperiso-build clean`: removes this manifest's build outputs, logs and
+/// work directories (downloads stay).
+pub fn clean(ctx: &Context) -> Result<()> {
+    let recipes = Recipes::load_dir(&recipes_dir(ctx))?;
+    let cache = Cache::new(ctx.store()?.root());
+    let names: BTreeSet<String> = recipes.by_name.keys().cloned().collect();
+    let removed = steps::clean(&cache, &names)?;
+    ctx.say(format!(
+        "removed {} step record(s), {} output tree(s), {} log(s), {} work dir(s)",
+        removed.records, removed.trees, removed.logs, removed.work
+    ));
+    Ok(())
+}
+
+/// `hiperiso-build gc`: keeps the outputs of the current recipes (their
+/// text, files and source pins) and removes every other build output.
+/// Downloaded sources and packages are not touched.
+pub fn gc(ctx: &Context) -> Result<()> {
+    let (manifest, recipes) = load(ctx)?;
+    let store = ctx.store()?;
+    let tools = ToolsTree {
+        root: PathBuf::new(),
+        hash: String::new(),
+    };
+    let builder = Builder::new(ctx, &manifest, &recipes, tools, store.clone());
+    let all: Vec<String> = recipes.by_name.keys().cloned().collect();
+    let mut current = Vec::new();
+    for name in recipes.order(&all)? {
+        let recipe = recipes.get(&name)?;
+        current.push(steps::CurrentStep {
+            step: name.clone(),
+            inputs: builder.inputs_hash(recipe)?,
+            steps: recipe.steps.clone(),
+        });
+    }
+    let removed = steps::gc(&Cache::new(store.root()), &current)?;
+    ctx.say(format!(
+        "removed {} step record(s), {} output tree(s), {} log(s), {} work dir(s)",
+        removed.records, removed.trees, removed.logs, removed.work
+    ));
+    Ok(())
+}
