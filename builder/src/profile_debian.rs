@@ -198,9 +198,17 @@ pub fn run_lock(
     let manifest = context
         .load_manifest()
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
-    let (_, profile) = context
+    let (name, profile) = context
         .profile(&manifest)
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    if profile.packages.is_empty() {
+        // Locking nothing would overwrite the lock with an empty one.
+        return Err(ProfileError::Setup(format!(
+            "{}: profile \"{name}\" lists no Debian packages, so there is nothing to lock; \
+             lock the profile that has them, e.g. `hiperiso-build --profile debian lock`",
+            context.manifest_path.display()
+        )));
+    }
     let inputs = lock_inputs(&manifest, profile);
     let path = lock_path(context);
     let previous = Lock::read(&path)?;
@@ -341,19 +349,21 @@ pub fn build_runtime(workspace: &Path) -> Result<PathBuf, ProfileError> {
     Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
 }
 
-/// The whole debian-profile ESP payload into `esp`: reads the committed
-/// lock (stale stops), fetches and unpacks the packages, builds the static
-/// runtime and assembles GRUB, kernel, initramfs and firmware. This is what
-/// `hiperiso-build --profile debian image` puts on the ESP.
+/// The whole debian-profile ESP payload into `esp`: reads the lock (`mode`:
+/// committed, where stale stops, or a scratch one), fetches and unpacks the
+/// packages, builds the static runtime and assembles GRUB, kernel,
+/// initramfs and firmware. This is what `hiperiso-build --profile debian
+/// image` puts on the ESP (with the committed lock).
 pub fn build_esp(
     context: &Context,
     profile: Option<&str>,
+    mode: LockMode<'_>,
     esp: &Path,
 ) -> Result<crate::payload::Payload, ProfileError> {
     let manifest = context
         .load_manifest()
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
-    let prepared = prepare(context, profile, LockMode::Committed)?;
+    let prepared = prepare(context, profile, mode)?;
     let workspace = context.manifest_dir().to_path_buf();
     let runtime = build_runtime(&workspace)?;
     let mut options =
@@ -458,7 +468,7 @@ pub fn esp_for_image(
             source,
         })?;
     let esp = dir.path().join("esp");
-    let payload = build_esp(context, Some(name), &esp)?;
+    let payload = build_esp(context, Some(name), LockMode::Committed, &esp)?;
     context.say(format!(
         "debian payload: kernel {}, {} ESP files, {} bytes, {} kernel modules",
         payload.kernel_version,

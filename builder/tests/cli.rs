@@ -235,3 +235,28 @@ fn a_killed_fetch_leaves_no_blob_and_the_next_one_resumes() {
     assert!(resumed_at >= kept.min(1 << 20), "resumed at {resumed_at}");
     assert_eq!(partial_len(), 0);
 }
+
+/// `lock` under a profile without packages refuses, and the committed lock
+/// (the reproducibility record) is left byte for byte.
+#[test]
+fn locking_a_profile_without_packages_keeps_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("hiperiso.toml");
+    std::fs::copy(repo_manifest(), &manifest).unwrap();
+    let lock = dir.path().join("hiperiso.lock");
+    let committed = std::fs::read(repo_manifest().with_file_name("hiperiso.lock")).unwrap();
+    std::fs::write(&lock, &committed).unwrap();
+    let (ok, _, stderr) = run(bin()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .arg("lock"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("profile \"default\" lists no Debian packages")
+            && stderr.contains("--profile debian lock"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&lock).unwrap(), committed);
+}

@@ -934,6 +934,15 @@ fn run_qemu(
             }
         }
     }
+    let hypervisor = kvm::hypervisor_vendor();
+    let userspace_apic = accel == Accel::Kvm && kvm::userspace_apic_needed(hypervisor.as_deref());
+    if userspace_apic {
+        s.warn(format!(
+            "this machine is itself emulated by QEMU ({}), whose nested SVM aborts on a guest's CR8 \
+             writes: the guest's APIC is emulated in QEMU (kernel-irqchip=off), which is slower",
+            hypervisor.unwrap_or_default()
+        ));
+    }
     let monitor_socket = Path::new(RUN_DIR).join(files::MONITOR_SOCK);
     let _ = fs::remove_file(&monitor_socket);
     let plan = QemuPlan {
@@ -952,6 +961,7 @@ fn run_qemu(
         trace_level: level,
         trace_events,
         firmware_log: config.control_ext.firmware_log,
+        userspace_apic,
     };
     s.write_file(files::QEMU_CMDLINE, plan.cmdline_text().as_bytes());
     s.stage(Stage::QemuStarting, "starting QEMU");

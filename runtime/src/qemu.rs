@@ -56,6 +56,9 @@ pub struct QemuPlan {
     pub trace_level: TraceLevel,
     /// The `trace-<level>.events` file for `trace_level`.
     pub trace_events: Option<PathBuf>,
+    /// Emulate the guest's local APIC in QEMU (`kernel-irqchip=off`) rather
+    /// than in KVM: see [`crate::kvm::userspace_apic_needed`].
+    pub userspace_apic: bool,
     /// Record firmware debug output from port 0x402.
     pub firmware_log: bool,
 }
@@ -77,20 +80,28 @@ impl QemuPlan {
         push(&["-name", "hiperiso-guest", "-nodefaults", "-no-user-config"]);
         let uefi = matches!(self.firmware, FirmwareFiles::Uefi { .. });
         let machine = format!(
-            "q35,accel={},smm={}",
+            "q35,accel={},smm={}{}",
             self.accel.as_str(),
-            if uefi { "on" } else { "off" }
+            if uefi { "on" } else { "off" },
+            if self.userspace_apic {
+                ",kernel-irqchip=off"
+            } else {
+                ""
+            }
         );
         let cpu_model = match self.accel {
             Accel::Kvm => "host",
             Accel::Tcg => "max",
         };
-        let cpu = match &self.cpu_features {
-            Some(features) if !features.is_empty() => {
-                format!("{cpu_model},{}", features.trim_start_matches(','))
-            }
-            _ => cpu_model.to_string(),
-        };
+        let mut cpu = cpu_model.to_string();
+        if self.userspace_apic {
+            // KVM refuses the async-PF interrupt MSR without its in-kernel
+            // APIC, and QEMU 7.2 still offers the feature.
+            cpu.push_str(",-kvm-asyncpf-int");
+        }
+        if let Some(features) = self.cpu_features.as_deref().filter(|f| !f.is_empty()) {
+            cpu = format!("{cpu},{}", features.trim_start_matches(','));
+        }
         let ram = self.ram_mb.to_string();
         let cpus = self.cpus.to_string();
         push(&[
@@ -229,6 +240,7 @@ mod tests {
             trace_level: TraceLevel::Standard,
             trace_events: Some("/esp/trace/trace-standard.events".into()),
             firmware_log: true,
+            userspace_apic: false,
         }
     }
 
@@ -246,6 +258,18 @@ mod tests {
         assert!(argv.contains(&"-nodefaults".to_string()));
         assert_eq!(value_after(&argv, "-machine"), ["q35,accel=kvm,smm=on"]);
         assert_eq!(value_after(&argv, "-cpu"), ["host"]);
+        let userspace_apic = QemuPlan {
+            userspace_apic: true,
+            ..plan()
+        };
+        assert_eq!(
+            value_after(&userspace_apic.argv(), "-machine"),
+            ["q35,accel=kvm,smm=on,kernel-irqchip=off"]
+        );
+        assert_eq!(
+            value_after(&userspace_apic.argv(), "-cpu"),
+            ["host,-kvm-asyncpf-int"]
+        );
         assert_eq!(value_after(&argv, "-m"), ["2048"]);
         assert_eq!(value_after(&argv, "-smp"), ["2"]);
         let drives = value_after(&argv, "-drive");
