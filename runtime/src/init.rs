@@ -21,6 +21,7 @@ use crate::session::{
     Status, Timing, files,
 };
 use crate::sys;
+use crate::viewer;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -74,6 +75,10 @@ const SEABIOS: &[&str] = &[
     "/usr/share/seabios/bios-256k.bin",
     "/usr/share/qemu/bios-256k.bin",
 ];
+/// QEMU's VNC server for the viewer, below [`RUN_DIR`].
+const VNC_SOCKET: &str = "vnc.sock";
+/// The viewer's measurements, in the session directory.
+const DISPLAY_JSON: &str = "display.json";
 const ESP_TRACE_DIR: &str = "EFI/hiperiso/trace";
 const INITRAMFS_TRACE_DIR: &str = "/usr/share/hiperiso/trace";
 
@@ -934,16 +939,26 @@ fn run_qemu(
             }
         }
     }
-    let hypervisor = kvm::hypervisor_vendor();
-    let userspace_apic = accel == Accel::Kvm && kvm::userspace_apic_needed(hypervisor.as_deref());
-    if userspace_apic {
-        s.warn(format!(
-            "this machine is itself emulated by QEMU ({}), whose nested SVM aborts on a guest's CR8 \
-             writes: the guest's APIC is emulated in QEMU (kernel-irqchip=off), which is slower",
-            hypervisor.unwrap_or_default()
-        ));
-    }
     let monitor_socket = Path::new(RUN_DIR).join(files::MONITOR_SOCK);
+    // The guest's display on the host's screen, when there is one.
+    let wanted = boot
+        .cmdline
+        .display
+        .then(viewer::open_framebuffer)
+        .flatten();
+    let framebuffer = match wanted {
+        Some(Ok(fb)) => Some(fb),
+        Some(Err(e)) => {
+            s.warn(format!(
+                "{}; the guest's display is not shown",
+                error_chain(&e)
+            ));
+            None
+        }
+        None => None,
+    };
+    let vnc_socket = Path::new(RUN_DIR).join(VNC_SOCKET);
+    let _ = fs::remove_file(&vnc_socket);
     let _ = fs::remove_file(&monitor_socket);
     let plan = QemuPlan {
         binary,
@@ -961,7 +976,7 @@ fn run_qemu(
         trace_level: level,
         trace_events,
         firmware_log: config.control_ext.firmware_log,
-        userspace_apic,
+        vnc_socket: framebuffer.as_ref().map(|_| vnc_socket.clone()),
     };
     s.write_file(files::QEMU_CMDLINE, plan.cmdline_text().as_bytes());
     s.stage(Stage::QemuStarting, "starting QEMU");
@@ -987,6 +1002,39 @@ fn run_qemu(
         }
     };
     let started = Instant::now();
+    let status = viewer::StatusInfo {
+        session: s.info.id.clone(),
+        iso: s.info.iso.clone(),
+        serial_log: s.dir.join(files::SERIAL_LOG),
+        started,
+    };
+    let (requests, viewer_requests) = std::sync::mpsc::channel();
+    let mut qemu_cpu_ms = None;
+    let mut display = None;
+    let mut mirror = None;
+    let mirror_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(fb) = framebuffer {
+        s.say(&format!(
+            "showing the guest on {} ({}x{}); {}",
+            fb.path.display(),
+            fb.layout.width,
+            fb.layout.height,
+            viewer::HOTKEYS_HELP
+        ));
+        display = Some(viewer::Viewer::start(
+            fb,
+            vnc_socket,
+            PathBuf::from("/dev/input"),
+            status,
+            requests,
+        ));
+    } else if let Some(console) = viewer::serial_console(&boot.cmdline_text) {
+        s.say(&format!(
+            "no framebuffer: mirroring the guest's serial console on {}",
+            console.display()
+        ));
+        mirror = Some(viewer::mirror_serial(console, status, mirror_stop.clone()));
+    }
     s.phase("qemu_start", t);
     let t_run = sys::uptime_ms();
 
@@ -1123,6 +1171,36 @@ fn run_qemu(
                 }
             }
         }
+        if display.is_some() {
+            qemu_cpu_ms = viewer::process_cpu_ms(child.id()).or(qemu_cpu_ms);
+        }
+        for request in viewer_requests.try_iter() {
+            let Some(q) = qmp.as_mut() else { break };
+            match request {
+                viewer::Request::Screenshot => {
+                    let _ = fs::remove_file(&shot_tmp);
+                    if q.screendump_png(&shot_tmp).is_ok()
+                        && let Ok(png) = fs::read(&shot_tmp)
+                    {
+                        let name = format!("{:04}.png", s.info.screenshots + 1);
+                        if fs::write(screenshots_dir.join(&name), &png).is_ok() {
+                            s.info.screenshots += 1;
+                            last_shot = png;
+                            s.say(&format!("screenshot {name} taken (hotkey)"));
+                        }
+                    }
+                }
+                viewer::Request::PowerOff { force: false } => {
+                    s.say("power-off requested (hotkey): pressing the guest's ACPI power button");
+                    let _ = q.execute("system_powerdown", None);
+                }
+                viewer::Request::PowerOff { force: true } => {
+                    s.warn("power-off requested twice (hotkey): stopping the guest".into());
+                    quit_sent = true;
+                    let _ = q.execute("quit", None);
+                }
+            }
+        }
         if Instant::now() >= next_heartbeat {
             next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
             let beat = format!(
@@ -1178,6 +1256,19 @@ fn run_qemu(
             }
         }
     };
+    if let Some(display) = display {
+        let mut stats = display.stop();
+        stats.qemu_cpu_ms = qemu_cpu_ms;
+        stats.guest_seconds = started.elapsed().as_secs_f64();
+        if let Some(error) = &stats.error {
+            s.warn(format!("guest display: {error}"));
+        }
+        s.write_json(DISPLAY_JSON, &stats);
+    }
+    mirror_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(mirror) = mirror {
+        let _ = mirror.join();
+    }
     if let Some(mut tpm) = swtpm {
         let _ = tpm.kill();
         let _ = tpm.wait();

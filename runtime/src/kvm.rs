@@ -148,55 +148,9 @@ pub fn check_kvm(device: &Path) -> Result<KvmInfo, KvmError> {
     })
 }
 
-/// The hypervisor this kernel runs under, from CPUID leaf 0x40000000
-/// (e.g. `KVMKVMKVM`, `TCGTCGTCGTCG`); `None` on bare metal.
-pub fn hypervisor_vendor() -> Option<String> {
-    use std::arch::x86_64::__cpuid;
-    const HYPERVISOR_BIT: u32 = 1 << 31;
-    if __cpuid(1).ecx & HYPERVISOR_BIT == 0 {
-        return None;
-    }
-    let leaf = __cpuid(0x4000_0000);
-    let bytes: Vec<u8> = [leaf.ebx, leaf.ecx, leaf.edx]
-        .iter()
-        .flat_map(|r| r.to_le_bytes())
-        .collect();
-    Some(
-        String::from_utf8_lossy(&bytes)
-            .trim_end_matches('\0')
-            .to_string(),
-    )
-}
-
-/// QEMU's TCG, emulating SVM for the stick's KVM, aborts the whole machine
-/// (`cpu_interrupt: assertion failed: (bql_locked())`, QEMU 7.2 to 11.1)
-/// when a nested guest writes CR8 while KVM has a virtual interrupt
-/// pending, which OVMF does on every interrupt return. With the APIC in
-/// QEMU rather than in KVM, KVM intercepts CR8 writes and the path is never
-/// taken. Only a stick that itself runs under QEMU's TCG (`hiperiso-build
-/// run` without KVM, the end-to-end tests) needs this.
-pub fn userspace_apic_needed(hypervisor: Option<&str>) -> bool {
-    hypervisor == Some("TCGTCGTCGTCG")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_a_tcg_host_needs_the_userspace_apic() {
-        assert!(userspace_apic_needed(Some("TCGTCGTCGTCG")));
-        assert!(!userspace_apic_needed(Some("KVMKVMKVM")));
-        assert!(!userspace_apic_needed(None));
-    }
-
-    #[test]
-    fn hypervisor_vendor_is_printable() {
-        if let Some(vendor) = hypervisor_vendor() {
-            assert!(vendor.len() <= 12, "{vendor:?}");
-            assert!(!vendor.contains('\0'), "{vendor:?}");
-        }
-    }
 
     #[test]
     fn missing_device_is_an_open_error() {

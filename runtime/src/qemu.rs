@@ -56,11 +56,11 @@ pub struct QemuPlan {
     pub trace_level: TraceLevel,
     /// The `trace-<level>.events` file for `trace_level`.
     pub trace_events: Option<PathBuf>,
-    /// Emulate the guest's local APIC in QEMU (`kernel-irqchip=off`) rather
-    /// than in KVM: see [`crate::kvm::userspace_apic_needed`].
-    pub userspace_apic: bool,
     /// Record firmware debug output from port 0x402.
     pub firmware_log: bool,
+    /// Serve the display on this Unix socket with QEMU's VNC server, for
+    /// the viewer that shows it on the host's screen (`viewer.rs`).
+    pub vnc_socket: Option<PathBuf>,
 }
 
 fn path(p: &Path) -> String {
@@ -80,28 +80,20 @@ impl QemuPlan {
         push(&["-name", "hiperiso-guest", "-nodefaults", "-no-user-config"]);
         let uefi = matches!(self.firmware, FirmwareFiles::Uefi { .. });
         let machine = format!(
-            "q35,accel={},smm={}{}",
+            "q35,accel={},smm={}",
             self.accel.as_str(),
-            if uefi { "on" } else { "off" },
-            if self.userspace_apic {
-                ",kernel-irqchip=off"
-            } else {
-                ""
-            }
+            if uefi { "on" } else { "off" }
         );
         let cpu_model = match self.accel {
             Accel::Kvm => "host",
             Accel::Tcg => "max",
         };
-        let mut cpu = cpu_model.to_string();
-        if self.userspace_apic {
-            // KVM refuses the async-PF interrupt MSR without its in-kernel
-            // APIC, and QEMU 7.2 still offers the feature.
-            cpu.push_str(",-kvm-asyncpf-int");
-        }
-        if let Some(features) = self.cpu_features.as_deref().filter(|f| !f.is_empty()) {
-            cpu = format!("{cpu},{}", features.trim_start_matches(','));
-        }
+        let cpu = match &self.cpu_features {
+            Some(features) if !features.is_empty() => {
+                format!("{cpu_model},{}", features.trim_start_matches(','))
+            }
+            _ => cpu_model.to_string(),
+        };
         let ram = self.ram_mb.to_string();
         let cpus = self.cpus.to_string();
         push(&[
@@ -132,6 +124,9 @@ impl QemuPlan {
             "ide-cd,drive=iso0,bus=ide.0,bootindex=0",
         ]);
         push(&["-device", "VGA", "-display", "none"]);
+        if let Some(socket) = &self.vnc_socket {
+            push(&["-vnc", &format!("unix:{}", escape(socket))]);
+        }
         let dir = &self.session_dir;
         let serial = format!("file,id=serial0,path={}", escape(&dir.join("serial.log")));
         push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
@@ -240,7 +235,7 @@ mod tests {
             trace_level: TraceLevel::Standard,
             trace_events: Some("/esp/trace/trace-standard.events".into()),
             firmware_log: true,
-            userspace_apic: false,
+            vnc_socket: None,
         }
     }
 
@@ -258,18 +253,6 @@ mod tests {
         assert!(argv.contains(&"-nodefaults".to_string()));
         assert_eq!(value_after(&argv, "-machine"), ["q35,accel=kvm,smm=on"]);
         assert_eq!(value_after(&argv, "-cpu"), ["host"]);
-        let userspace_apic = QemuPlan {
-            userspace_apic: true,
-            ..plan()
-        };
-        assert_eq!(
-            value_after(&userspace_apic.argv(), "-machine"),
-            ["q35,accel=kvm,smm=on,kernel-irqchip=off"]
-        );
-        assert_eq!(
-            value_after(&userspace_apic.argv(), "-cpu"),
-            ["host,-kvm-asyncpf-int"]
-        );
         assert_eq!(value_after(&argv, "-m"), ["2048"]);
         assert_eq!(value_after(&argv, "-smp"), ["2"]);
         let drives = value_after(&argv, "-drive");
@@ -296,6 +279,10 @@ mod tests {
         assert!(
             value_after(&argv, "-netdev").is_empty(),
             "network off by default"
+        );
+        assert!(
+            value_after(&argv, "-vnc").is_empty(),
+            "no VNC server unless asked"
         );
         let chardevs = value_after(&argv, "-chardev");
         assert!(
@@ -331,7 +318,9 @@ mod tests {
         p.tpm_socket = Some("/run/hiperiso/swtpm.sock".into());
         p.trace_level = TraceLevel::None;
         p.firmware_log = false;
+        p.vnc_socket = Some("/run/hiperiso/vnc.sock".into());
         let argv = p.argv();
+        assert_eq!(value_after(&argv, "-vnc"), ["unix:/run/hiperiso/vnc.sock"]);
         assert_eq!(value_after(&argv, "-machine"), ["q35,accel=tcg,smm=off"]);
         assert_eq!(value_after(&argv, "-cpu"), ["max,+svm,-x2apic"]);
         assert_eq!(
