@@ -178,6 +178,15 @@ impl Device {
         }
     }
 
+    /// The range of absolute axis `code` (`EVIOCGABS`), e.g. a touchpad's X.
+    pub fn abs_range(&self, code: u16) -> Option<(i32, i32)> {
+        let mut info = [0i32; 6]; // value, minimum, maximum, fuzz, flat, resolution
+        let request = eviocg(IOC_READ, 0x40 + libc::c_ulong::from(code), 24);
+        // SAFETY: struct input_absinfo is six ints.
+        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), request, info.as_mut_ptr()) };
+        (ret >= 0 && info[2] > info[1]).then_some((info[1], info[2]))
+    }
+
     pub fn fd(&self) -> i32 {
         self.file.as_raw_fd()
     }

@@ -27,3 +27,4 @@ pub mod simpletrace;
 pub mod sys;
 pub mod trace_events;
 pub mod trace_summary;
+pub mod viewer;
