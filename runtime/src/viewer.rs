@@ -625,6 +625,9 @@ fn show_display(
                             .canvas()
                             .fill(0, 0, layout.width, layout.height, 0);
                     }
+                    // QEMU marks the new screen dirty but may wait for the
+                    // guest's next change to send it: ask for all of it.
+                    shared.send(&rfb::update_request(false, width, height));
                 }
                 Event::PointerMode { absolute } => {
                     shared.absolute.store(absolute, Ordering::Relaxed)
