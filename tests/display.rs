@@ -308,8 +308,8 @@ fn send_keys(qmp: &mut Qmp, keys: &[&str]) {
     std::thread::sleep(Duration::from_millis(300));
 }
 
-/// A stick image with the display test ISO, set to boot it.
-fn display_stick(dir: &Path) -> PathBuf {
+/// A stick image with `iso` and `config`, set to boot it.
+fn stick_booting(dir: &Path, iso: &Path, config: &str) -> PathBuf {
     let esp = dir.join("esp");
     stick::build_esp(&esp).expect("assembling the ESP payload");
     let image = dir.join("hiperiso.img");
@@ -327,14 +327,42 @@ fn display_stick(dir: &Path) -> PathBuf {
         },
     )
     .expect("hiperiso-build image");
-    let iso = isos::display_iso(dir, "display", DISPLAY_MARKER).unwrap();
     let mut stick = StickImage::open(&image).unwrap();
-    stick.add_iso(&iso).unwrap();
+    let name = stick.add_iso(iso).unwrap();
     stick
-        .put_bytes("hiperiso/hiperiso.json", CONFIG.as_bytes(), 0)
+        .put_bytes("hiperiso/hiperiso.json", config.as_bytes(), 0)
         .unwrap();
-    stick.boot_once("display.iso").unwrap();
+    stick.boot_once(&name).unwrap();
     image
+}
+
+/// The outer VM (TCG, `-cpu EPYC`: the stick's KVM works) booting `image`,
+/// with a QMP socket at `dir/qmp.sock`; returns it and its console log.
+fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
+    let (code, vars) = stick_run::find_ovmf().unwrap();
+    let ovmf_vars = dir.join("vars.fd");
+    fs::copy(vars, &ovmf_vars).unwrap();
+    let vm = Vm {
+        image: image.to_path_buf(),
+        ram_mb: 3072,
+        cpus: 1,
+        accel: OuterAccel::Tcg { cpu: "EPYC".into() },
+        console: Console::File {
+            log: dir.join("console.log"),
+        },
+        ovmf_code: code,
+        ovmf_vars,
+        qmp: Some(dir.join("qmp.sock")),
+    };
+    let outer = Killed(
+        vm.command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("outer.stderr")).unwrap())
+            .spawn()
+            .expect("qemu-system-x86_64"),
+    );
+    (outer, dir.join("console.log"))
 }
 
 fn text(image: &Path, id: &str, name: &str) -> String {
@@ -357,36 +385,13 @@ fn tail(text: &str, lines: usize) -> String {
 #[test]
 fn guest_display_and_keyboard_on_the_stick() {
     let dir = tempfile::tempdir().unwrap();
-    let image = display_stick(dir.path());
-    let (code, vars) = stick_run::find_ovmf().unwrap();
-    let ovmf_vars = dir.path().join("vars.fd");
-    fs::copy(vars, &ovmf_vars).unwrap();
-    let console = dir.path().join("console.log");
+    let iso = isos::display_iso(dir.path(), "display", DISPLAY_MARKER).unwrap();
+    let image = stick_booting(dir.path(), &iso, CONFIG);
+    let started = Instant::now();
+    let (mut outer, console) = start_outer(dir.path(), &image);
     let qmp_socket = dir.path().join("qmp.sock");
-    let vm = Vm {
-        image: image.clone(),
-        ram_mb: 3072,
-        cpus: 1,
-        accel: OuterAccel::Tcg { cpu: "EPYC".into() },
-        console: Console::File {
-            log: console.clone(),
-        },
-        ovmf_code: code,
-        ovmf_vars,
-        qmp: Some(qmp_socket.clone()),
-    };
     let console_text =
         || String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
-    let mut command = vm.command();
-    let started = Instant::now();
-    let mut outer = Killed(
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path().join("outer.stderr")).unwrap())
-            .spawn()
-            .expect("qemu-system-x86_64"),
-    );
     wait_for("the outer QMP socket", Duration::from_secs(30), || {
         qmp_socket.exists()
     });
@@ -516,4 +521,58 @@ fn guest_display_and_keyboard_on_the_stick() {
             .is_some(),
         "the hotkey's screenshot"
     );
+}
+
+/// The benchmark behind `tests/bench/display.sh` (not a timed test: it
+/// prints what it measured): the guest redraws its whole screen without
+/// pause for `session_timeout` seconds; the viewer's `display.json` gives
+/// its update rate, latency and CPU use, beside QEMU's CPU use in the
+/// same run.
+#[test]
+#[ignore = "benchmark; run by tests/bench/display.sh"]
+fn bench_viewer_while_the_guest_redraws() {
+    let seconds = std::env::var("HIPERISO_BENCH_SECONDS").unwrap_or_else(|_| "60".into());
+    let dir = tempfile::tempdir().unwrap();
+    let iso = isos::busy_display_iso(dir.path(), "busy", "BUSY-DISPLAY").unwrap();
+    let config = format!(
+        r#"{{"control": {{"default_ram": 256, "screenshot_interval": 0, "session_timeout": {seconds}}}}}"#
+    );
+    let image = stick_booting(dir.path(), &iso, &config);
+    let (mut outer, console) = start_outer(dir.path(), &image);
+    let status = stick_run::wait_with_timeout(&mut outer.0, BOOT_TIMEOUT)
+        .unwrap()
+        .expect("the VM powers off after the session timeout");
+    let console_text = String::from_utf8_lossy(&fs::read(console).unwrap_or_default()).into_owned();
+    assert!(status.success(), "{}", tail(&console_text, 40));
+    let ids = stick_run::session_ids(&image).unwrap();
+    let display: serde_json::Value =
+        serde_json::from_str(&text(&image, &ids[0], "display.json")).expect("display.json");
+    let number = |key: &str| display[key].as_f64().unwrap_or(f64::NAN);
+    let guest_s = number("guest_seconds");
+    let viewer_cpu = number("display_cpu_ms") + number("input_cpu_ms");
+    let qemu_cpu = number("qemu_cpu_ms");
+    println!("display.json: {display}");
+    println!(
+        "viewer in the test VM (TCG outer, nested KVM guest), guest {}x{} -> host {}x{}, {guest_s:.0} s:",
+        display["guest_width"],
+        display["guest_height"],
+        display["host_width"],
+        display["host_height"]
+    );
+    println!(
+        "  updates {:.0} ({:.1}/s), latency first byte -> on screen: mean {:.1} ms, p95 {:.1} ms, max {:.1} ms; drawing {:.1} ms",
+        number("updates"),
+        number("updates_per_second"),
+        number("latency_ms_mean"),
+        number("latency_ms_p95"),
+        number("latency_ms_max"),
+        number("draw_ms_mean")
+    );
+    println!(
+        "  CPU: viewer {:.1}% of one vCPU, QEMU (guest + VNC server) {:.1}%; viewer/QEMU = {:.2}",
+        viewer_cpu / guest_s / 10.0,
+        qemu_cpu / guest_s / 10.0,
+        viewer_cpu / qemu_cpu
+    );
+    assert!(number("updates") > 0.0, "{display}");
 }

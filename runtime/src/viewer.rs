@@ -363,7 +363,30 @@ pub struct Stats {
     pub pointer_events: u64,
     pub hotkeys: u64,
     pub input_devices: Vec<String>,
+    /// QEMU's own CPU time (guest, VNC server) and the guest's run time,
+    /// filled in by init: the yardstick for the viewer's CPU use.
+    pub qemu_cpu_ms: Option<f64>,
+    pub guest_seconds: f64,
     pub error: Option<String>,
+}
+
+/// User plus system CPU time of process `pid` so far, from `/proc`.
+pub fn process_cpu_ms(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    cpu_ms_from_stat(&stat, ticks as f64)
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line, in ms.
+fn cpu_ms_from_stat(stat: &str, ticks_per_second: f64) -> Option<f64> {
+    // The command name may hold spaces and parentheses: fields start
+    // after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    (ticks_per_second > 0.0).then(|| (utime + stime) * 1000.0 / ticks_per_second)
 }
 
 fn thread_cpu_ms() -> f64 {
@@ -1138,6 +1161,15 @@ mod tests {
         assert!(text.ends_with("  line 19 [2J\r\n"), "{text}");
         assert!(!text.contains('\x1b'));
         assert!(tail_lines(Path::new("/nonexistent"), 3).is_empty());
+    }
+
+    #[test]
+    fn cpu_time_from_proc_stat() {
+        let stat = "4242 (qemu-system-x86) (x)) S 1 4242 4242 0 -1 4194560 5000 0 0 0 250 50 0 0 20 0 3 0 100";
+        assert_eq!(cpu_ms_from_stat(stat, 100.0), Some(3000.0));
+        assert_eq!(cpu_ms_from_stat("garbage", 100.0), None);
+        let own = process_cpu_ms(std::process::id()).unwrap();
+        assert!(own >= 0.0);
     }
 
     #[test]
