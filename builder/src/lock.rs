@@ -371,4 +371,30 @@ mod tests {
             ["~ tool 1.0 -> 2.0", "- base-files 12.4"]
         );
     }
+
+    #[test]
+    fn tools_table_is_kept_apart_and_checked() {
+        let mut lock = Lock::new(&inputs(), "d", &packages());
+        let mut tools_inputs = inputs();
+        tools_inputs.packages = vec!["tool".into()];
+        let mut tool_only = packages();
+        tool_only.retain(|p| p.name == "tool");
+        lock.tools = Some(ToolsLock::new(&tools_inputs, "d", &tool_only));
+        let text = lock.to_toml();
+        assert!(text.contains("[tools]"), "{text}");
+        assert!(text.contains("[[tools.package]]"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hiperiso.lock");
+        lock.write(&path).unwrap();
+        assert_eq!(Lock::read_fresh(&path, &inputs()).unwrap(), lock);
+        let tools = Lock::read_tools(&path, &tools_inputs).unwrap();
+        assert_eq!(tools.packages.len(), 1);
+        // The profile's inputs do not stand for the tools' ones.
+        let err = Lock::read_tools(&path, &inputs()).unwrap_err();
+        assert!(matches!(err, LockError::ToolsStale { .. }), "{err}");
+        assert!(err.to_string().contains("run `hiperiso-build lock`"));
+        let mut newer = lock.clone();
+        newer.tools.as_mut().unwrap().packages[0].version = "2.0".into();
+        assert_eq!(diff(Some(&lock), &newer), ["tools: ~ tool 1.0 -> 2.0"]);
+    }
 }
