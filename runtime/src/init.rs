@@ -21,6 +21,7 @@ use crate::session::{
     Status, Timing, files,
 };
 use crate::sys;
+use crate::viewer;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -74,6 +75,10 @@ const SEABIOS: &[&str] = &[
     "/usr/share/seabios/bios-256k.bin",
     "/usr/share/qemu/bios-256k.bin",
 ];
+/// QEMU's VNC server for the viewer, below [`RUN_DIR`].
+const VNC_SOCKET: &str = "vnc.sock";
+/// The viewer's measurements, in the session directory.
+const DISPLAY_JSON: &str = "display.json";
 const ESP_TRACE_DIR: &str = "EFI/hiperiso/trace";
 const INITRAMFS_TRACE_DIR: &str = "/usr/share/hiperiso/trace";
 
@@ -935,6 +940,20 @@ fn run_qemu(
         }
     }
     let monitor_socket = Path::new(RUN_DIR).join(files::MONITOR_SOCK);
+    // The guest's display on the host's screen, when there is one.
+    let framebuffer = match viewer::open_framebuffer() {
+        Some(Ok(fb)) => Some(fb),
+        Some(Err(e)) => {
+            s.warn(format!(
+                "{}; the guest's display is not shown",
+                error_chain(&e)
+            ));
+            None
+        }
+        None => None,
+    };
+    let vnc_socket = Path::new(RUN_DIR).join(VNC_SOCKET);
+    let _ = fs::remove_file(&vnc_socket);
     let _ = fs::remove_file(&monitor_socket);
     let plan = QemuPlan {
         binary,
@@ -952,6 +971,7 @@ fn run_qemu(
         trace_level: level,
         trace_events,
         firmware_log: config.control_ext.firmware_log,
+        vnc_socket: framebuffer.as_ref().map(|_| vnc_socket.clone()),
     };
     s.write_file(files::QEMU_CMDLINE, plan.cmdline_text().as_bytes());
     s.stage(Stage::QemuStarting, "starting QEMU");
@@ -977,6 +997,38 @@ fn run_qemu(
         }
     };
     let started = Instant::now();
+    let status = viewer::StatusInfo {
+        session: s.info.id.clone(),
+        iso: s.info.iso.clone(),
+        serial_log: s.dir.join(files::SERIAL_LOG),
+        started,
+    };
+    let (requests, viewer_requests) = std::sync::mpsc::channel();
+    let mut display = None;
+    let mut mirror = None;
+    let mirror_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(fb) = framebuffer {
+        s.say(&format!(
+            "showing the guest on {} ({}x{}); {}",
+            fb.path.display(),
+            fb.layout.width,
+            fb.layout.height,
+            viewer::HOTKEYS_HELP
+        ));
+        display = Some(viewer::Viewer::start(
+            fb,
+            vnc_socket,
+            PathBuf::from("/dev/input"),
+            status,
+            requests,
+        ));
+    } else if let Some(console) = viewer::serial_console(&boot.cmdline_text) {
+        s.say(&format!(
+            "no framebuffer: mirroring the guest's serial console on {}",
+            console.display()
+        ));
+        mirror = Some(viewer::mirror_serial(console, status, mirror_stop.clone()));
+    }
     s.phase("qemu_start", t);
     let t_run = sys::uptime_ms();
 
@@ -1113,6 +1165,33 @@ fn run_qemu(
                 }
             }
         }
+        for request in viewer_requests.try_iter() {
+            let Some(q) = qmp.as_mut() else { break };
+            match request {
+                viewer::Request::Screenshot => {
+                    let _ = fs::remove_file(&shot_tmp);
+                    if q.screendump_png(&shot_tmp).is_ok()
+                        && let Ok(png) = fs::read(&shot_tmp)
+                    {
+                        let name = format!("{:04}.png", s.info.screenshots + 1);
+                        if fs::write(screenshots_dir.join(&name), &png).is_ok() {
+                            s.info.screenshots += 1;
+                            last_shot = png;
+                            s.say(&format!("screenshot {name} taken (hotkey)"));
+                        }
+                    }
+                }
+                viewer::Request::PowerOff { force: false } => {
+                    s.say("power-off requested (hotkey): pressing the guest's ACPI power button");
+                    let _ = q.execute("system_powerdown", None);
+                }
+                viewer::Request::PowerOff { force: true } => {
+                    s.warn("power-off requested twice (hotkey): stopping the guest".into());
+                    quit_sent = true;
+                    let _ = q.execute("quit", None);
+                }
+            }
+        }
         if Instant::now() >= next_heartbeat {
             next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
             let beat = format!(
@@ -1168,6 +1247,17 @@ fn run_qemu(
             }
         }
     };
+    if let Some(display) = display {
+        let stats = display.stop();
+        if let Some(error) = &stats.error {
+            s.warn(format!("guest display: {error}"));
+        }
+        s.write_json(DISPLAY_JSON, &stats);
+    }
+    mirror_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(mirror) = mirror {
+        let _ = mirror.join();
+    }
     if let Some(mut tpm) = swtpm {
         let _ = tpm.kill();
         let _ = tpm.wait();

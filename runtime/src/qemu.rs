@@ -58,6 +58,9 @@ pub struct QemuPlan {
     pub trace_events: Option<PathBuf>,
     /// Record firmware debug output from port 0x402.
     pub firmware_log: bool,
+    /// Serve the display on this Unix socket with QEMU's VNC server, for
+    /// the viewer that shows it on the host's screen (`viewer.rs`).
+    pub vnc_socket: Option<PathBuf>,
 }
 
 fn path(p: &Path) -> String {
@@ -121,6 +124,9 @@ impl QemuPlan {
             "ide-cd,drive=iso0,bus=ide.0,bootindex=0",
         ]);
         push(&["-device", "VGA", "-display", "none"]);
+        if let Some(socket) = &self.vnc_socket {
+            push(&["-vnc", &format!("unix:{}", escape(socket))]);
+        }
         let dir = &self.session_dir;
         let serial = format!("file,id=serial0,path={}", escape(&dir.join("serial.log")));
         push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
@@ -229,6 +235,7 @@ mod tests {
             trace_level: TraceLevel::Standard,
             trace_events: Some("/esp/trace/trace-standard.events".into()),
             firmware_log: true,
+            vnc_socket: None,
         }
     }
 
@@ -273,6 +280,10 @@ mod tests {
             value_after(&argv, "-netdev").is_empty(),
             "network off by default"
         );
+        assert!(
+            value_after(&argv, "-vnc").is_empty(),
+            "no VNC server unless asked"
+        );
         let chardevs = value_after(&argv, "-chardev");
         assert!(
             chardevs.contains(&"file,id=serial0,path=/data/hiperiso/logs/a_1/serial.log".into())
@@ -307,7 +318,9 @@ mod tests {
         p.tpm_socket = Some("/run/hiperiso/swtpm.sock".into());
         p.trace_level = TraceLevel::None;
         p.firmware_log = false;
+        p.vnc_socket = Some("/run/hiperiso/vnc.sock".into());
         let argv = p.argv();
+        assert_eq!(value_after(&argv, "-vnc"), ["unix:/run/hiperiso/vnc.sock"]);
         assert_eq!(value_after(&argv, "-machine"), ["q35,accel=tcg,smm=off"]);
         assert_eq!(value_after(&argv, "-cpu"), ["max,+svm,-x2apic"]);
         assert_eq!(

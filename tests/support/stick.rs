@@ -32,6 +32,9 @@ const MODULES: &[&str] = &[
     "nls_cp437",
     "nls_iso8859_1",
     "nls_ascii",
+    // The viewer's keyboard and mouse (the PS/2 keyboard driver is built in).
+    "evdev",
+    "psmouse",
 ];
 
 /// Where Debian's QEMU keeps its loadable modules (TCG among them).
