@@ -941,7 +941,12 @@ fn run_qemu(
     }
     let monitor_socket = Path::new(RUN_DIR).join(files::MONITOR_SOCK);
     // The guest's display on the host's screen, when there is one.
-    let framebuffer = match viewer::open_framebuffer() {
+    let wanted = boot
+        .cmdline
+        .display
+        .then(viewer::open_framebuffer)
+        .flatten();
+    let framebuffer = match wanted {
         Some(Ok(fb)) => Some(fb),
         Some(Err(e)) => {
             s.warn(format!(

@@ -1173,6 +1173,33 @@ mod tests {
     }
 
     #[test]
+    fn serial_mirror_copies_the_guest_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let serial = dir.path().join("serial.log");
+        let console = dir.path().join("console");
+        fs::write(&serial, "SeaBIOS\r\n").unwrap();
+        fs::write(&console, "").unwrap();
+        let status = StatusInfo {
+            session: "s1".into(),
+            iso: "/ISOs/a.iso".into(),
+            serial_log: serial.clone(),
+            started: Instant::now(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mirror = mirror_serial(console.clone(), status, stop.clone());
+        thread::sleep(Duration::from_millis(300));
+        let mut log = OpenOptions::new().append(true).open(&serial).unwrap();
+        log.write_all(b"Booting from DVD/CD...\r\n").unwrap();
+        thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        mirror.join().unwrap();
+        let out = fs::read_to_string(&console).unwrap();
+        assert!(out.starts_with("hiperiso - host console"), "{out}");
+        assert!(out.contains("session   s1"), "{out}");
+        assert!(out.ends_with("SeaBIOS\r\nBooting from DVD/CD...\r\n"), "{out:?}");
+    }
+
+    #[test]
     fn serial_console_from_the_command_line() {
         assert_eq!(
             serial_console("quiet console=ttyS0,115200 console=tty0"),
