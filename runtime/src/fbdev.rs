@@ -225,9 +225,11 @@ impl<'a> Canvas<'a> {
                         out.copy_from_slice(&source_row[column as usize].to_le_bytes());
                     }
                 } else {
-                    for (&column, out) in sources.iter().zip(line.chunks_exact_mut(bpp)) {
-                        let packed = self.layout.pack(source_row[column as usize]);
-                        out.copy_from_slice(&packed.to_le_bytes()[..bpp]);
+                    let layout = self.layout;
+                    match bpp {
+                        2 => pack_line::<2>(&layout, source_row, sources, &mut line),
+                        3 => pack_line::<3>(&layout, source_row, sources, &mut line),
+                        _ => pack_line::<4>(&layout, source_row, sources, &mut line),
                     }
                 }
                 line_row = Some(source);
@@ -235,6 +237,19 @@ impl<'a> Canvas<'a> {
             let start = self.offset(fit.x + columns.start as u32, fit.y + row as u32);
             self.bytes[start..start + line.len()].copy_from_slice(&line);
         }
+    }
+}
+
+/// One scaled row in a layout of `N` bytes per pixel.
+fn pack_line<const N: usize>(
+    layout: &Layout,
+    source_row: &[u32],
+    sources: &[u32],
+    line: &mut [u8],
+) {
+    for (&column, out) in sources.iter().zip(line.chunks_exact_mut(N)) {
+        let packed = layout.pack(source_row[column as usize]).to_le_bytes();
+        out.copy_from_slice(&packed[..N]);
     }
 }
 

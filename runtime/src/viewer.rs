@@ -1196,7 +1196,10 @@ mod tests {
         let out = fs::read_to_string(&console).unwrap();
         assert!(out.starts_with("hiperiso - host console"), "{out}");
         assert!(out.contains("session   s1"), "{out}");
-        assert!(out.ends_with("SeaBIOS\r\nBooting from DVD/CD...\r\n"), "{out:?}");
+        assert!(
+            out.ends_with("SeaBIOS\r\nBooting from DVD/CD...\r\n"),
+            "{out:?}"
+        );
     }
 
     #[test]
