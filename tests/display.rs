@@ -5,6 +5,8 @@
 //!   VNC socket); the viewer's RFB client reads its screen (text mode, then
 //!   a resize to VGA mode 13h), scales it onto a framebuffer-like canvas,
 //!   and types keys the guest echoes on its serial port.
+//!   `HIPERISO_TEST_INNER_QEMU=/path/to/qemu` runs it against another QEMU
+//!   (e.g. a wrapper around the debian profile's QEMU 7.2, which passes).
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -59,7 +61,10 @@ fn viewer_speaks_rfb_with_qemu() {
     let iso = isos::display_iso(dir.path(), "display", "DISPLAY-HOST").unwrap();
     let vnc = dir.path().join("vnc.sock");
     let plan = QemuPlan {
-        binary: PathBuf::from("qemu-system-x86_64"),
+        binary: PathBuf::from(
+            std::env::var("HIPERISO_TEST_INNER_QEMU")
+                .unwrap_or_else(|_| "qemu-system-x86_64".into()),
+        ),
         accel: Accel::Tcg,
         ram_mb: 64,
         cpus: 1,
