@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::recipe::Recipes;
 use crate::steps::{self, Builder, Cache, Outcome, ToolsTree};
+use crate::tools;
 
 /// The recipes directory next to the manifest.
 pub fn recipes_dir(ctx: &Context) -> PathBuf {
@@ -23,19 +24,29 @@ fn load(ctx: &Context) -> Result<(Manifest, Recipes)> {
     Ok((manifest, recipes))
 }
 
-fn tools_tree(args: &StepsArgs) -> Result<ToolsTree> {
+/// The tools tree: `--tools-root` (hashed in full), else the one unpacked
+/// from the lock's `[tools]` closure, whose packages must include every
+/// recipe's `tools`.
+fn tools_tree(
+    ctx: &Context,
+    manifest: &Manifest,
+    recipes: &Recipes,
+    args: &StepsArgs,
+) -> Result<ToolsTree> {
     match &args.tools_root {
         Some(root) if root.is_dir() => Ok(ToolsTree::from_dir(root)?),
         Some(root) => Err(Error::Usage(format!(
             "--tools-root {}: not a directory",
             root.display()
         ))),
-        None => Err(Error::Usage(
-            "no tools tree: building one from hiperiso.lock's packages is not implemented yet \
-             (issue 8); pass --tools-root DIR (or set HIPERISO_TOOLS_ROOT), a root with /bin/sh \
-             and the tools the recipes need"
-                .to_string(),
-        )),
+        None => {
+            let prepared = tools::prepare(ctx, manifest)?;
+            recipes.check_tools(&tools::package_names(&prepared.tools), manifest)?;
+            Ok(ToolsTree {
+                root: prepared.root,
+                hash: prepared.hash,
+            })
+        }
     }
 }
 
@@ -43,7 +54,13 @@ fn tools_tree(args: &StepsArgs) -> Result<ToolsTree> {
 /// tree (`STEP PATH`) on stdout.
 pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
     let (manifest, recipes) = load(ctx)?;
-    let builder = Builder::new(ctx, &manifest, &recipes, tools_tree(args)?, ctx.store()?);
+    let builder = Builder::new(
+        ctx,
+        &manifest,
+        &recipes,
+        tools_tree(ctx, &manifest, &recipes, args)?,
+        ctx.store()?,
+    );
     let results = builder.build(&args.steps)?;
     let built = results
         .values()
@@ -70,7 +87,13 @@ pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
 /// `hiperiso-build verify [STEP...]`.
 pub fn verify(ctx: &Context, args: &StepsArgs) -> Result<()> {
     let (manifest, recipes) = load(ctx)?;
-    let builder = Builder::new(ctx, &manifest, &recipes, tools_tree(args)?, ctx.store()?);
+    let builder = Builder::new(
+        ctx,
+        &manifest,
+        &recipes,
+        tools_tree(ctx, &manifest, &recipes, args)?,
+        ctx.store()?,
+    );
     let checked = builder.verify(&args.steps)?;
     for (name, tree) in &checked {
         println!("{name} {tree} reproducible");

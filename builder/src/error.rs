@@ -19,6 +19,8 @@ pub enum Error {
     #[error(transparent)]
     DebianProfile(#[from] crate::profile_debian::ProfileError),
     #[error(transparent)]
+    Tools(#[from] crate::tools::ToolsError),
+    #[error(transparent)]
     Disk(Box<crate::disk_cmd::DiskError>),
     #[error(transparent)]
     Run(#[from] crate::run::RunError),

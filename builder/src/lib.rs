@@ -26,6 +26,7 @@ pub mod sandbox;
 pub mod sources;
 pub mod steps;
 pub mod store;
+pub mod tools;
 pub mod tree;
 pub mod watch;
 

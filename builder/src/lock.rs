@@ -73,6 +73,37 @@ pub struct Lock {
     pub release_date: String,
     #[serde(rename = "package", default)]
     pub packages: Vec<LockedPackage>,
+    /// The tools tree's closure (the manifest's `[tools] packages`), kept
+    /// apart from the profile's packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolsLock>,
+}
+
+/// The lock's `[tools]` table: the tools tree's resolved closure.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ToolsLock {
+    /// [`LockInputs::digest`] of the manifest's `[tools]` inputs.
+    pub inputs: String,
+    /// `Date:` of the Release file the closure was resolved against.
+    pub release_date: String,
+    #[serde(rename = "package", default)]
+    pub packages: Vec<LockedPackage>,
+}
+
+impl ToolsLock {
+    pub fn new(inputs: &LockInputs, release_date: &str, packages: &[BinaryPackage]) -> Self {
+        let mut packages: Vec<LockedPackage> = packages.iter().map(LockedPackage::from).collect();
+        packages.sort_by(|a, b| a.name.cmp(&b.name));
+        Self {
+            inputs: inputs.digest(),
+            release_date: release_date.to_string(),
+            packages,
+        }
+    }
+
+    pub fn package(&self, name: &str) -> Option<&LockedPackage> {
+        self.packages.iter().find(|p| p.name == name)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +121,11 @@ pub enum LockError {
         "{path}: lock version {found} is not supported (expected {LOCK_VERSION}); run `hiperiso-build lock`"
     )]
     Version { path: PathBuf, found: u32 },
+    #[error(
+        "{path} has no current [tools] closure: the manifest's [tools] packages changed or were \
+         never locked; run `hiperiso-build lock`"
+    )]
+    ToolsStale { path: PathBuf },
     #[error("{path}: does not lock {name}, which the build needs; run `hiperiso-build lock`")]
     NotLocked { path: PathBuf, name: String },
     #[error("writing {path}")]
@@ -114,6 +150,7 @@ impl Lock {
             architecture: inputs.architecture.clone(),
             release_date: release_date.to_string(),
             packages,
+            tools: None,
         }
     }
 
@@ -176,48 +213,83 @@ impl Lock {
         self.packages.iter().find(|p| p.name == name)
     }
 
+    /// Reads the lock and returns its `[tools]` table if it matches
+    /// `inputs` (the manifest's `[tools]`), for builds.
+    pub fn read_tools(path: &Path, inputs: &LockInputs) -> Result<ToolsLock, LockError> {
+        let lock = Self::read(path)?.ok_or_else(|| LockError::Missing {
+            path: path.to_path_buf(),
+        })?;
+        match lock.tools {
+            Some(tools) if tools.inputs == inputs.digest() => Ok(tools),
+            _ => Err(LockError::ToolsStale {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
     /// Locked versions to keep when re-resolving. `update`: `None` keeps
     /// all, `Some([])` keeps none (`lock --update`), `Some(names)` drops
     /// only those names.
     pub fn preferences(&self, update: Option<&[String]>) -> BTreeMap<String, String> {
-        self.packages
-            .iter()
-            .filter(|p| match update {
-                None => true,
-                Some([]) => false,
-                Some(names) => !names.contains(&p.name),
-            })
-            .map(|p| (p.name.clone(), p.version.clone()))
-            .collect()
+        preferences(&self.packages, update)
     }
 }
 
-/// What changed between two locks, for `lock`'s summary.
-pub fn diff(old: Option<&Lock>, new: &Lock) -> Vec<String> {
-    let old_versions: BTreeMap<&str, &str> = old
-        .map(|lock| {
-            lock.packages
-                .iter()
-                .map(|p| (p.name.as_str(), p.version.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let new_versions: BTreeMap<&str, &str> = new
-        .packages
+/// Versions of `packages` to keep when re-resolving (see
+/// [`Lock::preferences`]).
+pub fn preferences(
+    packages: &[LockedPackage],
+    update: Option<&[String]>,
+) -> BTreeMap<String, String> {
+    packages
         .iter()
-        .map(|p| (p.name.as_str(), p.version.as_str()))
-        .collect();
+        .filter(|p| match update {
+            None => true,
+            Some([]) => false,
+            Some(names) => !names.contains(&p.name),
+        })
+        .map(|p| (p.name.clone(), p.version.clone()))
+        .collect()
+}
+
+/// What changed between two locks, for `lock`'s summary (tools lines
+/// start with `tools:`).
+pub fn diff(old: Option<&Lock>, new: &Lock) -> Vec<String> {
+    fn tools(lock: Option<&Lock>) -> &[LockedPackage] {
+        lock.and_then(|l| l.tools.as_ref())
+            .map(|t| t.packages.as_slice())
+            .unwrap_or_default()
+    }
+    let mut lines = diff_packages(
+        old.map(|l| l.packages.as_slice()).unwrap_or_default(),
+        &new.packages,
+        "",
+    );
+    lines.extend(diff_packages(tools(old), tools(Some(new)), "tools: "));
+    lines
+}
+
+fn diff_packages(old: &[LockedPackage], new: &[LockedPackage], prefix: &str) -> Vec<String> {
+    let versions = |packages: &'_ [LockedPackage]| -> BTreeMap<String, String> {
+        packages
+            .iter()
+            .map(|p| (p.name.clone(), p.version.clone()))
+            .collect()
+    };
+    let (old_versions, new_versions) = (versions(old), versions(new));
     let mut lines = Vec::new();
     for (name, version) in &new_versions {
         match old_versions.get(name) {
-            None => lines.push(format!("+ {name} {version}")),
-            Some(old) if old != version => lines.push(format!("~ {name} {old} -> {version}")),
+            None => lines.push(format!("{prefix}+ {name} {version}")),
+            Some(old) if old != version => {
+                lines.push(format!("{prefix}~ {name} {old} -> {version}"))
+            }
             _ => {}
         }
     }
     for (name, version) in &old_versions {
         if !new_versions.contains_key(name) {
-            lines.push(format!("- {name} {version}"));
+            lines.push(format!("{prefix}- {name} {version}"));
         }
     }
     lines
@@ -298,5 +370,31 @@ mod tests {
             diff(Some(&lock), &newer),
             ["~ tool 1.0 -> 2.0", "- base-files 12.4"]
         );
+    }
+
+    #[test]
+    fn tools_table_is_kept_apart_and_checked() {
+        let mut lock = Lock::new(&inputs(), "d", &packages());
+        let mut tools_inputs = inputs();
+        tools_inputs.packages = vec!["tool".into()];
+        let mut tool_only = packages();
+        tool_only.retain(|p| p.name == "tool");
+        lock.tools = Some(ToolsLock::new(&tools_inputs, "d", &tool_only));
+        let text = lock.to_toml();
+        assert!(text.contains("[tools]"), "{text}");
+        assert!(text.contains("[[tools.package]]"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hiperiso.lock");
+        lock.write(&path).unwrap();
+        assert_eq!(Lock::read_fresh(&path, &inputs()).unwrap(), lock);
+        let tools = Lock::read_tools(&path, &tools_inputs).unwrap();
+        assert_eq!(tools.packages.len(), 1);
+        // The profile's inputs do not stand for the tools' ones.
+        let err = Lock::read_tools(&path, &inputs()).unwrap_err();
+        assert!(matches!(err, LockError::ToolsStale { .. }), "{err}");
+        assert!(err.to_string().contains("run `hiperiso-build lock`"));
+        let mut newer = lock.clone();
+        newer.tools.as_mut().unwrap().packages[0].version = "2.0".into();
+        assert_eq!(diff(Some(&lock), &newer), ["tools: ~ tool 1.0 -> 2.0"]);
     }
 }

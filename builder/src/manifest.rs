@@ -84,6 +84,9 @@ pub struct Manifest {
     pub mirrors: Mirrors,
     #[serde(default)]
     pub debian: Debian,
+    /// The tools tree build steps run on (`/` in the sandbox).
+    #[serde(default)]
+    pub tools: Tools,
     #[serde(default)]
     pub sources: BTreeMap<String, Source>,
     #[serde(default)]
@@ -165,6 +168,16 @@ pub struct Debian {
     /// Kernel modules for the initramfs (default: the payload's list).
     #[serde(default, rename = "kernel-modules")]
     pub kernel_modules: Option<Vec<String>>,
+}
+
+/// `[tools]`: the Debian packages unpacked into the tools tree, resolved
+/// with their closure into the lock's `[tools]` table. Essential packages
+/// (shell, coreutils, ...) are not implied: list what steps run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tools {
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 /// A pinned `debian-archive-keyring` package.

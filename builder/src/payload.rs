@@ -107,6 +107,7 @@ pub const KERNEL_MODULES: &[&str] = &[
     // Framebuffer and input
     "bochs",
     "evdev",
+    "psmouse",
     "usbhid",
     "hid_generic",
     // Guest networking

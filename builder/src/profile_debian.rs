@@ -35,20 +35,27 @@ pub enum ProfileError {
     },
 }
 
-/// Resolves `inputs` against the suite's verified indices. `previous` and
-/// `update` decide which locked versions are kept (see
-/// [`Lock::preferences`]).
-pub fn resolve_lock(
+/// The suite's verified package universe and its Release date.
+pub fn universe(
     repository: &Repository<'_>,
     keyring: &KeyringSource,
-    inputs: &LockInputs,
-    previous: Option<&Lock>,
-    update: Option<&[String]>,
-) -> Result<Lock, ProfileError> {
+) -> Result<(Universe, String), ProfileError> {
     let keyring = repository.keyring(keyring)?;
     let signed = repository.release(&keyring)?;
     let packages = repository.packages(&signed.release)?;
-    let universe = Universe::new(packages, &inputs.architecture);
+    Ok((
+        Universe::new(packages, &repository.architecture),
+        signed.release.date.clone().unwrap_or_default(),
+    ))
+}
+
+/// The closure of `inputs` in `universe`, keeping the `prefer`red versions
+/// that are still available.
+pub fn resolve_closure(
+    universe: &Universe,
+    inputs: &LockInputs,
+    prefer: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<crate::debian::packages::BinaryPackage>, ProfileError> {
     let request = Request {
         roots: inputs
             .packages
@@ -59,16 +66,29 @@ pub fn resolve_lock(
             })
             .collect(),
         exclude: inputs.exclude.iter().cloned().collect(),
-        prefer: previous
-            .map(|lock| lock.preferences(update))
-            .unwrap_or_default(),
+        prefer,
     };
-    let closure = resolve::resolve(&universe, &request)?;
-    Ok(Lock::new(
-        inputs,
-        signed.release.date.as_deref().unwrap_or(""),
-        &closure,
-    ))
+    Ok(resolve::resolve(universe, &request)?)
+}
+
+/// Resolves `inputs` against the suite's verified indices. `previous` and
+/// `update` decide which locked versions are kept (see
+/// [`Lock::preferences`]).
+pub fn resolve_lock(
+    repository: &Repository<'_>,
+    keyring: &KeyringSource,
+    inputs: &LockInputs,
+    previous: Option<&Lock>,
+    update: Option<&[String]>,
+) -> Result<Lock, ProfileError> {
+    let (universe, release_date) = universe(repository, keyring)?;
+    let prefer = previous
+        .map(|lock| lock.preferences(update))
+        .unwrap_or_default();
+    let closure = resolve_closure(&universe, inputs, prefer)?;
+    let mut lock = Lock::new(inputs, &release_date, &closure);
+    lock.tools = previous.and_then(|p| p.tools.clone());
+    Ok(lock)
 }
 
 /// sha256 over the locked packages' hashes: names the unpacked tree.
@@ -189,7 +209,9 @@ pub fn deb_fetcher(context: &Context) -> Result<Fetcher, ProfileError> {
     Ok(Fetcher::new(store, options))
 }
 
-/// `hiperiso-build lock [--update [NAME…]]`: resolves and writes the lock.
+/// `hiperiso-build lock [--update [NAME…]]`: resolves the active
+/// profile's packages and the tools tree's (`[tools]`) into the lock, each
+/// kept as it is when its inputs did not change (and nothing is updated).
 /// Returns the lock and the lines that changed.
 pub fn run_lock(
     context: &Context,
@@ -210,30 +232,53 @@ pub fn run_lock(
         )));
     }
     let inputs = lock_inputs(&manifest, profile);
+    let tools_inputs = crate::tools::lock_inputs(&manifest);
     let path = lock_path(context);
     let previous = Lock::read(&path)?;
+    let packages_fresh = previous
+        .as_ref()
+        .is_some_and(|p| p.inputs == inputs.digest());
+    let tools_fresh = match previous.as_ref().and_then(|p| p.tools.as_ref()) {
+        Some(tools) => tools.inputs == tools_inputs.digest(),
+        None => tools_inputs.packages.is_empty(),
+    };
     if update.is_none()
+        && packages_fresh
+        && tools_fresh
         && let Some(previous) = &previous
-        && previous.inputs == inputs.digest()
     {
         return Ok((previous.clone(), Vec::new()));
     }
     let fetcher = deb_fetcher(context)?;
-    let mirrors = context.debian_mirrors(&manifest).urls;
-    let repository = Repository {
-        fetcher: &fetcher,
-        mirrors,
-        suite: inputs.suite.clone(),
-        components: inputs.components.clone(),
-        architecture: inputs.architecture.clone(),
+    let repository = repository_for(context, &manifest, &inputs, &fetcher);
+    let (universe, release_date) = universe(&repository, &keyring_source(&manifest))?;
+    let mut lock = match &previous {
+        Some(previous) if packages_fresh && update.is_none() => previous.clone(),
+        _ => {
+            let prefer = previous
+                .as_ref()
+                .map(|lock| lock.preferences(update))
+                .unwrap_or_default();
+            let closure = resolve_closure(&universe, &inputs, prefer)?;
+            Lock::new(&inputs, &release_date, &closure)
+        }
     };
-    let lock = resolve_lock(
-        &repository,
-        &keyring_source(&manifest),
-        &inputs,
-        previous.as_ref(),
-        update,
-    )?;
+    let previous_tools = previous.as_ref().and_then(|p| p.tools.as_ref());
+    lock.tools = if tools_inputs.packages.is_empty() {
+        None
+    } else if let Some(tools) = previous_tools.filter(|_| tools_fresh && update.is_none()) {
+        Some(tools.clone())
+    } else {
+        let prefer = previous_tools
+            .map(|t| crate::lock::preferences(&t.packages, update))
+            .unwrap_or_default();
+        let closure = resolve_closure(&universe, &tools_inputs, prefer)?;
+        Some(crate::lock::ToolsLock::new(
+            &tools_inputs,
+            &release_date,
+            &closure,
+        ))
+    };
     lock.write(&path)?;
     let changes = crate::lock::diff(previous.as_ref(), &lock);
     Ok((lock, changes))

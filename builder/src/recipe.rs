@@ -328,6 +328,27 @@ impl Recipes {
         Ok(())
     }
 
+    /// Checks that every recipe's `tools` are packages of the tools tree
+    /// (`packages`: the locked `[tools]` closure).
+    pub fn check_tools(&self, packages: &[String], manifest: &Manifest) -> Result<(), RecipeError> {
+        for recipe in self.by_name.values() {
+            for tool in &recipe.tools {
+                if !packages.contains(tool) {
+                    return Err(recipe.invalid_at(
+                        "tools",
+                        tool,
+                        format!(
+                            "`{tool}` is not in the tools tree: add it to [tools] packages in {} \
+                             and run `hiperiso-build lock`",
+                            manifest.path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `wanted` and everything they need, dependencies first (ties broken
     /// by name, so the order is stable).
     pub fn order(&self, wanted: &[String]) -> Result<Vec<String>, RecipeError> {

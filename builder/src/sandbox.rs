@@ -104,6 +104,41 @@ pub fn bwrap() -> Result<PathBuf, SandboxError> {
         .ok_or(SandboxError::NoBwrap)
 }
 
+/// How bubblewrap is started for a tools tree: `$HIPERISO_BWRAP` if set;
+/// else the tree's own `usr/bin/bwrap` through the tree's dynamic loader
+/// and libraries, so the host needs no bubblewrap; else the first `bwrap`
+/// in `PATH` (for `--tools-root` trees that carry none).
+pub fn bwrap_command(tools_root: &Path) -> Result<Command, SandboxError> {
+    if let Some(path) = std::env::var_os("HIPERISO_BWRAP").filter(|p| !p.is_empty()) {
+        return Ok(Command::new(path));
+    }
+    if let Some(command) = tree_bwrap(tools_root) {
+        return Ok(command);
+    }
+    Ok(Command::new(bwrap()?))
+}
+
+/// The tree's bwrap run by the tree's `ld-linux-x86-64.so.2`.
+fn tree_bwrap(root: &Path) -> Option<Command> {
+    let inside = |path: &str| {
+        let parts: Vec<String> = path.split('/').map(str::to_string).collect();
+        crate::debian::deb::resolve_in_tree(root, &parts, true).ok()
+    };
+    let bwrap = inside("usr/bin/bwrap").filter(|p| p.is_file())?;
+    let loader = inside("lib64/ld-linux-x86-64.so.2").filter(|p| p.is_file())?;
+    let libraries: Vec<String> = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"]
+        .iter()
+        .filter_map(|dir| inside(dir))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let mut command = Command::new(loader);
+    command
+        .arg("--library-path")
+        .arg(libraries.join(":"))
+        .arg(bwrap);
+    Some(command)
+}
+
 /// What one sandboxed run gets.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -197,7 +232,7 @@ impl Spec {
 
     /// Runs the step with stdout and stderr appended to `log`.
     pub fn run(&self, log: &Path) -> Result<ExitStatus, SandboxError> {
-        let bwrap = bwrap()?;
+        let mut bwrap = bwrap_command(&self.tools_root)?;
         let args = self.args()?;
         let file = File::options()
             .create(true)
@@ -205,14 +240,15 @@ impl Spec {
             .open(log)
             .map_err(io_err("open the log", log))?;
         let err_file = file.try_clone().map_err(io_err("open the log", log))?;
-        Command::new(&bwrap)
+        let program = PathBuf::from(bwrap.get_program());
+        bwrap
             .args(&args)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err_file)
             .status()
-            .map_err(io_err("run", &bwrap))
+            .map_err(io_err("run", &program))
     }
 }
 
@@ -234,13 +270,14 @@ pub fn probe(tools_root: &Path, scratch: &Path) -> Result<(), SandboxError> {
         umask: 0o022,
         script: ":".to_string(),
     };
-    let bwrap = bwrap()?;
-    let output = Command::new(&bwrap)
+    let mut bwrap = bwrap_command(tools_root)?;
+    let program = PathBuf::from(bwrap.get_program());
+    let output = bwrap
         .args(spec.args()?)
         .env_clear()
         .stdin(Stdio::null())
         .output()
-        .map_err(io_err("run", &bwrap))?;
+        .map_err(io_err("run", &program))?;
     if output.status.success() {
         return Ok(());
     }

@@ -303,3 +303,197 @@ fn recipe_errors_name_the_file_and_line() {
     assert!(err.contains("bad.toml:2:"), "{err}");
     assert!(err.contains("comands"), "{err}");
 }
+
+/// A project with the repository's manifest, lock and recipes, and a fresh
+/// cache whose downloads (content-addressed, sha256-checked) are shared
+/// between runs in the target directory.
+struct RealProject {
+    dir: tempfile::TempDir,
+    empty_path: PathBuf,
+}
+
+impl RealProject {
+    fn new() -> Self {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let downloads = tmp.join("hiperiso-downloads/blobs");
+        fs::create_dir_all(&downloads).unwrap();
+        let dir = tempfile::tempdir_in(tmp).unwrap();
+        for file in ["hiperiso.toml", "hiperiso.lock"] {
+            fs::copy(repo.join(file), dir.path().join(file)).unwrap();
+        }
+        fs::create_dir_all(dir.path().join("recipes/busybox")).unwrap();
+        for file in ["busybox.toml", "busybox/config"] {
+            fs::copy(
+                repo.join("recipes").join(file),
+                dir.path().join("recipes").join(file),
+            )
+            .unwrap();
+        }
+        fs::create_dir_all(dir.path().join("cache")).unwrap();
+        symlink(&downloads, dir.path().join("cache/blobs")).unwrap();
+        // PATH holds nothing: no host bwrap, no host tools.
+        let empty_path = dir.path().join("empty-path");
+        fs::create_dir_all(&empty_path).unwrap();
+        Self { dir, empty_path }
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hiperiso-build"));
+        cmd.arg("--manifest")
+            .arg(self.path("hiperiso.toml"))
+            .arg("--cache-dir")
+            .arg(self.path("cache"))
+            .env_remove("HIPERISO_TOOLS_ROOT")
+            .env_remove("HIPERISO_BWRAP")
+            .env("PATH", &self.empty_path)
+            .args(args);
+        cmd
+    }
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.cmd(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// busybox from the repository's recipe, on the tools tree unpacked from
+/// hiperiso.lock (fetched from the Debian mirror of the host's apt sources
+/// or $HIPERISO_DEBIAN_MIRROR), with a fresh step cache: a build killed
+/// mid-step, then a complete one; a no-op rebuild; a comment in the
+/// manifest; the sandbox on the real tree; and `verify`.
+#[test]
+fn busybox_on_the_locked_tools_tree() {
+    let p = RealProject::new();
+    // Kill the first build once busybox's sources are unpacked in the sandbox.
+    let mut child = p
+        .cmd(&["build", "busybox"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let work = p.path("cache/work");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let started = fs::read_dir(&work)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("build/Makefile").exists());
+        if started {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("the build ended before it was killed ({status}):\n{err}");
+        }
+        assert!(Instant::now() < deadline, "busybox's step never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let records = fs::read_dir(p.path("cache/steps"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(records, 0, "a killed step left a record");
+
+    let (ok, out, err) = p.run(&["build", "busybox"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("1 step(s): 1 built, 0 up to date"), "{err}");
+    let tree = Project::output_of(&out, "busybox");
+    let busybox = tree.join("bin/busybox");
+    let echo = Command::new(&busybox)
+        .args(["echo", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(echo.stdout, b"hi\n");
+    let banner = Command::new(&busybox).arg("--help").output().unwrap();
+    let banner = String::from_utf8_lossy(&banner.stdout).into_owned();
+    assert!(
+        banner.starts_with("BusyBox v1.35.0 (2024-01-01 00:00:00 UTC)"),
+        "{banner}"
+    );
+    let elf = hiperiso_build::elf::parse("busybox", &fs::read(&busybox).unwrap())
+        .unwrap()
+        .expect("busybox is an ELF file");
+    assert_eq!(elf.interpreter, None, "busybox is not static");
+    assert!(elf.needed.is_empty(), "{:?}", elf.needed);
+    let applets = fs::read_to_string(tree.join("applets")).unwrap();
+    for applet in ["sh", "mount", "switch_root", "ip", "modprobe"] {
+        assert!(applets.lines().any(|l| l == applet), "no {applet} applet");
+    }
+    let leftovers: Vec<_> = fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A no-op rebuild does no work; neither does a comment in the manifest.
+    let (ok, out2, err) = p.run(&["build", "busybox"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("0 built, 1 up to date"), "{err}");
+    assert_eq!(out, out2);
+    let manifest = p.path("hiperiso.toml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    fs::write(&manifest, format!("# a comment\n{text}")).unwrap();
+    let (ok, _, err) = p.run(&["build", "busybox"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("0 built, 1 up to date"), "{err}");
+
+    // The sandbox on the real tree: no network, a read-only `/`.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    fs::write(
+        p.path("recipes/net.toml"),
+        format!(
+            "tools = [\"python3\"]\noutputs = [\"x\"]\ncommands = [\"python3 -c 'import socket; socket.create_connection((\\\"127.0.0.1\\\", {port}), 5)'\"]\n"
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = p.run(&["build", "net"]);
+    assert!(!ok);
+    assert!(err.contains("step `net` failed"), "{err}");
+    assert!(err.contains("ConnectionRefusedError"), "{err}");
+    assert!(err.contains("without network"), "{err}");
+    assert!(listener.accept().is_err(), "the sandbox reached the host");
+    fs::write(
+        p.path("recipes/evil.toml"),
+        "outputs = [\"x\"]\ncommands = [\"touch $out/x\", \"echo > /usr/bin/evil\"]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = p.run(&["build", "evil"]);
+    assert!(!ok);
+    assert!(err.contains("Read-only file system"), "{err}");
+    // A recipe's tools must be in the tree.
+    fs::write(
+        p.path("recipes/evil.toml"),
+        "tools = [\"cowsay\"]\noutputs = [\"x\"]\ncommands = [\"true\"]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = p.run(&["build", "busybox"]);
+    assert!(!ok);
+    assert!(err.contains("evil.toml:1:"), "{err}");
+    assert!(err.contains("`cowsay` is not in the tools tree"), "{err}");
+    fs::remove_file(p.path("recipes/evil.toml")).unwrap();
+    fs::remove_file(p.path("recipes/net.toml")).unwrap();
+
+    // Another build path, umask and locale give the same bytes.
+    let (ok, out, err) = p.run(&["verify", "busybox"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!(
+            "busybox {} reproducible",
+            tree.file_name().unwrap().to_string_lossy()
+        )),
+        "{out}"
+    );
+}
