@@ -28,7 +28,7 @@ use hiperiso_installer::slice::Slice;
 use hiperiso_runtime::analyze::BootResult;
 use hiperiso_runtime::patterns::Domain;
 use hiperiso_runtime::session::{FailureKind, Outcome, SessionInfo};
-use hiperiso_tests::{isos, stick, workspace_root};
+use hiperiso_tests::{isos, outer_qemu, stick, workspace_root};
 
 /// One outer VM boot may take this long (TCG: OVMF, GRUB, the stick's
 /// kernel and initramfs, then the inner guest).
@@ -119,6 +119,16 @@ fn set_boot(image: &Path, name: &str) {
     StickImage::open(image).unwrap().boot_once(name).unwrap();
 }
 
+/// The outer VM's QEMU (built once; see `tests/support/outer_qemu.rs`).
+fn outer_qemu() -> String {
+    static QEMU: OnceLock<String> = OnceLock::new();
+    QEMU.get_or_init(|| {
+        let path = outer_qemu::outer_qemu().expect("building the outer VM's QEMU");
+        path.display().to_string()
+    })
+    .clone()
+}
+
 /// The outer VM for `image`, its console logged to `dir/console-N.log`.
 fn vm(dir: &Path, image: &Path, cpu: &str, qmp: bool) -> Vm {
     let (code, vars) = run::find_ovmf().unwrap();
@@ -126,6 +136,7 @@ fn vm(dir: &Path, image: &Path, cpu: &str, qmp: bool) -> Vm {
     let ovmf_vars = dir.join(format!("vars-{count}.fd"));
     fs::copy(vars, &ovmf_vars).unwrap();
     Vm {
+        qemu: outer_qemu(),
         image: image.to_path_buf(),
         ram_mb: OUTER_RAM_MB,
         // One vCPU, as `run` uses under TCG.
