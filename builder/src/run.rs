@@ -708,6 +708,15 @@ pub fn run(ctx: &Context, options: &RunOptions) -> crate::Result<RunOutcome> {
         }
         Some(status) if !status.success() => {
             ctx.say(format!("QEMU exited with {status}"));
+            if vm.accel != Accel::Kvm
+                && std::os::unix::process::ExitStatusExt::signal(&status) == Some(6)
+            {
+                ctx.say(
+                    "QEMU aborted: its TCG, emulating SVM for the stick's KVM, asserts when a nested \
+                     UEFI guest writes CR8 (`tcg_handle_interrupt: assertion failed`, a QEMU bug; \
+                     see README). UEFI ISOs need a host where `run` can use KVM.",
+                );
+            }
         }
         Some(_) => {}
     }
