@@ -552,7 +552,9 @@ fn display_thread(shared: &Shared, mut framebuffer: Framebuffer, socket: &Path) 
         }
     }
     stats.display_cpu_ms = thread_cpu_ms();
-    // The input thread stops too: nothing is shown any more.
+    // Nothing is shown any more: the kernel's console comes back, and the
+    // input thread stops (giving the keyboard back to the host).
+    let _ = set_console_mode(false);
     shared.stop.store(true, Ordering::Relaxed);
     stats
 }
