@@ -144,6 +144,9 @@ pub struct KernelCmdline {
     /// `hiperiso.pause=<seconds>`: how long a failure stays on screen before
     /// the after action (default 15).
     pub pause_seconds: Option<u32>,
+    /// `hiperiso.display=0`: do not show the guest on the host's
+    /// framebuffer (no VNC server, no input grab); default on.
+    pub display: bool,
     /// Problems found while parsing, reported in the session and on screen.
     pub warnings: Vec<String>,
 }
@@ -160,6 +163,7 @@ impl Default for KernelCmdline {
             rescue_shell: false,
             wait_seconds: None,
             pause_seconds: None,
+            display: true,
             warnings: Vec::new(),
         }
     }
@@ -262,6 +266,10 @@ impl KernelCmdline {
                     Ok(secs) => cmd.pause_seconds = Some(secs),
                     Err(_) => warn(format!("hiperiso.pause={value_str:?} is not a number")),
                 },
+                "hiperiso.display" => match parse_bool(value_str) {
+                    Some(b) => cmd.display = b,
+                    None => warn(format!("{key}={value_str:?} is not 0 or 1")),
+                },
                 other => warn(format!("unknown option {other:?} ignored")),
             }
         }
@@ -278,8 +286,9 @@ mod tests {
         let cmd = KernelCmdline::parse(
             "BOOT_IMAGE=/EFI/hiperiso/vmlinuz hiperiso.iso=/ISOs/debian.iso \
              hiperiso.data=UUID=1234-ABCD hiperiso_fallback=1 hiperiso.trace=full \
-             hiperiso.after=reboot console=ttyS0 console=tty0 quiet",
+             hiperiso.after=reboot console=ttyS0 console=tty0 quiet hiperiso.display=0",
         );
+        assert!(!cmd.display);
         assert_eq!(cmd.iso.as_deref(), Some("/ISOs/debian.iso"));
         assert_eq!(cmd.data, PartitionSpec::Uuid("1234-ABCD".into()));
         assert!(cmd.fallback);
@@ -294,6 +303,7 @@ mod tests {
         assert_eq!(cmd, KernelCmdline::default());
         assert_eq!(cmd.data, PartitionSpec::Label("HIPERISO".into()));
         assert!(!cmd.fallback);
+        assert!(cmd.display);
     }
 
     #[test]

@@ -204,26 +204,52 @@ impl<'a> Canvas<'a> {
     /// (`sx`, `sy`, `sw`, `sh`) of `pixels` (`fit.src_width` wide).
     pub fn draw_scaled(&mut self, pixels: &[u32], fit: &Fit, sx: u32, sy: u32, sw: u32, sh: u32) {
         let columns = fit.columns_of(sx..sx + sw);
-        let rows = fit.rows_of(sy..sy + sh);
+        if columns.is_empty() {
+            return;
+        }
+        let sources = fit.source_columns(columns.clone());
         let src_width = fit.src_width as usize;
         let fast = self.layout.is_xrgb8888();
         let bpp = self.layout.bytes_per_pixel as usize;
-        for row in rows {
-            let source_row = &pixels[fit.source_row(row) as usize * src_width..][..src_width];
-            let start = self.offset(fit.x + columns.start as u32, fit.y + row as u32);
-            let line = &mut self.bytes[start..start + columns.len() * bpp];
-            if fast {
-                for (column, out) in columns.clone().zip(line.chunks_exact_mut(4)) {
-                    let rgb = source_row[fit.source_column(column) as usize];
-                    out.copy_from_slice(&rgb.to_le_bytes());
+        // Each distinct source row is scaled once into `line`; the
+        // framebuffer is only written, in whole rows (video memory is slow
+        // to read and fast to fill sequentially).
+        let mut line = vec![0u8; sources.len() * bpp];
+        let mut line_row = None;
+        for row in fit.rows_of(sy..sy + sh) {
+            let source = fit.source_row(row);
+            if line_row != Some(source) {
+                let source_row = &pixels[source as usize * src_width..][..src_width];
+                if fast {
+                    for (&column, out) in sources.iter().zip(line.chunks_exact_mut(4)) {
+                        out.copy_from_slice(&source_row[column as usize].to_le_bytes());
+                    }
+                } else {
+                    let layout = self.layout;
+                    match bpp {
+                        2 => pack_line::<2>(&layout, source_row, sources, &mut line),
+                        3 => pack_line::<3>(&layout, source_row, sources, &mut line),
+                        _ => pack_line::<4>(&layout, source_row, sources, &mut line),
+                    }
                 }
-            } else {
-                for (column, out) in columns.clone().zip(line.chunks_exact_mut(bpp)) {
-                    let rgb = source_row[fit.source_column(column) as usize];
-                    out.copy_from_slice(&self.layout.pack(rgb).to_le_bytes()[..bpp]);
-                }
+                line_row = Some(source);
             }
+            let start = self.offset(fit.x + columns.start as u32, fit.y + row as u32);
+            self.bytes[start..start + line.len()].copy_from_slice(&line);
         }
+    }
+}
+
+/// One scaled row in a layout of `N` bytes per pixel.
+fn pack_line<const N: usize>(
+    layout: &Layout,
+    source_row: &[u32],
+    sources: &[u32],
+    line: &mut [u8],
+) {
+    for (&column, out) in sources.iter().zip(line.chunks_exact_mut(N)) {
+        let packed = layout.pack(source_row[column as usize]).to_le_bytes();
+        out.copy_from_slice(&packed[..N]);
     }
 }
 

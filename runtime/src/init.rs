@@ -941,7 +941,12 @@ fn run_qemu(
     }
     let monitor_socket = Path::new(RUN_DIR).join(files::MONITOR_SOCK);
     // The guest's display on the host's screen, when there is one.
-    let framebuffer = match viewer::open_framebuffer() {
+    let wanted = boot
+        .cmdline
+        .display
+        .then(viewer::open_framebuffer)
+        .flatten();
+    let framebuffer = match wanted {
         Some(Ok(fb)) => Some(fb),
         Some(Err(e)) => {
             s.warn(format!(
@@ -1004,6 +1009,7 @@ fn run_qemu(
         started,
     };
     let (requests, viewer_requests) = std::sync::mpsc::channel();
+    let mut qemu_cpu_ms = None;
     let mut display = None;
     let mut mirror = None;
     let mirror_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1165,6 +1171,9 @@ fn run_qemu(
                 }
             }
         }
+        if display.is_some() {
+            qemu_cpu_ms = viewer::process_cpu_ms(child.id()).or(qemu_cpu_ms);
+        }
         for request in viewer_requests.try_iter() {
             let Some(q) = qmp.as_mut() else { break };
             match request {
@@ -1248,7 +1257,9 @@ fn run_qemu(
         }
     };
     if let Some(display) = display {
-        let stats = display.stop();
+        let mut stats = display.stop();
+        stats.qemu_cpu_ms = qemu_cpu_ms;
+        stats.guest_seconds = started.elapsed().as_secs_f64();
         if let Some(error) = &stats.error {
             s.warn(format!("guest display: {error}"));
         }

@@ -75,6 +75,11 @@ impl Fit {
         span(&self.rows, src)
     }
 
+    /// The source columns shown in picture columns `columns`.
+    pub fn source_columns(&self, columns: Range<usize>) -> &[u32] {
+        &self.columns[columns]
+    }
+
     /// The source column shown in picture column `column`.
     pub fn source_column(&self, column: usize) -> u32 {
         self.columns[column]

@@ -324,14 +324,22 @@ pub fn status_text(info: &StatusInfo, elapsed: Duration, guest: &str, serial: &[
         ),
         format!("  guest     {guest}"),
         String::new(),
-        format!("  {HOTKEYS_HELP}"),
+        "  Ctrl+Alt+H    back to the guest (or Esc)".to_string(),
+        "  Ctrl+Alt+End  send Ctrl-Alt-Del".to_string(),
+        "  Ctrl+Alt+S    screenshot into the session".to_string(),
+        "  Ctrl+Alt+P    power the guest off (twice: at once)".to_string(),
         String::new(),
         "last serial lines:".to_string(),
     ];
     if serial.is_empty() {
         lines.push("  (none yet)".to_string());
     }
-    lines.extend(serial.iter().map(|l| format!("  {l}")));
+    // Cut to 80 columns: a wrapped line would push the screen up.
+    lines.extend(
+        serial
+            .iter()
+            .map(|l| format!("  {}", l.chars().take(78).collect::<String>())),
+    );
     lines.join("\r\n") + "\r\n"
 }
 
@@ -363,7 +371,30 @@ pub struct Stats {
     pub pointer_events: u64,
     pub hotkeys: u64,
     pub input_devices: Vec<String>,
+    /// QEMU's own CPU time (guest, VNC server) and the guest's run time,
+    /// filled in by init: the yardstick for the viewer's CPU use.
+    pub qemu_cpu_ms: Option<f64>,
+    pub guest_seconds: f64,
     pub error: Option<String>,
+}
+
+/// User plus system CPU time of process `pid` so far, from `/proc`.
+pub fn process_cpu_ms(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    cpu_ms_from_stat(&stat, ticks as f64)
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line, in ms.
+fn cpu_ms_from_stat(stat: &str, ticks_per_second: f64) -> Option<f64> {
+    // The command name may hold spaces and parentheses: fields start
+    // after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    (ticks_per_second > 0.0).then(|| (utime + stime) * 1000.0 / ticks_per_second)
 }
 
 fn thread_cpu_ms() -> f64 {
@@ -529,7 +560,9 @@ fn display_thread(shared: &Shared, mut framebuffer: Framebuffer, socket: &Path) 
         }
     }
     stats.display_cpu_ms = thread_cpu_ms();
-    // The input thread stops too: nothing is shown any more.
+    // Nothing is shown any more: the kernel's console comes back, and the
+    // input thread stops (giving the keyboard back to the host).
+    let _ = set_console_mode(false);
     shared.stop.store(true, Ordering::Relaxed);
     stats
 }
@@ -1123,6 +1156,13 @@ mod tests {
             serial_log: serial,
             started: Instant::now(),
         };
+        let long = "x".repeat(200);
+        let with_long: Vec<String> = lines.iter().cloned().chain([long]).collect();
+        let wrapped = status_text(&info, Duration::ZERO, "", &with_long);
+        assert!(
+            wrapped.lines().all(|l| l.chars().count() <= 80),
+            "{wrapped}"
+        );
         let text = status_text(
             &info,
             Duration::from_secs(3723),
@@ -1134,10 +1174,53 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("elapsed   01:02:03"), "{text}");
-        assert!(text.contains("Ctrl+Alt+S screenshot"));
+        assert!(text.contains("Ctrl+Alt+S    screenshot"));
+        assert!(
+            text.lines().all(|l| l.chars().count() <= 80),
+            "fits 80 columns"
+        );
         assert!(text.ends_with("  line 19 [2J\r\n"), "{text}");
         assert!(!text.contains('\x1b'));
         assert!(tail_lines(Path::new("/nonexistent"), 3).is_empty());
+    }
+
+    #[test]
+    fn cpu_time_from_proc_stat() {
+        let stat = "4242 (qemu-system-x86) (x)) S 1 4242 4242 0 -1 4194560 5000 0 0 0 250 50 0 0 20 0 3 0 100";
+        assert_eq!(cpu_ms_from_stat(stat, 100.0), Some(3000.0));
+        assert_eq!(cpu_ms_from_stat("garbage", 100.0), None);
+        let own = process_cpu_ms(std::process::id()).unwrap();
+        assert!(own >= 0.0);
+    }
+
+    #[test]
+    fn serial_mirror_copies_the_guest_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let serial = dir.path().join("serial.log");
+        let console = dir.path().join("console");
+        fs::write(&serial, "SeaBIOS\r\n").unwrap();
+        fs::write(&console, "").unwrap();
+        let status = StatusInfo {
+            session: "s1".into(),
+            iso: "/ISOs/a.iso".into(),
+            serial_log: serial.clone(),
+            started: Instant::now(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mirror = mirror_serial(console.clone(), status, stop.clone());
+        thread::sleep(Duration::from_millis(300));
+        let mut log = OpenOptions::new().append(true).open(&serial).unwrap();
+        log.write_all(b"Booting from DVD/CD...\r\n").unwrap();
+        thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        mirror.join().unwrap();
+        let out = fs::read_to_string(&console).unwrap();
+        assert!(out.starts_with("hiperiso - host console"), "{out}");
+        assert!(out.contains("session   s1"), "{out}");
+        assert!(
+            out.ends_with("SeaBIOS\r\nBooting from DVD/CD...\r\n"),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -258,3 +258,47 @@ pub fn display_iso(dir: &Path, name: &str, marker: &str) -> Result<PathBuf> {
     )?;
     Ok(iso)
 }
+
+/// A BIOS-only ISO whose guest prints `READY marker`, switches to VGA mode
+/// 13h and then redraws its whole screen in a new colour, forever: the
+/// display benchmark's load.
+pub fn busy_display_iso(dir: &Path, name: &str, marker: &str) -> Result<PathBuf> {
+    let mut code: Vec<u8> = vec![0xFB, 0x31, 0xC0, 0x8E, 0xD8]; // sti; ds = 0
+    let message = code.len() + 1;
+    code.extend([0xBE, 0, 0]); // mov si, message
+    code.extend([
+        0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8,
+    ]);
+    code.extend([0xB8, 0x13, 0x00, 0xCD, 0x10]); // mode 13h
+    code.extend([0xB8, 0x00, 0xA0, 0x8E, 0xC0, 0xFC, 0x31, 0xDB]); // es = 0xA000; cld; bx = 0
+    code.extend([
+        0x31, 0xFF, // xor di, di
+        0x88, 0xD8, // mov al, bl
+        0xB9, 0x00, 0xFA, // mov cx, 64000
+        0xF3, 0xAA, // rep stosb
+        0xFE, 0xC3, // inc bl
+        0xEB, 0xF3, // jmp back 13 bytes
+    ]);
+    let address = 0x7C00 + code.len() as u16;
+    code[message..message + 2].copy_from_slice(&address.to_le_bytes());
+    code.extend(format!("{READY} {marker}\r\n\0").as_bytes());
+    code.resize(2048, 0);
+    let root = dir.join(format!("{name}.root"));
+    fs::create_dir_all(&root)?;
+    fs::write(root.join("boot.bin"), code)?;
+    let iso = dir.join(format!("{name}.iso"));
+    xorriso(
+        &root,
+        &iso,
+        &[
+            "-V",
+            "BUSYTEST",
+            "-b",
+            "boot.bin",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+        ],
+    )?;
+    Ok(iso)
+}
