@@ -1,8 +1,9 @@
 //! The `build`, `verify`, `clean` and `gc` verbs: glue between the CLI,
 //! the manifest, the recipes and the step cache.
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cli::StepsArgs;
 use crate::context::Context;
@@ -31,9 +32,9 @@ fn tools_tree(
     ctx: &Context,
     manifest: &Manifest,
     recipes: &Recipes,
-    args: &StepsArgs,
+    tools_root: Option<&Path>,
 ) -> Result<ToolsTree> {
-    match &args.tools_root {
+    match tools_root {
         Some(root) if root.is_dir() => Ok(ToolsTree::from_dir(root)?),
         Some(root) => Err(Error::Usage(format!(
             "--tools-root {}: not a directory",
@@ -58,7 +59,7 @@ pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
         ctx,
         &manifest,
         &recipes,
-        tools_tree(ctx, &manifest, &recipes, args)?,
+        tools_tree(ctx, &manifest, &recipes, args.tools_root.as_deref())?,
         ctx.store()?,
     );
     let results = builder.build(&args.steps)?;
@@ -84,6 +85,47 @@ pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `image` records of the steps it built.
+#[derive(Debug, Clone, Default)]
+pub struct BuiltSteps {
+    /// Every step built for the image (with what they need) -> output tree
+    /// hash.
+    pub trees: BTreeMap<String, String>,
+    /// Each step's output directory in the cache.
+    pub paths: BTreeMap<String, PathBuf>,
+    /// The tools tree's hash (None when no step ran).
+    pub tools: Option<String>,
+}
+
+/// Builds the active profile's `steps` (for `image`), on the tools tree of
+/// the lock, or `$HIPERISO_TOOLS_ROOT` when set.
+pub fn build_profile_steps(ctx: &Context, manifest: &Manifest) -> Result<BuiltSteps> {
+    let (_, profile) = ctx.profile(manifest)?;
+    if profile.steps.is_empty() {
+        return Ok(BuiltSteps::default());
+    }
+    let recipes = Recipes::load_dir(&recipes_dir(ctx))?;
+    recipes.check(manifest)?;
+    let tools_root = std::env::var_os("HIPERISO_TOOLS_ROOT")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let tools = tools_tree(ctx, manifest, &recipes, tools_root.as_deref())?;
+    let tools_hash = tools.hash.clone();
+    let builder = Builder::new(ctx, manifest, &recipes, tools, ctx.store()?);
+    let results = builder.build(&profile.steps)?;
+    Ok(BuiltSteps {
+        trees: results
+            .iter()
+            .map(|(name, r)| (name.clone(), r.record.tree.clone()))
+            .collect(),
+        paths: results
+            .iter()
+            .map(|(name, r)| (name.clone(), r.path.clone()))
+            .collect(),
+        tools: Some(tools_hash),
+    })
+}
+
 /// `hiperiso-build verify [STEP...]`.
 pub fn verify(ctx: &Context, args: &StepsArgs) -> Result<()> {
     let (manifest, recipes) = load(ctx)?;
@@ -91,7 +133,7 @@ pub fn verify(ctx: &Context, args: &StepsArgs) -> Result<()> {
         ctx,
         &manifest,
         &recipes,
-        tools_tree(ctx, &manifest, &recipes, args)?,
+        tools_tree(ctx, &manifest, &recipes, args.tools_root.as_deref())?,
         ctx.store()?,
     );
     let checked = builder.verify(&args.steps)?;

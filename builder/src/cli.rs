@@ -232,7 +232,8 @@ pub struct ImageArgs {
     /// Image size such as 2GiB (default: the manifest's [image] size).
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
-    /// Use this directory as the ESP payload instead of the build's.
+    /// Use this directory as the ESP payload instead of the build's (the
+    /// profile's build steps are then not run).
     #[arg(long, value_name = "DIR")]
     pub esp_tree: Option<PathBuf>,
     /// Use this directory for the data partition instead of overlays/data.

@@ -13,6 +13,7 @@ use hiperiso_installer::layout::TableKind;
 use sha2::{Digest, Sha256};
 
 use crate::Context;
+use crate::build_record;
 use crate::cli::{ImageArgs, InspectArgs, InstallArgs, TableArg};
 use crate::manifest::{ByteSize, Manifest, PartitionTable};
 
@@ -175,6 +176,12 @@ pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
         }
         None => manifest.image.size.0,
     };
+    // The steps feed the build's payload; an explicit --esp-tree replaces it.
+    let steps = if args.esp_tree.is_some() {
+        crate::build_cmd::BuiltSteps::default()
+    } else {
+        crate::build_cmd::build_profile_steps(ctx, &manifest)?
+    };
     let built = crate::profile_debian::esp_for_image(ctx, &manifest, args.esp_tree.as_deref())?;
     let trees = PayloadTrees::stage(
         ctx,
@@ -185,9 +192,16 @@ pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
             .or(args.esp_tree.as_deref()),
         args.data_tree.as_deref(),
     )?;
+    build_record::add_steps(
+        &trees.esp.join(device::BUILD_JSON),
+        &steps.trees,
+        steps.tools.as_deref(),
+    )?;
     let spec = image_spec(&manifest, table_kind(args.table, &manifest), size, &trees);
     let summary = image::write_image(&spec, &args.output).map_err(DiskError::from)?;
     let layout = &summary.layout;
+    let image_sha256 =
+        build_record::seal_image(&args.output, (layout.esp.offset, layout.esp.end()))?;
     ctx.say(format!(
         "wrote {} ({} bytes, {}): data partition exFAT {} UUID {} at {}..{}, ESP {:?} at {}..{}",
         args.output.display(),
@@ -200,6 +214,11 @@ pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
         summary.esp.fat_type,
         layout.esp.offset,
         layout.esp.end(),
+    ));
+    ctx.say(format!(
+        "image sha256 {image_sha256} (recorded in {} as `{}`)",
+        device::BUILD_JSON,
+        build_record::IMAGE_SHA256
     ));
     // `hiperiso-build run` boots this image when given none.
     crate::run::record_last_image(ctx.store()?.root(), &args.output)?;

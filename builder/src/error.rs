@@ -21,6 +21,8 @@ pub enum Error {
     #[error(transparent)]
     Tools(#[from] crate::tools::ToolsError),
     #[error(transparent)]
+    Record(#[from] crate::build_record::RecordError),
+    #[error(transparent)]
     Disk(Box<crate::disk_cmd::DiskError>),
     #[error(transparent)]
     Run(#[from] crate::run::RunError),

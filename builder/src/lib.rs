@@ -4,6 +4,7 @@
 //! library module so it can be tested without a process boundary.
 
 pub mod build_cmd;
+pub mod build_record;
 pub mod bump;
 pub mod cli;
 pub mod context;

@@ -393,6 +393,10 @@ pub struct Profile {
     /// Debian binary packages this profile takes prebuilt (see `lock`).
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Build steps (recipes) `image` builds for this profile; their output
+    /// hashes go into the ESP's build.json.
+    #[serde(default)]
+    pub steps: Vec<String>,
 }
 
 /// A size in bytes; in TOML an integer or a string with a binary suffix

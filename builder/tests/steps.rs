@@ -497,3 +497,66 @@ fn busybox_on_the_locked_tools_tree() {
         "{out}"
     );
 }
+
+/// `image` builds the profile's steps through the step cache and records
+/// every step's output tree and the final image's sha256 in the ESP's
+/// build.json.
+#[test]
+fn image_records_steps_and_its_own_sha256() {
+    use hiperiso_installer::{device::BUILD_JSON, fat::FatReader, inspect, slice::Slice};
+    let p = Project::new();
+    p.recipe("hello", HELLO);
+    p.recipe("upper", UPPER);
+    let manifest = p.path("hiperiso.toml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    let text = text.replace("steps = [\"busybox\"]", "steps = [\"upper\"]");
+    assert!(text.contains("steps = [\"upper\"]"));
+    fs::write(&manifest, text).unwrap();
+    // The ESP payload is overlays/esp (until the build assembles one);
+    // `--esp-tree` would replace the build's payload and skip the steps.
+    symlink(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays"),
+        p.path("overlays"),
+    )
+    .unwrap();
+    let image = p.path("x.img");
+    let image_args = ["image", "-o", image.to_str().unwrap(), "--size", "64MiB"];
+    let (ok, out, err) = p.run(&image_args);
+    assert!(ok, "{err}");
+    let (_, built, _) = p.run(&["build", "hello", "upper"]);
+    let tree_of = |step: &str| {
+        Project::output_of(&built, step)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+
+    let found = inspect::inspect_path(&image).unwrap();
+    let esp = found
+        .partitions
+        .iter()
+        .map(|(part, _)| part)
+        .find(|part| part.is_esp())
+        .expect("an ESP");
+    let range = (esp.offset, esp.offset + esp.len);
+    let mut file = fs::File::open(&image).unwrap();
+    let mut fat = FatReader::open(Slice::new(&mut file, esp.offset, esp.len)).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&fat.read_file(BUILD_JSON).unwrap()).unwrap();
+    // Both steps (upper needs hello), by output tree hash.
+    assert_eq!(json["steps"]["upper"], tree_of("upper"), "{json}");
+    assert_eq!(json["steps"]["hello"], tree_of("hello"), "{json}");
+    assert_eq!(json["tools_tree"].as_str().unwrap().len(), 64, "{json}");
+    let recorded = json["image_sha256"].as_str().unwrap().to_string();
+    assert!(out.contains(&format!("image sha256 {recorded}")), "{out}");
+    assert_ne!(recorded, "0".repeat(64));
+    // It is the image's hash with the placeholder put back.
+    let checked = hiperiso_build::build_record::check_image(&image, range, &recorded).unwrap();
+    assert_eq!(checked, recorded);
+    // The same inputs give the same image.
+    let first = fs::read(&image).unwrap();
+    let (ok, _, err) = p.run(&image_args);
+    assert!(ok, "{err}");
+    assert!(fs::read(&image).unwrap() == first, "a second image differs");
+}

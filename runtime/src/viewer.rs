@@ -324,14 +324,22 @@ pub fn status_text(info: &StatusInfo, elapsed: Duration, guest: &str, serial: &[
         ),
         format!("  guest     {guest}"),
         String::new(),
-        format!("  {HOTKEYS_HELP}"),
+        "  Ctrl+Alt+H    back to the guest (or Esc)".to_string(),
+        "  Ctrl+Alt+End  send Ctrl-Alt-Del".to_string(),
+        "  Ctrl+Alt+S    screenshot into the session".to_string(),
+        "  Ctrl+Alt+P    power the guest off (twice: at once)".to_string(),
         String::new(),
         "last serial lines:".to_string(),
     ];
     if serial.is_empty() {
         lines.push("  (none yet)".to_string());
     }
-    lines.extend(serial.iter().map(|l| format!("  {l}")));
+    // Cut to 80 columns: a wrapped line would push the screen up.
+    lines.extend(
+        serial
+            .iter()
+            .map(|l| format!("  {}", l.chars().take(78).collect::<String>())),
+    );
     lines.join("\r\n") + "\r\n"
 }
 
@@ -552,7 +560,9 @@ fn display_thread(shared: &Shared, mut framebuffer: Framebuffer, socket: &Path) 
         }
     }
     stats.display_cpu_ms = thread_cpu_ms();
-    // The input thread stops too: nothing is shown any more.
+    // Nothing is shown any more: the kernel's console comes back, and the
+    // input thread stops (giving the keyboard back to the host).
+    let _ = set_console_mode(false);
     shared.stop.store(true, Ordering::Relaxed);
     stats
 }
@@ -1146,6 +1156,13 @@ mod tests {
             serial_log: serial,
             started: Instant::now(),
         };
+        let long = "x".repeat(200);
+        let with_long: Vec<String> = lines.iter().cloned().chain([long]).collect();
+        let wrapped = status_text(&info, Duration::ZERO, "", &with_long);
+        assert!(
+            wrapped.lines().all(|l| l.chars().count() <= 80),
+            "{wrapped}"
+        );
         let text = status_text(
             &info,
             Duration::from_secs(3723),
@@ -1157,7 +1174,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("elapsed   01:02:03"), "{text}");
-        assert!(text.contains("Ctrl+Alt+S screenshot"));
+        assert!(text.contains("Ctrl+Alt+S    screenshot"));
+        assert!(
+            text.lines().all(|l| l.chars().count() <= 80),
+            "fits 80 columns"
+        );
         assert!(text.ends_with("  line 19 [2J\r\n"), "{text}");
         assert!(!text.contains('\x1b'));
         assert!(tail_lines(Path::new("/nonexistent"), 3).is_empty());
