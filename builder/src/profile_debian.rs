@@ -223,21 +223,24 @@ pub fn run_lock(
     let (name, profile) = context
         .profile(&manifest)
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
-    if profile.packages.is_empty() {
-        // Locking nothing would overwrite the lock with an empty one.
-        return Err(ProfileError::Setup(format!(
-            "{}: profile \"{name}\" lists no Debian packages, so there is nothing to lock; \
-             lock the profile that has them, e.g. `hiperiso-build --profile debian lock`",
-            context.manifest_path.display()
-        )));
-    }
     let inputs = lock_inputs(&manifest, profile);
     let tools_inputs = crate::tools::lock_inputs(&manifest);
     let path = lock_path(context);
     let previous = Lock::read(&path)?;
-    let packages_fresh = previous
-        .as_ref()
-        .is_some_and(|p| p.inputs == inputs.digest());
+    // A profile without packages (the from-source default) locks only the
+    // tools tree and keeps the packages locked for the profile that has them.
+    let keep_packages = profile.packages.is_empty();
+    if keep_packages && previous.is_none() {
+        return Err(ProfileError::Setup(format!(
+            "{}: profile \"{name}\" lists no Debian packages and there is no lock yet; \
+             lock the profile that has them first, e.g. `hiperiso-build --profile debian lock`",
+            context.manifest_path.display()
+        )));
+    }
+    let packages_fresh = keep_packages
+        || previous
+            .as_ref()
+            .is_some_and(|p| p.inputs == inputs.digest());
     let tools_fresh = match previous.as_ref().and_then(|p| p.tools.as_ref()) {
         Some(tools) => tools.inputs == tools_inputs.digest(),
         None => tools_inputs.packages.is_empty(),
@@ -253,7 +256,7 @@ pub fn run_lock(
     let repository = repository_for(context, &manifest, &inputs, &fetcher);
     let (universe, release_date) = universe(&repository, &keyring_source(&manifest))?;
     let mut lock = match &previous {
-        Some(previous) if packages_fresh && update.is_none() => previous.clone(),
+        Some(previous) if keep_packages || (packages_fresh && update.is_none()) => previous.clone(),
         _ => {
             let prefer = previous
                 .as_ref()
