@@ -821,7 +821,7 @@ fn input_thread(
                                 stats.keys += 1;
                                 shared.send(&rfb::ext_key_event(down, 0, qnum));
                             } else if down && event.code == key::ESC {
-                                leave_status(shared, &keyboard);
+                                leave_status(shared);
                             }
                         }
                         KeyAction::Hotkey(h) => {
@@ -829,7 +829,7 @@ fn input_thread(
                             match h {
                                 Hotkey::ToggleStatus => {
                                     if shared.status_shown.load(Ordering::Relaxed) {
-                                        leave_status(shared, &keyboard);
+                                        leave_status(shared);
                                     } else {
                                         enter_status(shared, &keyboard);
                                         next_status = Instant::now();
@@ -889,8 +889,7 @@ fn enter_status(shared: &Shared, keyboard: &Keyboard) {
 }
 
 /// Back to the guest: graphics mode, then a full redraw.
-fn leave_status(shared: &Shared, keyboard: &Keyboard) {
-    let _ = keyboard;
+fn leave_status(shared: &Shared) {
     write_console("\x1b[H\x1b[2J");
     let _ = set_console_mode(true);
     shared.repaint.store(true, Ordering::Relaxed);
