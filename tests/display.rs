@@ -342,7 +342,8 @@ fn stick_booting(dir: &Path, iso: &Path, config: &str) -> PathBuf {
 }
 
 /// The outer VM (TCG, `-cpu EPYC`: the stick's KVM works) booting `image`,
-/// with a QMP socket at `dir/qmp.sock`; returns it and its console log.
+/// with a QMP socket at `dir/qmp.sock` and a USB tablet besides the PS/2
+/// keyboard and mouse; returns it and its console log.
 fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
     let (code, vars) = stick_run::find_ovmf().unwrap();
     let ovmf_vars = dir.join("vars.fd");
@@ -362,6 +363,7 @@ fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
     };
     let outer = Killed(
         vm.command()
+            .args(["-device", "usb-tablet,bus=xhci.0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.join("outer.stderr")).unwrap())
@@ -498,7 +500,16 @@ fn guest_display_and_keyboard_on_the_stick() {
     qmp.execute("input-send-event", Some(mouse)).unwrap();
     let release = json!({ "events": [{"type": "btn", "data": {"down": false, "button": "left"}}]});
     qmp.execute("input-send-event", Some(release)).unwrap();
+    // The USB tablet: absolute motion.
+    for value in [1000, 9000] {
+        let tablet = json!({ "events": [{"type": "abs", "data": {"axis": "x", "value": value}}]});
+        qmp.execute("input-send-event", Some(tablet)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
     send_keys(&mut qmp, &["ctrl", "alt", "s"]);
+    // Ctrl+Alt+P once: the ACPI power button, which this OS-less guest
+    // ignores (a second press would stop it at once).
+    send_keys(&mut qmp, &["ctrl", "alt", "p"]);
     std::thread::sleep(Duration::from_secs(3));
     // Ctrl+Alt+End: Ctrl-Alt-Del for the guest; its BIOS resets, and a
     // guest reset ends the session.
@@ -535,12 +546,19 @@ fn guest_display_and_keyboard_on_the_stick() {
     assert_eq!(display["guest_height"], 400);
     assert_eq!(display["host_width"].as_u64().unwrap() as usize, shot.width);
     assert_eq!(
-        display["hotkeys"], 4,
-        "Ctrl+Alt+H twice, Ctrl+Alt+S, Ctrl+Alt+End: {display}"
+        display["hotkeys"], 5,
+        "Ctrl+Alt+H twice, Ctrl+Alt+S, Ctrl+Alt+P, Ctrl+Alt+End: {display}"
     );
     assert!(
-        display["pointer_events"].as_u64().unwrap() >= 2,
-        "mouse motion and click forwarded: {display}"
+        display["pointer_events"].as_u64().unwrap() >= 3,
+        "mouse motion, click and tablet motion forwarded: {display}"
+    );
+    let devices = display["input_devices"].to_string();
+    assert!(
+        devices.contains("keyboard: true")
+            && devices.contains("mouse: true")
+            && devices.contains("tablet: true"),
+        "{devices}"
     );
     assert!(display["error"].is_null(), "{display}");
     let info: serde_json::Value = serde_json::from_str(&text(&image, id, "session.json")).unwrap();
@@ -554,7 +572,14 @@ fn guest_display_and_keyboard_on_the_stick() {
         info["guest_events"]
     );
     let init_log = text(&image, id, "init.log");
-    assert!(init_log.contains("(hotkey)"), "{init_log}");
+    assert!(
+        init_log.contains("screenshot 0001.png taken (hotkey)"),
+        "{init_log}"
+    );
+    assert!(
+        init_log.contains("power-off requested (hotkey): pressing the guest's ACPI power button"),
+        "{init_log}"
+    );
     assert!(
         stick_run::read_session_file(&image, id, "screenshots/0001.png")
             .unwrap()

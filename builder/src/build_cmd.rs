@@ -183,5 +183,17 @@ pub fn gc(ctx: &Context) -> Result<()> {
         "removed {} step record(s), {} output tree(s), {} log(s), {} work dir(s)",
         removed.records, removed.trees, removed.logs, removed.work
     ));
+    // Tools trees: keep the lock's current one (none is kept when the lock
+    // has no current [tools]).
+    let current_tools = crate::lock::Lock::read_tools(
+        &crate::profile_debian::lock_path(ctx),
+        &tools::lock_inputs(&manifest),
+    )
+    .ok()
+    .map(|t| tools::tree_hash(&t));
+    let removed = tools::gc(store.root(), current_tools.as_deref())?;
+    if removed > 0 {
+        ctx.say(format!("removed {removed} old tools tree(s)"));
+    }
     Ok(())
 }

@@ -171,6 +171,80 @@ pub fn check_image(image: &Path, esp: (u64, u64), recorded: &str) -> Result<Stri
     result
 }
 
+/// What `image` remembers about an image file it wrote, so that a no-op
+/// `image` (same inputs, file untouched since) writes nothing: like make,
+/// the file's identity and modification time stand for its content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageState {
+    /// [`image_key`] of the inputs.
+    pub key: String,
+    pub sha256: String,
+    pub size: u64,
+    pub device: u64,
+    pub inode: u64,
+    pub mtime_ns: i128,
+}
+
+/// The hash of everything an image is made of: the image settings (as
+/// text), the ESP and data trees' manifests, and hiperiso's version.
+pub fn image_key(settings: &str, esp: &Path, data: &Path) -> Result<String, RecordError> {
+    let scan = |root: &Path| {
+        crate::tree::Tree::scan(root).map_err(|e| RecordError::Io {
+            action: "read",
+            path: root.to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })
+    };
+    let text = format!(
+        "hiperiso {}\n{settings}\n--- esp\n{}--- data\n{}",
+        env!("CARGO_PKG_VERSION"),
+        scan(esp)?.manifest(),
+        scan(data)?.manifest()
+    );
+    Ok(crate::store::sha256_hex(text.as_bytes()))
+}
+
+impl ImageState {
+    /// The state of `image` now, for `key` and its sealed `sha256`.
+    pub fn of(image: &Path, key: &str, sha256: &str) -> Result<Self, RecordError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(image).map_err(io_err("stat", image))?;
+        Ok(Self {
+            key: key.to_string(),
+            sha256: sha256.to_string(),
+            size: meta.len(),
+            device: meta.dev(),
+            inode: meta.ino(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        })
+    }
+
+    /// Where the state of the image at `image` is kept in the cache.
+    pub fn path(cache: &Path, image: &Path) -> PathBuf {
+        let absolute = std::path::absolute(image).unwrap_or_else(|_| image.to_path_buf());
+        let name = crate::store::sha256_hex(absolute.as_os_str().as_encoded_bytes());
+        cache.join("state/images").join(format!("{name}.json"))
+    }
+
+    /// The recorded state if the image is still what was written for `key`.
+    pub fn up_to_date(cache: &Path, image: &Path, key: &str) -> Option<Self> {
+        let recorded: Self =
+            serde_json::from_slice(&fs::read(Self::path(cache, image)).ok()?).ok()?;
+        let now = Self::of(image, key, &recorded.sha256).ok()?;
+        (now == recorded).then_some(recorded)
+    }
+
+    pub fn save(&self, cache: &Path, image: &Path) -> Result<(), RecordError> {
+        let path = Self::path(cache, image);
+        let text = serde_json::to_string_pretty(self).expect("json") + "\n";
+        crate::tree::write_atomic(&path, text.as_bytes()).map_err(|e| RecordError::Io {
+            action: "write",
+            path: path.clone(),
+            source: io::Error::other(e.to_string()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,10 +198,26 @@ pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
         steps.tools.as_deref(),
     )?;
     let spec = image_spec(&manifest, table_kind(args.table, &manifest), size, &trees);
+    let settings = format!(
+        "{} {} {} {:?} {:?} {}",
+        spec.table, spec.size, spec.seed, spec.data_label, spec.esp_label, spec.source_date_epoch
+    );
+    let key = build_record::image_key(&settings, &trees.esp, &trees.data)?;
+    let cache = ctx.store()?.root().to_path_buf();
+    if let Some(state) = build_record::ImageState::up_to_date(&cache, &args.output, &key) {
+        ctx.say(format!(
+            "{} is up to date (image sha256 {})",
+            args.output.display(),
+            state.sha256
+        ));
+        crate::run::record_last_image(&cache, &args.output)?;
+        return Ok(());
+    }
     let summary = image::write_image(&spec, &args.output).map_err(DiskError::from)?;
     let layout = &summary.layout;
     let image_sha256 =
         build_record::seal_image(&args.output, (layout.esp.offset, layout.esp.end()))?;
+    build_record::ImageState::of(&args.output, &key, &image_sha256)?.save(&cache, &args.output)?;
     ctx.say(format!(
         "wrote {} ({} bytes, {}): data partition exFAT {} UUID {} at {}..{}, ESP {:?} at {}..{}",
         args.output.display(),
@@ -221,7 +237,7 @@ pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
         build_record::IMAGE_SHA256
     ));
     // `hiperiso-build run` boots this image when given none.
-    crate::run::record_last_image(ctx.store()?.root(), &args.output)?;
+    crate::run::record_last_image(&cache, &args.output)?;
     Ok(())
 }
 

@@ -690,7 +690,7 @@ impl<'a> Builder<'a> {
                     }
                     Err(_) => {
                         let every = if tty { 1 } else { 30 };
-                        if last_report.elapsed().as_secs() >= every {
+                        if self.ctx.verbosity >= 0 && last_report.elapsed().as_secs() >= every {
                             if let Some(line) = self.progress_line() {
                                 if tty {
                                     eprint!("\r\x1b[K{line}");

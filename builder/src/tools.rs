@@ -294,6 +294,51 @@ fn run_ldconfig(root: &Path) -> Result<(), ToolsError> {
     }
 }
 
+/// Removes every tools tree under `<cache>/tools/` but `keep`, and the
+/// leftovers of killed unpacks (never one whose lock is held). Returns how
+/// many trees were removed.
+pub fn gc(cache: &Path, keep: Option<&str>) -> Result<usize, ToolsError> {
+    let dir = cache.join("tools");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if !path.is_dir() || Some(name.as_str()) == keep {
+            continue;
+        }
+        if name.starts_with(".unpacking-") {
+            // A running unpack holds its tree's lock; a killed one does not.
+            let busy = fs::read_dir(&dir).into_iter().flatten().flatten().any(|e| {
+                let lock = e.path();
+                lock.extension().is_some_and(|x| x == "lock") && is_locked(&lock)
+            });
+            if busy {
+                continue;
+            }
+        } else {
+            let lock = dir.join(format!("{name}.lock"));
+            if is_locked(&lock) {
+                continue;
+            }
+            let _ = fs::remove_file(&lock);
+            removed += 1;
+        }
+        fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+    }
+    Ok(removed)
+}
+
+fn is_locked(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    // SAFETY: a valid descriptor; a non-blocking attempt, released on drop.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+}
+
 /// The names of the locked tools packages (for checking recipes' `tools`).
 pub fn package_names(tools: &ToolsLock) -> Vec<String> {
     tools.packages.iter().map(|p| p.name.clone()).collect()
@@ -347,6 +392,23 @@ mod tests {
         assert_eq!(tree_hash(&other), hash, "only packages decide the tree");
         other.packages[1].sha256 = "cc".into();
         assert_ne!(tree_hash(&other), hash);
+    }
+
+    #[test]
+    fn gc_keeps_the_current_tree() {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = cache.path().join("tools");
+        for name in ["aaa", "bbb", ".unpacking-x"] {
+            fs::create_dir_all(dir.join(name).join("usr")).unwrap();
+        }
+        fs::write(dir.join("aaa.lock"), "").unwrap();
+        assert_eq!(gc(cache.path(), Some("bbb")).unwrap(), 1);
+        let left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["bbb"]);
     }
 
     #[test]

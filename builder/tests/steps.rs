@@ -554,9 +554,24 @@ fn image_records_steps_and_its_own_sha256() {
     // It is the image's hash with the placeholder put back.
     let checked = hiperiso_build::build_record::check_image(&image, range, &recorded).unwrap();
     assert_eq!(checked, recorded);
-    // The same inputs give the same image.
+    // A no-op `image` writes nothing...
     let first = fs::read(&image).unwrap();
-    let (ok, _, err) = p.run(&image_args);
+    let (ok, out, err) = p.run(&image_args);
     assert!(ok, "{err}");
+    assert!(out.contains("is up to date"), "{out}");
+    assert!(out.contains(&recorded), "{out}");
+    // ...but an image changed since is written again, identically.
+    let mut changed = first.clone();
+    changed[1000] ^= 0xff;
+    fs::write(&image, &changed).unwrap();
+    let (ok, out, err) = p.run(&image_args);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("image sha256 {recorded}")), "{out}");
     assert!(fs::read(&image).unwrap() == first, "a second image differs");
+    // A changed step output changes the image and its record.
+    fs::write(p.path("recipes/hello/msg"), "bye\n").unwrap();
+    let (ok, out, err) = p.run(&image_args);
+    assert!(ok, "{err}");
+    assert!(!out.contains("up to date"), "{out}");
+    assert!(!out.contains(&recorded), "{out}");
 }
