@@ -714,7 +714,7 @@ pub fn run(ctx: &Context, options: &RunOptions) -> crate::Result<RunOutcome> {
                 ctx.say(
                     "QEMU aborted: its TCG, emulating SVM for the stick's KVM, asserts when a nested \
                      UEFI guest writes CR8 (`tcg_handle_interrupt: assertion failed`, a QEMU bug; \
-                     see README). UEFI ISOs need a host where `run` can use KVM.",
+                     see README). Set HIPERISO_QEMU to a QEMU built by tests/support/outer-qemu.sh.",
                 );
             }
         }

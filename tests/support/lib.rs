@@ -13,4 +13,5 @@ pub fn workspace_root() -> PathBuf {
 pub mod http;
 pub mod isos;
 pub mod linux_vm;
+pub mod outer_qemu;
 pub mod stick;
