@@ -509,7 +509,7 @@ fn image_records_steps_and_its_own_sha256() {
     p.recipe("upper", UPPER);
     let manifest = p.path("hiperiso.toml");
     let text = fs::read_to_string(&manifest).unwrap();
-    let text = text.replace("steps = [\"busybox\"]", "steps = [\"upper\"]");
+    let text = text.replace("steps = [\"busybox\", \"seabios\"]", "steps = [\"upper\"]");
     assert!(text.contains("steps = [\"upper\"]"));
     fs::write(&manifest, text).unwrap();
     // The ESP payload is overlays/esp (until the build assembles one);
