@@ -342,7 +342,8 @@ fn stick_booting(dir: &Path, iso: &Path, config: &str) -> PathBuf {
 }
 
 /// The outer VM (TCG, `-cpu EPYC`: the stick's KVM works) booting `image`,
-/// with a QMP socket at `dir/qmp.sock`; returns it and its console log.
+/// with a QMP socket at `dir/qmp.sock` and a USB tablet besides the PS/2
+/// keyboard and mouse; returns it and its console log.
 fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
     let (code, vars) = stick_run::find_ovmf().unwrap();
     let ovmf_vars = dir.join("vars.fd");
@@ -361,6 +362,7 @@ fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
     };
     let outer = Killed(
         vm.command()
+            .args(["-device", "usb-tablet,bus=xhci.0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.join("outer.stderr")).unwrap())
@@ -497,6 +499,12 @@ fn guest_display_and_keyboard_on_the_stick() {
     qmp.execute("input-send-event", Some(mouse)).unwrap();
     let release = json!({ "events": [{"type": "btn", "data": {"down": false, "button": "left"}}]});
     qmp.execute("input-send-event", Some(release)).unwrap();
+    // The USB tablet: absolute motion.
+    for value in [1000, 9000] {
+        let tablet = json!({ "events": [{"type": "abs", "data": {"axis": "x", "value": value}}]});
+        qmp.execute("input-send-event", Some(tablet)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
     send_keys(&mut qmp, &["ctrl", "alt", "s"]);
     // Ctrl+Alt+P once: the ACPI power button, which this OS-less guest
     // ignores (a second press would stop it at once).
@@ -541,8 +549,15 @@ fn guest_display_and_keyboard_on_the_stick() {
         "Ctrl+Alt+H twice, Ctrl+Alt+S, Ctrl+Alt+P, Ctrl+Alt+End: {display}"
     );
     assert!(
-        display["pointer_events"].as_u64().unwrap() >= 2,
-        "mouse motion and click forwarded: {display}"
+        display["pointer_events"].as_u64().unwrap() >= 3,
+        "mouse motion, click and tablet motion forwarded: {display}"
+    );
+    let devices = display["input_devices"].to_string();
+    assert!(
+        devices.contains("keyboard: true")
+            && devices.contains("mouse: true")
+            && devices.contains("tablet: true"),
+        "{devices}"
     );
     assert!(display["error"].is_null(), "{display}");
     let info: serde_json::Value = serde_json::from_str(&text(&image, id, "session.json")).unwrap();

@@ -86,7 +86,11 @@ pub fn parse_events(bytes: &[u8]) -> Vec<InputEvent> {
 pub struct Capabilities {
     pub keyboard: bool,
     pub mouse: bool,
+    /// Absolute X/Y with a touch: a touchpad or touchscreen.
     pub touchpad: bool,
+    /// Absolute X/Y with buttons but no touch: a graphics tablet or a
+    /// virtual machine's USB tablet.
+    pub tablet: bool,
 }
 
 fn bit(bits: &[u8], n: u16) -> bool {
@@ -98,18 +102,17 @@ impl Capabilities {
     /// From the `EV_*`, `KEY_*`/`BTN_*`, `REL_*` and `ABS_*` bitmaps.
     pub fn from_bits(ev: &[u8], keys: &[u8], rel: &[u8], abs: &[u8]) -> Capabilities {
         let has_keys = bit(ev, EV_KEY);
+        let absolute = bit(ev, EV_ABS) && bit(abs, ABS_X) && bit(abs, ABS_Y);
         Capabilities {
             keyboard: has_keys && bit(keys, key::A) && bit(keys, key::ENTER),
             mouse: bit(ev, EV_REL) && bit(rel, REL_X) && bit(rel, REL_Y) && bit(keys, BTN_LEFT),
-            touchpad: bit(ev, EV_ABS)
-                && bit(abs, ABS_X)
-                && bit(abs, ABS_Y)
-                && (bit(keys, BTN_TOUCH) || bit(keys, BTN_LEFT)),
+            touchpad: absolute && bit(keys, BTN_TOUCH),
+            tablet: absolute && !bit(keys, BTN_TOUCH) && bit(keys, BTN_LEFT),
         }
     }
 
     pub fn any(self) -> bool {
-        self.keyboard || self.mouse || self.touchpad
+        self.keyboard || self.mouse || self.touchpad || self.tablet
     }
 }
 
@@ -359,7 +362,14 @@ mod tests {
             &[],
             &bits(&[ABS_X, ABS_Y], 8),
         );
-        assert!(touchpad.touchpad && !touchpad.mouse);
+        assert!(touchpad.touchpad && !touchpad.mouse && !touchpad.tablet);
+        let tablet = Capabilities::from_bits(
+            &bits(&[EV_KEY, EV_ABS], 4),
+            &bits(&[BTN_LEFT, BTN_RIGHT], 96),
+            &[],
+            &bits(&[ABS_X, ABS_Y], 8),
+        );
+        assert!(tablet.tablet && !tablet.touchpad && tablet.any());
         // A power button: keys, but not a keyboard.
         let power = Capabilities::from_bits(&bits(&[EV_KEY], 4), &bits(&[116], 96), &[], &[]);
         assert!(!power.any());

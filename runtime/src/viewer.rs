@@ -155,6 +155,27 @@ pub fn ctrl_alt_del() -> Vec<Vec<u8>> {
 /// A touchpad's X and Y ranges (minimum, maximum), when it has them.
 pub type TouchSpan = (Option<(i32, i32)>, Option<(i32, i32)>);
 
+/// An absolute pointing device's state: its ranges, whether a finger is
+/// down, and where the last position was. A tablet (no touch) moves the
+/// pointer whenever its position changes.
+#[derive(Debug, Clone, Default)]
+pub struct Touch {
+    pub span: TouchSpan,
+    pub always: bool,
+    touching: bool,
+    last: (Option<i32>, Option<i32>),
+}
+
+impl Touch {
+    pub fn new(span: TouchSpan, always: bool) -> Touch {
+        Touch {
+            span,
+            always,
+            ..Touch::default()
+        }
+    }
+}
+
 /// Mouse and touchpad motion, collected until `EV_SYN`.
 #[derive(Debug, Default)]
 pub struct Pointer {
@@ -167,17 +188,15 @@ pub struct Pointer {
     dy: i32,
     wheel: i32,
     changed: bool,
-    touching: bool,
-    last_touch: (Option<i32>, Option<i32>),
 }
 
 impl Pointer {
-    /// One event; `touch_span` is the device's absolute X/Y ranges.
+    /// One event from a device with touch state `touch`.
     /// Returns the RFB pointer events to send (at `EV_SYN`).
     pub fn handle(
         &mut self,
         event: InputEvent,
-        touch_span: TouchSpan,
+        touch: &mut Touch,
         guest: (u16, u16),
     ) -> Vec<Vec<u8>> {
         let scaled = |delta: i32, span: Option<(i32, i32)>| {
@@ -189,24 +208,24 @@ impl Pointer {
             (evdev::EV_REL, evdev::REL_Y) => self.dy += event.value,
             (evdev::EV_REL, evdev::REL_WHEEL) => self.wheel += event.value,
             (evdev::EV_ABS, evdev::ABS_X) => {
-                if self.touching
-                    && let Some(last) = self.last_touch.0
+                if (touch.touching || touch.always)
+                    && let Some(last) = touch.last.0
                 {
-                    self.dx += scaled(event.value - last, touch_span.0);
+                    self.dx += scaled(event.value - last, touch.span.0);
                 }
-                self.last_touch.0 = Some(event.value);
+                touch.last.0 = Some(event.value);
             }
             (evdev::EV_ABS, evdev::ABS_Y) => {
-                if self.touching
-                    && let Some(last) = self.last_touch.1
+                if (touch.touching || touch.always)
+                    && let Some(last) = touch.last.1
                 {
-                    self.dy += scaled(event.value - last, touch_span.1);
+                    self.dy += scaled(event.value - last, touch.span.1);
                 }
-                self.last_touch.1 = Some(event.value);
+                touch.last.1 = Some(event.value);
             }
             (evdev::EV_KEY, evdev::BTN_TOUCH) => {
-                self.touching = event.value != 0;
-                self.last_touch = (None, None);
+                touch.touching = event.value != 0;
+                touch.last = (None, None);
             }
             (evdev::EV_KEY, code @ (evdev::BTN_LEFT | evdev::BTN_RIGHT | evdev::BTN_MIDDLE)) => {
                 let bit = match code {
@@ -699,7 +718,7 @@ fn show_display(
 /// An input device and what is known about it.
 struct Input {
     device: Device,
-    touch_span: TouchSpan,
+    touch: Touch,
 }
 
 /// Open and grab the new keyboards, mice and touchpads under `dir`.
@@ -721,18 +740,15 @@ fn rescan(
             skipped.insert(node);
             continue;
         }
-        let touch_span = if device.caps.touchpad {
-            (
-                device.abs_range(evdev::ABS_X),
-                device.abs_range(evdev::ABS_Y),
-            )
-        } else {
-            (None, None)
-        };
+        let span = (
+            device.abs_range(evdev::ABS_X),
+            device.abs_range(evdev::ABS_Y),
+        );
+        let touch = Touch::new(span, device.caps.tablet);
         stats
             .devices
             .push(format!("{} {:?}", node.display(), device.caps));
-        inputs.push(Input { device, touch_span });
+        inputs.push(Input { device, touch });
     }
 }
 
@@ -855,7 +871,7 @@ fn input_thread(
                     }
                 } else if is_pointer {
                     pointer.absolute = shared.absolute.load(Ordering::Relaxed);
-                    let messages = pointer.handle(event, input.touch_span, shared.guest_size());
+                    let messages = pointer.handle(event, &mut input.touch, shared.guest_size());
                     if !shared.status_shown.load(Ordering::Relaxed) {
                         for message in messages {
                             stats.pointer_events += 1;
@@ -1079,7 +1095,7 @@ mod tests {
     fn relative_mouse_motion_buttons_and_wheel() {
         let mut p = Pointer::default();
         let guest = (640, 480);
-        let none = (None, None);
+        let none = &mut Touch::default();
         assert!(
             p.handle(ev(evdev::EV_REL, evdev::REL_X, 5), none, guest)
                 .is_empty()
@@ -1116,12 +1132,20 @@ mod tests {
             ..Pointer::default()
         };
         let guest = (640, 480);
-        p.handle(ev(evdev::EV_REL, evdev::REL_X, 700), (None, None), guest);
-        p.handle(ev(evdev::EV_REL, evdev::REL_Y, 10), (None, None), guest);
-        let m = p.handle(ev(evdev::EV_SYN, 0, 0), (None, None), guest);
+        p.handle(
+            ev(evdev::EV_REL, evdev::REL_X, 700),
+            &mut Touch::default(),
+            guest,
+        );
+        p.handle(
+            ev(evdev::EV_REL, evdev::REL_Y, 10),
+            &mut Touch::default(),
+            guest,
+        );
+        let m = p.handle(ev(evdev::EV_SYN, 0, 0), &mut Touch::default(), guest);
         assert_eq!(decode(&m[0]), (0, 639, 10), "clamped to the guest's screen");
         // A touchpad 0..2400 wide: half a width moves TOUCHPAD_SPAN / 2.
-        let span = (Some((0, 2400)), Some((0, 1200)));
+        let span = &mut Touch::new((Some((0, 2400)), Some((0, 1200))), false);
         let mut t = Pointer::default();
         t.handle(ev(evdev::EV_KEY, evdev::BTN_TOUCH, 1), span, guest);
         t.handle(ev(evdev::EV_ABS, evdev::ABS_X, 1000), span, guest);
@@ -1136,6 +1160,18 @@ mod tests {
         t.handle(ev(evdev::EV_KEY, evdev::BTN_TOUCH, 1), span, guest);
         t.handle(ev(evdev::EV_ABS, evdev::ABS_X, 100), span, guest);
         assert!(t.handle(ev(evdev::EV_SYN, 0, 0), span, guest).is_empty());
+        // A tablet moves the pointer without a touch.
+        let tablet = &mut Touch::new((Some((0, 32767)), Some((0, 32767))), true);
+        let mut p = Pointer::default();
+        p.handle(ev(evdev::EV_ABS, evdev::ABS_X, 16000), tablet, guest);
+        p.handle(ev(evdev::EV_SYN, 0, 0), tablet, guest);
+        p.handle(
+            ev(evdev::EV_ABS, evdev::ABS_X, 16000 + 32767 / 12),
+            tablet,
+            guest,
+        );
+        let m = p.handle(ev(evdev::EV_SYN, 0, 0), tablet, guest);
+        assert_eq!(decode(&m[0]), (0, 0x7FFF + 99, 0x7FFF));
     }
 
     #[test]

@@ -35,6 +35,8 @@ const MODULES: &[&str] = &[
     // The viewer's keyboard and mouse (the PS/2 keyboard driver is built in).
     "evdev",
     "psmouse",
+    "usbhid",
+    "hid_generic",
 ];
 
 /// Where Debian's QEMU keeps its loadable modules (TCG among them).
