@@ -503,18 +503,17 @@ fn busybox_on_the_locked_tools_tree() {
         "no clean-build version string in the ROM"
     );
 
-    // Another build path, umask and locale give the same bytes.
-    let (ok, out, err) = p.run(&["verify", "busybox", "seabios"]);
+    // Another build path, umask and locale give the same bytes (SeaBIOS
+    // too, `hiperiso-build verify seabios`; left out here to keep CI short).
+    let (ok, out, err) = p.run(&["verify", "busybox"]);
     assert!(ok, "{err}");
-    for (step, tree) in [("busybox", &tree), ("seabios", &seabios)] {
-        assert!(
-            out.contains(&format!(
-                "{step} {} reproducible",
-                tree.file_name().unwrap().to_string_lossy()
-            )),
-            "{out}"
-        );
-    }
+    assert!(
+        out.contains(&format!(
+            "busybox {} reproducible",
+            tree.file_name().unwrap().to_string_lossy()
+        )),
+        "{out}"
+    );
 }
 
 /// `image` builds the profile's steps through the step cache and records
