@@ -349,6 +349,7 @@ fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
     let ovmf_vars = dir.join("vars.fd");
     fs::copy(vars, &ovmf_vars).unwrap();
     let vm = Vm {
+        qemu: stick_run::qemu_program(),
         image: image.to_path_buf(),
         ram_mb: 3072,
         cpus: 1,

@@ -12,7 +12,7 @@
 
 use hiperiso_installer::exfat::{self, ExfatOptions, ExfatReader};
 use hiperiso_runtime::session::{FailureKind, IndexEntry, Outcome, SessionInfo, Status};
-use hiperiso_tests::workspace_root;
+use hiperiso_tests::{isos, workspace_root};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -276,116 +276,6 @@ fn build_initramfs(init: &Path, modules_dir: &Path, out: &Path) {
     assert!(status.success(), "cpio failed");
 }
 
-/// A no-emulation El Torito boot image: prints `marker` on COM1, then either
-/// powers off through the ACPI PM1a control port (q35: 0x604, SeaBIOS's
-/// 0xB004 too) or, with `panic`, waits 8 s (so QMP is connected) and reports a guest panic on the
-/// pvpanic port 0x505.
-fn boot_sector_payload(marker: &str, panic: bool) -> Vec<u8> {
-    let mut code: Vec<u8> = vec![
-        0xFB, // sti
-        0x31, 0xC0, // xor ax, ax
-        0x8E, 0xD8, // mov ds, ax
-        0xBE, 0x00, 0x00, // mov si, message (patched below)
-        0xBA, 0xF8, 0x03, // mov dx, 0x3F8
-        // print: lodsb; test al, al; jz done; out dx, al; jmp print
-        0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8,
-    ];
-    if panic {
-        code.extend([
-            0xB4, 0x86, // mov ah, 0x86 (BIOS wait)
-            0xB9, 0x7A, 0x00, // mov cx, 0x007A
-            0xBA, 0x00, 0x12, // mov dx, 0x1200 (8 000 000 us)
-            0xCD, 0x15, // int 0x15
-            0xBA, 0x05, 0x05, // mov dx, 0x505
-            0xB0, 0x01, // mov al, 1 (PVPANIC_PANICKED)
-            0xEE, // out dx, al
-        ]);
-    } else {
-        code.extend([
-            0xBA, 0x04, 0x06, // mov dx, 0x604
-            0xB8, 0x00, 0x20, // mov ax, 0x2000 (SLP_EN, S5)
-            0xEF, // out dx, ax
-            0xBA, 0x04, 0xB0, // mov dx, 0xB004
-            0xEF, // out dx, ax
-        ]);
-    }
-    code.extend([0xF4, 0xEB, 0xFD]); // hlt; jmp hlt
-    let message_addr = 0x7C00 + code.len() as u16;
-    code[6..8].copy_from_slice(&message_addr.to_le_bytes());
-    code.extend(marker.as_bytes());
-    code.extend(b"\r\n\0");
-    code.resize(2048, 0);
-    code
-}
-
-fn xorriso(root: &Path, out: &Path, args: &[&str]) {
-    run(Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-o"])
-        .arg(out)
-        .args(args)
-        .arg(root));
-}
-
-fn bios_iso(dir: &Path, name: &str, marker: &str, panic: bool) -> PathBuf {
-    let root = dir.join(format!("{name}.root"));
-    fs::create_dir_all(&root).unwrap();
-    fs::write(root.join("boot.bin"), boot_sector_payload(marker, panic)).unwrap();
-    let iso = dir.join(format!("{name}.iso"));
-    xorriso(
-        &root,
-        &iso,
-        &[
-            "-V",
-            "BIOSTEST",
-            "-b",
-            "boot.bin",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-        ],
-    );
-    iso
-}
-
-/// A UEFI-only ISO: a standalone GRUB that echoes the marker (OVMF mirrors
-/// the console on serial) and powers off.
-fn uefi_iso(dir: &Path) -> PathBuf {
-    let work = dir.join("uefi.work");
-    fs::create_dir_all(&work).unwrap();
-    let cfg = work.join("grub.cfg");
-    fs::write(&cfg, format!("echo {UEFI_MARKER}\nhalt\n")).unwrap();
-    let efi = work.join("BOOTX64.EFI");
-    run(Command::new("grub-mkstandalone")
-        .args(["-O", "x86_64-efi", "-o"])
-        .arg(&efi)
-        .args([
-            "--install-modules=normal echo halt configfile",
-            "--modules=echo halt",
-        ])
-        .args(["--locales=", "--themes=", "--fonts="])
-        .arg(format!("boot/grub/grub.cfg={}", cfg.display())));
-    let root = work.join("root");
-    fs::create_dir_all(&root).unwrap();
-    let img = root.join("efi.img");
-    run(Command::new("mkfs.fat").arg("-C").arg(&img).arg("2048"));
-    run(Command::new("mmd")
-        .arg("-i")
-        .arg(&img)
-        .args(["::/EFI", "::/EFI/BOOT"]));
-    run(Command::new("mcopy")
-        .arg("-i")
-        .arg(&img)
-        .arg(&efi)
-        .arg("::/EFI/BOOT/"));
-    let iso = dir.join("uefi.iso");
-    xorriso(
-        &root,
-        &iso,
-        &["-V", "UEFITEST", "-e", "efi.img", "-no-emul-boot"],
-    );
-    iso
-}
-
 struct Fixture {
     _dir: tempfile::TempDir,
     kernel: PathBuf,
@@ -405,15 +295,13 @@ fn fixture() -> &'static Fixture {
         fs::create_dir_all(&isos).unwrap();
         let work = dir.path().join("iso-work");
         fs::create_dir_all(&work).unwrap();
-        let bios = bios_iso(&work, "bios", BIOS_MARKER, false);
+        let bios = isos::bios_iso(&work, "bios", BIOS_MARKER).unwrap();
         fs::copy(&bios, isos.join("bios.iso")).unwrap();
         fs::copy(&bios, isos.join("startfail.iso")).unwrap();
-        fs::copy(
-            bios_iso(&work, "panic", PANIC_MARKER, true),
-            isos.join("panic.iso"),
-        )
-        .unwrap();
-        fs::copy(uefi_iso(&work), isos.join("uefi.iso")).unwrap();
+        let panic = isos::boot_sector_iso(&work, "panic", PANIC_MARKER, isos::After::Panic);
+        fs::copy(panic.unwrap(), isos.join("panic.iso")).unwrap();
+        let uefi = isos::uefi_iso(&work, "uefi", UEFI_MARKER).unwrap();
+        fs::copy(uefi, isos.join("uefi.iso")).unwrap();
         fs::write(isos.join("junk.iso"), vec![0xAAu8; 1 << 20]).unwrap();
         Fixture {
             _dir: dir,
@@ -718,7 +606,7 @@ fn kvm_boots_a_bios_only_iso_with_seabios() {
 }
 
 /// UEFI images get OVMF. Their guest cannot run under nested KVM here: the
-/// outer QEMU 7.2 TCG aborts (`tcg_handle_interrupt: assertion failed:
+/// outer QEMU's TCG aborts (`tcg_handle_interrupt: assertion failed:
 /// (qemu_mutex_iothread_locked())`) as soon as the nested guest writes CR8,
 /// which OVMF does, and OVMF under TCG inside TCG needs minutes to reach
 /// GRUB. So this scenario checks the firmware choice and that OVMF runs

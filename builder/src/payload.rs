@@ -280,6 +280,10 @@ pub fn initramfs_tree(
     if tree_path_exists(root, tcg) {
         initramfs.add_binaries(&[tcg])?;
     }
+    // swtpm gives guests that ask for one (`"tpm": true`) a TPM 2.0.
+    if tree_path_exists(root, "usr/bin/swtpm") {
+        initramfs.add_binaries(&["usr/bin/swtpm"])?;
+    }
     for dir in [
         "usr/share/seabios",
         "usr/lib/ipxe/qemu",

@@ -220,16 +220,27 @@ pub fn run_lock(
     let manifest = context
         .load_manifest()
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
-    let (_, profile) = context
+    let (name, profile) = context
         .profile(&manifest)
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
     let inputs = lock_inputs(&manifest, profile);
     let tools_inputs = crate::tools::lock_inputs(&manifest);
     let path = lock_path(context);
     let previous = Lock::read(&path)?;
-    let packages_fresh = previous
-        .as_ref()
-        .is_some_and(|p| p.inputs == inputs.digest());
+    // A profile without packages (the from-source default) locks only the
+    // tools tree and keeps the packages locked for the profile that has them.
+    let keep_packages = profile.packages.is_empty();
+    if keep_packages && previous.is_none() {
+        return Err(ProfileError::Setup(format!(
+            "{}: profile \"{name}\" lists no Debian packages and there is no lock yet; \
+             lock the profile that has them first, e.g. `hiperiso-build --profile debian lock`",
+            context.manifest_path.display()
+        )));
+    }
+    let packages_fresh = keep_packages
+        || previous
+            .as_ref()
+            .is_some_and(|p| p.inputs == inputs.digest());
     let tools_fresh = match previous.as_ref().and_then(|p| p.tools.as_ref()) {
         Some(tools) => tools.inputs == tools_inputs.digest(),
         None => tools_inputs.packages.is_empty(),
@@ -245,7 +256,7 @@ pub fn run_lock(
     let repository = repository_for(context, &manifest, &inputs, &fetcher);
     let (universe, release_date) = universe(&repository, &keyring_source(&manifest))?;
     let mut lock = match &previous {
-        Some(previous) if packages_fresh && update.is_none() => previous.clone(),
+        Some(previous) if keep_packages || (packages_fresh && update.is_none()) => previous.clone(),
         _ => {
             let prefer = previous
                 .as_ref()
@@ -386,19 +397,21 @@ pub fn build_runtime(workspace: &Path) -> Result<PathBuf, ProfileError> {
     Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
 }
 
-/// The whole debian-profile ESP payload into `esp`: reads the committed
-/// lock (stale stops), fetches and unpacks the packages, builds the static
-/// runtime and assembles GRUB, kernel, initramfs and firmware. This is what
-/// `hiperiso-build --profile debian image` puts on the ESP.
+/// The whole debian-profile ESP payload into `esp`: reads the lock (`mode`:
+/// committed, where stale stops, or a scratch one), fetches and unpacks the
+/// packages, builds the static runtime and assembles GRUB, kernel,
+/// initramfs and firmware. This is what `hiperiso-build --profile debian
+/// image` puts on the ESP (with the committed lock).
 pub fn build_esp(
     context: &Context,
     profile: Option<&str>,
+    mode: LockMode<'_>,
     esp: &Path,
 ) -> Result<crate::payload::Payload, ProfileError> {
     let manifest = context
         .load_manifest()
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
-    let prepared = prepare(context, profile, LockMode::Committed)?;
+    let prepared = prepare(context, profile, mode)?;
     let workspace = context.manifest_dir().to_path_buf();
     let runtime = build_runtime(&workspace)?;
     let mut options =
@@ -503,7 +516,7 @@ pub fn esp_for_image(
             source,
         })?;
     let esp = dir.path().join("esp");
-    let payload = build_esp(context, Some(name), &esp)?;
+    let payload = build_esp(context, Some(name), LockMode::Committed, &esp)?;
     context.say(format!(
         "debian payload: kernel {}, {} ESP files, {} bytes, {} kernel modules",
         payload.kernel_version,

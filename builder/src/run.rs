@@ -180,6 +180,8 @@ impl Console {
 /// The outer VM: a PC with UEFI firmware and the image plugged in as a USB stick.
 #[derive(Debug, Clone)]
 pub struct Vm {
+    /// The QEMU binary ([`qemu_program`] unless a caller needs another).
+    pub qemu: String,
     pub image: PathBuf,
     pub ram_mb: u64,
     pub cpus: u32,
@@ -195,7 +197,7 @@ pub struct Vm {
 impl Vm {
     /// The QEMU command line.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(qemu_program());
+        let mut cmd = Command::new(&self.qemu);
         let (accel, cpu) = match &self.accel {
             Accel::Kvm => ("kvm", "host"),
             Accel::Tcg { cpu } => ("tcg", cpu.as_str()),
@@ -257,7 +259,7 @@ impl Vm {
             Console::File { .. } => cmd.stdin(Stdio::null()).stdout(Stdio::null()),
         };
         cmd.spawn().map_err(|source| RunError::QemuMissing {
-            program: qemu_program(),
+            program: self.qemu.clone(),
             source,
         })
     }
@@ -268,7 +270,8 @@ fn qemu_path(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
 }
 
-fn qemu_program() -> String {
+/// The QEMU binary: `$HIPERISO_QEMU`, else `qemu-system-x86_64`.
+pub fn qemu_program() -> String {
     std::env::var("HIPERISO_QEMU").unwrap_or_else(|_| QEMU.to_string())
 }
 
@@ -662,6 +665,7 @@ pub fn run(ctx: &Context, options: &RunOptions) -> crate::Result<RunOutcome> {
     // sends IPIs while its nested KVM guest runs.
     let cpus = if accel == Accel::Kvm { 2 } else { 1 };
     let vm = Vm {
+        qemu: qemu_program(),
         image: image.clone(),
         ram_mb: options.ram_mb.unwrap_or(DEFAULT_RAM_MB),
         cpus,
@@ -704,6 +708,15 @@ pub fn run(ctx: &Context, options: &RunOptions) -> crate::Result<RunOutcome> {
         }
         Some(status) if !status.success() => {
             ctx.say(format!("QEMU exited with {status}"));
+            if vm.accel != Accel::Kvm
+                && std::os::unix::process::ExitStatusExt::signal(&status) == Some(6)
+            {
+                ctx.say(
+                    "QEMU aborted: its TCG, emulating SVM for the stick's KVM, asserts when a nested \
+                     UEFI guest writes CR8 (`tcg_handle_interrupt: assertion failed`, a QEMU bug; \
+                     see README). UEFI ISOs need a host where `run` can use KVM.",
+                );
+            }
         }
         Some(_) => {}
     }
@@ -837,6 +850,7 @@ mod tests {
     #[test]
     fn the_vm_is_a_pc_with_a_usb_stick() {
         let vm = Vm {
+            qemu: qemu_program(),
             image: "/images/a,b.img".into(),
             ram_mb: 4096,
             cpus: 2,

@@ -235,3 +235,37 @@ fn a_killed_fetch_leaves_no_blob_and_the_next_one_resumes() {
     assert!(resumed_at >= kept.min(1 << 20), "resumed at {resumed_at}");
     assert_eq!(partial_len(), 0);
 }
+
+/// `lock` under a profile without packages (the from-source default) keeps
+/// the packages locked for the debian profile: with the committed lock fresh
+/// it needs no mirror (an unreachable one is set) and leaves the lock byte
+/// for byte; without a lock it refuses and names the profile to lock.
+#[test]
+fn locking_a_profile_without_packages_keeps_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("hiperiso.toml");
+    std::fs::copy(repo_manifest(), &manifest).unwrap();
+    let lock_cmd = || {
+        let mut cmd = bin();
+        cmd.env("HIPERISO_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .arg("lock");
+        cmd
+    };
+    let (ok, _, stderr) = run(&mut lock_cmd());
+    assert!(!ok);
+    assert!(
+        stderr.contains("profile \"default\" lists no Debian packages")
+            && stderr.contains("--profile debian lock"),
+        "{stderr}"
+    );
+    let lock = dir.path().join("hiperiso.lock");
+    let committed = std::fs::read(repo_manifest().with_file_name("hiperiso.lock")).unwrap();
+    std::fs::write(&lock, &committed).unwrap();
+    let (ok, _, stderr) = run(&mut lock_cmd());
+    assert!(ok, "{stderr}");
+    assert_eq!(std::fs::read(&lock).unwrap(), committed);
+}
