@@ -223,12 +223,9 @@ fn viewer_speaks_rfb_with_qemu() {
 // ---------------------------------------------------------------------
 // The stick in the outer test VM.
 
-use hiperiso_build::Context;
-use hiperiso_build::cli::ImageArgs;
-use hiperiso_build::disk_cmd;
 use hiperiso_build::run::{self as stick_run, Accel as OuterAccel, Console, StickImage, Vm};
 use hiperiso_runtime::qmp::Qmp;
-use hiperiso_tests::{stick, workspace_root};
+use hiperiso_tests::stick;
 use serde_json::json;
 
 const DISPLAY_MARKER: &str = "DISPLAY-E2E";
@@ -315,23 +312,7 @@ fn send_keys(qmp: &mut Qmp, keys: &[&str]) {
 
 /// A stick image with `iso` and `config`, set to boot it.
 fn stick_booting(dir: &Path, iso: &Path, config: &str) -> PathBuf {
-    let esp = dir.join("esp");
-    stick::build_esp(&esp).expect("assembling the ESP payload");
-    let image = dir.join("hiperiso.img");
-    let mut ctx = Context::new(workspace_root().join("hiperiso.toml"));
-    ctx.cache_dir = Some(dir.join("cache"));
-    ctx.verbosity = -1;
-    disk_cmd::image(
-        &ctx,
-        &ImageArgs {
-            output: image.clone(),
-            table: None,
-            size: Some("512MiB".into()),
-            esp_tree: Some(esp),
-            data_tree: None,
-        },
-    )
-    .expect("hiperiso-build image");
+    let (image, _) = stick::build_image(dir).expect("building the stick image");
     let mut stick = StickImage::open(&image).unwrap();
     let name = stick.add_iso(iso).unwrap();
     stick

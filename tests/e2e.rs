@@ -16,8 +16,6 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use hiperiso_build::Context;
-use hiperiso_build::cli::ImageArgs;
-use hiperiso_build::disk_cmd;
 use hiperiso_build::run::{
     self, Accel, Console, RunOptions, StickImage, Vm, read_session_file, session_ids,
     session_report,
@@ -60,28 +58,12 @@ fn base() -> &'static Base {
     BASE.get_or_init(|| {
         let started = Instant::now();
         let dir = tempfile::tempdir().unwrap();
-        let esp = dir.path().join("esp");
-        let payload = stick::build_esp(&esp).expect("assembling the ESP payload");
+        let (image, payload) = stick::build_image(dir.path()).expect("building the stick image");
         eprintln!(
             "e2e: debian payload: kernel {}, {} bytes on the ESP",
             payload.kernel_version,
             payload.total_size()
         );
-        let image = dir.path().join("hiperiso.img");
-        let mut ctx = Context::new(workspace_root().join("hiperiso.toml"));
-        ctx.cache_dir = Some(dir.path().join("cache"));
-        ctx.verbosity = -1;
-        disk_cmd::image(
-            &ctx,
-            &ImageArgs {
-                output: image.clone(),
-                table: None,
-                size: Some("512MiB".into()),
-                esp_tree: Some(esp),
-                data_tree: None,
-            },
-        )
-        .expect("hiperiso-build image");
         let iso_dir = dir.path().join("isos");
         fs::create_dir_all(&iso_dir).unwrap();
         isos::bios_iso(&iso_dir, "bios", BIOS_MARKER).unwrap();

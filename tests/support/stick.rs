@@ -34,3 +34,26 @@ pub fn build_esp(esp: &Path) -> Result<Payload> {
     )
     .context("building the debian profile's ESP payload")
 }
+
+/// A 512 MiB stick image in `dir` (`hiperiso.img`) with the debian profile's
+/// ESP, as `hiperiso-build image --esp-tree` writes it.
+pub fn build_image(dir: &Path) -> Result<(PathBuf, Payload)> {
+    let esp = dir.join("esp");
+    let payload = build_esp(&esp)?;
+    let image = dir.join("hiperiso.img");
+    let mut context = Context::new(workspace_root().join("hiperiso.toml"));
+    context.cache_dir = Some(dir.join("cache"));
+    context.verbosity = -1;
+    hiperiso_build::disk_cmd::image(
+        &context,
+        &hiperiso_build::cli::ImageArgs {
+            output: image.clone(),
+            table: None,
+            size: Some("512MiB".into()),
+            esp_tree: Some(esp),
+            data_tree: None,
+        },
+    )
+    .context("hiperiso-build image")?;
+    Ok((image, payload))
+}
