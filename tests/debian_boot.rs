@@ -225,10 +225,7 @@ fn grub_efi_image_starts_under_packaged_ovmf() {
     let esp = work.path().join("esp");
     let boot = esp.join("EFI/BOOT");
     fs::create_dir_all(&boot).unwrap();
-    let modules: Vec<String> = payload::GRUB_MODULES
-        .iter()
-        .map(|m| m.to_string())
-        .collect();
+    let modules = payload::grub_modules();
     payload::grub_mkimage(tree, &modules, &boot.join("BOOTX64.EFI")).unwrap();
     // grub-mkimage is reproducible (DESIGN §8): a second run is identical.
     payload::grub_mkimage(tree, &modules, &work.path().join("again.efi")).unwrap();

@@ -75,6 +75,7 @@ fn viewer_speaks_rfb_with_qemu() {
         monitor_socket: dir.path().join("monitor.sock"),
         net: false,
         net_dump: false,
+        nic_rom: true,
         tpm_socket: None,
         trace_level: TraceLevel::None,
         trace_events: None,

@@ -10,7 +10,8 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::recipe::Recipes;
-use crate::steps::{self, Builder, Cache, Outcome, ToolsTree};
+use crate::runtime_step;
+use crate::steps::{self, Builder, Cache, Outcome, StepResult, ToolsTree};
 use crate::tools;
 
 /// The recipes directory next to the manifest.
@@ -55,14 +56,22 @@ fn tools_tree(
 /// tree (`STEP PATH`) on stdout.
 pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
     let (manifest, recipes) = load(ctx)?;
-    let builder = Builder::new(
-        ctx,
-        &manifest,
-        &recipes,
-        tools_tree(ctx, &manifest, &recipes, args.tools_root.as_deref())?,
-        ctx.store()?,
-    );
-    let results = builder.build(&args.steps)?;
+    let (runtime, wanted) = requested(ctx, &manifest, &args.steps)?;
+    let mut results = if wanted.is_empty() && !args.steps.is_empty() {
+        BTreeMap::new()
+    } else {
+        let builder = Builder::new(
+            ctx,
+            &manifest,
+            &recipes,
+            tools_tree(ctx, &manifest, &recipes, args.tools_root.as_deref())?,
+            ctx.store()?,
+        );
+        builder.build(&wanted)?
+    };
+    if runtime {
+        results.insert(runtime_step::NAME.into(), runtime_for(ctx, &manifest)?);
+    }
     let built = results
         .values()
         .filter(|r| r.outcome == Outcome::Built)
@@ -85,6 +94,42 @@ pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
     Ok(())
 }
 
+/// Whether `steps` names the runtime step (built by the host's cargo, not
+/// from a recipe), and the recipe steps among them.
+fn split_runtime(steps: &[String]) -> (bool, Vec<String>) {
+    let runtime = steps.iter().any(|s| s == runtime_step::NAME);
+    let recipes = steps
+        .iter()
+        .filter(|s| *s != runtime_step::NAME)
+        .cloned()
+        .collect();
+    (runtime, recipes)
+}
+
+/// What `build` and `verify` asked for: the runtime step (named, or in the
+/// active profile when no step is named) and the recipe steps (none: all).
+fn requested(ctx: &Context, manifest: &Manifest, steps: &[String]) -> Result<(bool, Vec<String>)> {
+    if steps.is_empty() {
+        let (_, profile) = ctx.profile(manifest)?;
+        return Ok((split_runtime(&profile.steps).0, Vec::new()));
+    }
+    Ok(split_runtime(steps))
+}
+
+/// The runtime step, pinned to the committed lock's toolchain.
+fn runtime_for(ctx: &Context, manifest: &Manifest) -> Result<StepResult> {
+    let path = crate::profile_debian::lock_path(ctx);
+    let lock = crate::lock::Lock::read(&path)
+        .map_err(crate::profile_debian::ProfileError::from)?
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{} is missing: run `hiperiso-build lock` (it pins the runtime step's toolchain)",
+                path.display()
+            ))
+        })?;
+    Ok(runtime_step::build_pinned(ctx, manifest, &lock)?)
+}
+
 /// What `image` records of the steps it built.
 #[derive(Debug, Clone, Default)]
 pub struct BuiltSteps {
@@ -101,44 +146,54 @@ pub struct BuiltSteps {
 /// the lock, or `$HIPERISO_TOOLS_ROOT` when set.
 pub fn build_profile_steps(ctx: &Context, manifest: &Manifest) -> Result<BuiltSteps> {
     let (_, profile) = ctx.profile(manifest)?;
-    if profile.steps.is_empty() {
-        return Ok(BuiltSteps::default());
+    let (runtime, wanted) = split_runtime(&profile.steps);
+    let mut built = BuiltSteps::default();
+    if !wanted.is_empty() {
+        let recipes = Recipes::load_dir(&recipes_dir(ctx))?;
+        recipes.check(manifest)?;
+        let tools_root = std::env::var_os("HIPERISO_TOOLS_ROOT")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let tools = tools_tree(ctx, manifest, &recipes, tools_root.as_deref())?;
+        built.tools = Some(tools.hash.clone());
+        let builder = Builder::new(ctx, manifest, &recipes, tools, ctx.store()?);
+        for (name, result) in builder.build(&wanted)? {
+            built.add(name, &result);
+        }
     }
-    let recipes = Recipes::load_dir(&recipes_dir(ctx))?;
-    recipes.check(manifest)?;
-    let tools_root = std::env::var_os("HIPERISO_TOOLS_ROOT")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
-    let tools = tools_tree(ctx, manifest, &recipes, tools_root.as_deref())?;
-    let tools_hash = tools.hash.clone();
-    let builder = Builder::new(ctx, manifest, &recipes, tools, ctx.store()?);
-    let results = builder.build(&profile.steps)?;
-    Ok(BuiltSteps {
-        trees: results
-            .iter()
-            .map(|(name, r)| (name.clone(), r.record.tree.clone()))
-            .collect(),
-        paths: results
-            .iter()
-            .map(|(name, r)| (name.clone(), r.path.clone()))
-            .collect(),
-        tools: Some(tools_hash),
-    })
+    if runtime {
+        built.add(runtime_step::NAME.into(), &runtime_for(ctx, manifest)?);
+    }
+    Ok(built)
+}
+
+impl BuiltSteps {
+    fn add(&mut self, name: String, result: &StepResult) {
+        self.trees.insert(name.clone(), result.record.tree.clone());
+        self.paths.insert(name, result.path.clone());
+    }
 }
 
 /// `hiperiso-build verify [STEP...]`.
 pub fn verify(ctx: &Context, args: &StepsArgs) -> Result<()> {
     let (manifest, recipes) = load(ctx)?;
-    let builder = Builder::new(
-        ctx,
-        &manifest,
-        &recipes,
-        tools_tree(ctx, &manifest, &recipes, args.tools_root.as_deref())?,
-        ctx.store()?,
-    );
-    let checked = builder.verify(&args.steps)?;
-    for (name, tree) in &checked {
-        println!("{name} {tree} reproducible");
+    let (runtime, wanted) = requested(ctx, &manifest, &args.steps)?;
+    if !wanted.is_empty() || args.steps.is_empty() {
+        let builder = Builder::new(
+            ctx,
+            &manifest,
+            &recipes,
+            tools_tree(ctx, &manifest, &recipes, args.tools_root.as_deref())?,
+            ctx.store()?,
+        );
+        for (name, tree) in &builder.verify(&wanted)? {
+            println!("{name} {tree} reproducible");
+        }
+    }
+    if runtime {
+        runtime_for(ctx, &manifest)?;
+        let tree = runtime_step::RuntimeStep::new(ctx, &manifest)?.verify()?;
+        println!("{} {tree} reproducible", runtime_step::NAME);
     }
     Ok(())
 }

@@ -96,8 +96,11 @@ pub enum Command {
     /// Resolve Debian package closures into hiperiso.lock.
     #[command(
         long_about = "Resolve the active profile's Debian packages (and the tools tree) into hiperiso.lock \
-        with versions and hashes. --update re-resolves everything, or only NAME..., e.g. after a pin decayed.\n\n\
-        Examples:\n  hiperiso-build --profile debian lock\n  hiperiso-build lock --update linux-image-amd64"
+        with versions and hashes, and pin the host's Rust toolchain (`rustc -V`) for the runtime step. \
+        --update re-resolves everything, or only NAME..., e.g. after a pin decayed; `--update rustc` \
+        re-pins the toolchain.\n\n\
+        Examples:\n  hiperiso-build --profile debian lock\n  hiperiso-build lock --update linux-image-amd64\n  \
+        hiperiso-build lock --update rustc"
     )]
     Lock(LockArgs),
     /// Run build steps (sandboxed, cached).

@@ -13,9 +13,11 @@ use hiperiso_installer::layout::TableKind;
 use sha2::{Digest, Sha256};
 
 use crate::Context;
+use crate::build_cmd::BuiltSteps;
 use crate::build_record;
 use crate::cli::{ImageArgs, InspectArgs, InstallArgs, TableArg};
 use crate::manifest::{ByteSize, Manifest, PartitionTable};
+use crate::profile_source::BuiltEsp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -162,6 +164,21 @@ fn image_spec(manifest: &Manifest, table: TableKind, size: u64, trees: &PayloadT
     }
 }
 
+/// The profile's steps, built, and the ESP payload made from them or from
+/// its packages; an explicit `--esp-tree` replaces both.
+fn payload(
+    ctx: &Context,
+    manifest: &Manifest,
+    esp_tree: Option<&Path>,
+) -> crate::Result<(BuiltSteps, Option<BuiltEsp>)> {
+    if esp_tree.is_some() {
+        return Ok((BuiltSteps::default(), None));
+    }
+    let steps = crate::build_cmd::build_profile_steps(ctx, manifest)?;
+    let built = crate::profile_source::esp_for_image(ctx, manifest, &steps)?;
+    Ok((steps, built))
+}
+
 /// `hiperiso-build image`.
 pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
     let manifest = ctx.load_manifest()?;
@@ -176,13 +193,7 @@ pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
         }
         None => manifest.image.size.0,
     };
-    // The steps feed the build's payload; an explicit --esp-tree replaces it.
-    let steps = if args.esp_tree.is_some() {
-        crate::build_cmd::BuiltSteps::default()
-    } else {
-        crate::build_cmd::build_profile_steps(ctx, &manifest)?
-    };
-    let built = crate::profile_debian::esp_for_image(ctx, &manifest, args.esp_tree.as_deref())?;
+    let (steps, built) = payload(ctx, &manifest, args.esp_tree.as_deref())?;
     let trees = PayloadTrees::stage(
         ctx,
         &manifest,
@@ -265,7 +276,7 @@ fn confirm(device: &Path) -> crate::Result<()> {
 /// `hiperiso-build install [--update]`.
 pub fn install(ctx: &Context, args: &InstallArgs) -> crate::Result<()> {
     let manifest = ctx.load_manifest()?;
-    let built = crate::profile_debian::esp_for_image(ctx, &manifest, args.esp_tree.as_deref())?;
+    let (_, built) = payload(ctx, &manifest, args.esp_tree.as_deref())?;
     let trees = PayloadTrees::stage(
         ctx,
         &manifest,

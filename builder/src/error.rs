@@ -26,6 +26,8 @@ pub enum Error {
     Disk(Box<crate::disk_cmd::DiskError>),
     #[error(transparent)]
     Run(#[from] crate::run::RunError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime_step::RuntimeError),
     #[error("{0}")]
     Usage(String),
     #[error("`hiperiso-build {verb}` is not implemented yet (see issue {issue})")]

@@ -77,6 +77,16 @@ pub struct Lock {
     /// apart from the profile's packages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolsLock>,
+    /// The Rust toolchain the `runtime` step must be built with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<ToolchainLock>,
+}
+
+/// The lock's `[toolchain]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ToolchainLock {
+    /// `rustc -V` of the toolchain, e.g. `rustc 1.95.0 (59807616e 2026-04-14)`.
+    pub rustc: String,
 }
 
 /// The lock's `[tools]` table: the tools tree's resolved closure.
@@ -151,6 +161,7 @@ impl Lock {
             release_date: release_date.to_string(),
             packages,
             tools: None,
+            toolchain: None,
         }
     }
 
@@ -266,6 +277,17 @@ pub fn diff(old: Option<&Lock>, new: &Lock) -> Vec<String> {
         "",
     );
     lines.extend(diff_packages(tools(old), tools(Some(new)), "tools: "));
+    let rustc = |lock: Option<&Lock>| {
+        lock.and_then(|l| l.toolchain.as_ref())
+            .map(|t| t.rustc.clone())
+    };
+    if rustc(old) != rustc(Some(new)) {
+        lines.push(format!(
+            "toolchain: {} -> {}",
+            rustc(old).unwrap_or_else(|| "(none)".into()),
+            rustc(Some(new)).unwrap_or_default()
+        ));
+    }
     lines
 }
 

@@ -397,6 +397,20 @@ pub struct Profile {
     /// hashes go into the ESP's build.json.
     #[serde(default)]
     pub steps: Vec<String>,
+    /// Where the ESP payload (GRUB, kernel, initramfs, firmware) comes
+    /// from; none: the ESP holds only `overlays/esp`.
+    #[serde(default)]
+    pub payload: Option<PayloadFrom>,
+}
+
+/// A profile's `payload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFrom {
+    /// Unpacked from the profile's locked Debian `packages`.
+    Packages,
+    /// Laid together from the outputs of the profile's `steps`.
+    Steps,
 }
 
 /// A size in bytes; in TOML an integer or a string with a binary suffix
@@ -508,6 +522,17 @@ impl Manifest {
             }
         }
         for (profile_name, profile) in &self.profiles {
+            let empty = match profile.payload {
+                Some(PayloadFrom::Packages) => profile.packages.is_empty().then_some("packages"),
+                Some(PayloadFrom::Steps) => profile.steps.is_empty().then_some("steps"),
+                None => None,
+            };
+            if let Some(list) = empty {
+                return Err(err(
+                    &["profiles", profile_name, "payload"],
+                    format!("the payload comes from `{list}`, but the profile lists none"),
+                ));
+            }
             for (i, source) in profile.sources.iter().enumerate() {
                 if !self.sources.contains_key(source) {
                     let known = self.sources.keys().cloned().collect::<Vec<_>>().join(", ");

@@ -1,14 +1,16 @@
-//! The debian profile's payload: from an unpacked tree of pinned Debian
-//! packages, the ESP tree (GRUB, kernel, initramfs, firmware, build.json).
+//! The ESP payload: from a root tree laid out like an installed system
+//! (the debian profile's unpacked packages, or the default profile's build
+//! steps laid together), the ESP tree (GRUB, kernel, initramfs, firmware,
+//! build.json).
 //!
 //! ```text
-//! EFI/BOOT/BOOTX64.EFI            grub-mkimage from the unpacked grub packages
+//! EFI/BOOT/BOOTX64.EFI            the grub-image step's, or grub-mkimage of the tree
 //! EFI/BOOT/fonts/unicode.pf2      GRUB's font for gfxterm
 //! EFI/BOOT/grub.cfg …             overlays/esp (laid on last)
-//! EFI/hiperiso/vmlinuz            linux-image-amd64
+//! EFI/hiperiso/vmlinuz            the tree's boot/vmlinuz-<version>
 //! EFI/hiperiso/initramfs.cpio.zst see `initramfs_tree`
-//! EFI/hiperiso/OVMF_CODE.fd       ovmf's OVMF_CODE_4M.fd (4 MiB variant)
-//! EFI/hiperiso/OVMF_VARS.fd       ovmf's OVMF_VARS_4M.fd
+//! EFI/hiperiso/OVMF_CODE.fd       usr/share/OVMF/OVMF_CODE_4M.fd (4 MiB variant)
+//! EFI/hiperiso/OVMF_VARS.fd       usr/share/OVMF/OVMF_VARS_4M.fd
 //! EFI/hiperiso/build.json         inputs and the sha256 of every file above
 //! ```
 
@@ -25,51 +27,16 @@ use crate::debian::deb::resolve_in_tree;
 use crate::initramfs::{Compression, Initramfs, InitramfsError};
 use crate::kmod::{KmodError, ModuleIndex};
 
-/// GRUB modules embedded in BOOTX64.EFI: everything the menu needs, so the
-/// ESP needs no module directory.
-pub const GRUB_MODULES: &[&str] = &[
-    "part_gpt",
-    "part_msdos",
-    "fat",
-    "exfat",
-    "iso9660",
-    "normal",
-    "linux",
-    "boot",
-    "chain",
-    "configfile",
-    "search",
-    "search_fs_uuid",
-    "search_fs_file",
-    "search_label",
-    "regexp",
-    "test",
-    "true",
-    "echo",
-    "cat",
-    "ls",
-    "sleep",
-    "reboot",
-    "halt",
-    "serial",
-    "terminal",
-    "gfxterm",
-    "gfxterm_background",
-    "font",
-    "all_video",
-    "efi_gop",
-    "efi_uga",
-    "video_bochs",
-    "video_cirrus",
-    "loopback",
-    "probe",
-    "minicmd",
-    "efifwsetup",
-    "lsefi",
-    "loadenv",
-    "gzio",
-    "help",
-];
+/// GRUB modules embedded in BOOTX64.EFI: recipes/grub-image/modules, the
+/// list the from-source grub-image step uses too.
+pub fn grub_modules() -> Vec<String> {
+    include_str!("../../recipes/grub-image/modules")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
 
 /// Kernel modules the host needs (hiperiso-init loads them in the order of
 /// `/etc/hiperiso/modules.load`). Built-in ones are skipped.
@@ -171,6 +138,9 @@ pub struct PayloadOptions {
     pub overlays: Option<PathBuf>,
     pub kernel_modules: Vec<String>,
     pub grub_modules: Vec<String>,
+    /// A ready BOOTX64.EFI (the grub-image step's); else grub-mkimage of
+    /// the tree runs with `grub_modules`.
+    pub grub_image: Option<PathBuf>,
     pub compression: Compression,
     pub source_date_epoch: u32,
     /// Extra files for the ESP, e.g. `EFI/hiperiso/hiperiso-log`.
@@ -186,7 +156,8 @@ impl PayloadOptions {
             init: init.into(),
             overlays: None,
             kernel_modules: KERNEL_MODULES.iter().map(|s| s.to_string()).collect(),
-            grub_modules: GRUB_MODULES.iter().map(|s| s.to_string()).collect(),
+            grub_modules: grub_modules(),
+            grub_image: None,
             compression: Compression::Zstd,
             source_date_epoch: 0,
             extra_esp_files: Vec::new(),
@@ -496,7 +467,10 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
     fs::create_dir_all(&hiperiso).map_err(io_error("creating", &hiperiso))?;
     fs::create_dir_all(&boot).map_err(io_error("creating", &boot))?;
 
-    grub_mkimage(root, &options.grub_modules, &boot.join("BOOTX64.EFI"))?;
+    match &options.grub_image {
+        Some(image) => copy(image, &boot.join("BOOTX64.EFI"))?,
+        None => grub_mkimage(root, &options.grub_modules, &boot.join("BOOTX64.EFI"))?,
+    }
     if let Ok(font) = real_path(root, "usr/share/grub/unicode.pf2") {
         copy(&font, &boot.join("fonts/unicode.pf2"))?;
     }
@@ -536,7 +510,6 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
     let mut files = BTreeMap::new();
     hash_tree(esp, "", &mut files)?;
     let mut info = options.build_info.clone();
-    info.insert("profile".into(), "debian".into());
     info.insert("kernel".into(), kernel.clone().into());
     info.insert("source_date_epoch".into(), options.source_date_epoch.into());
     info.insert(

@@ -26,6 +26,8 @@ pub enum ProfileError {
     Setup(String),
     #[error(transparent)]
     Payload(#[from] crate::payload::PayloadError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime_step::RuntimeError),
     #[error("{context} {path}")]
     Io {
         context: &'static str,
@@ -88,6 +90,7 @@ pub fn resolve_lock(
     let closure = resolve_closure(&universe, inputs, prefer)?;
     let mut lock = Lock::new(inputs, &release_date, &closure);
     lock.tools = previous.and_then(|p| p.tools.clone());
+    lock.toolchain = previous.and_then(|p| p.toolchain.clone());
     Ok(lock)
 }
 
@@ -248,7 +251,7 @@ pub fn run_lock(
     if update.is_none()
         && packages_fresh
         && tools_fresh
-        && let Some(previous) = &previous
+        && let Some(previous) = previous.as_ref().filter(|p| p.toolchain.is_some())
     {
         return Ok((previous.clone(), Vec::new()));
     }
@@ -281,6 +284,16 @@ pub fn run_lock(
             &release_date,
             &closure,
         ))
+    };
+    // The runtime step's toolchain: kept unless `--update` (all) or
+    // `--update rustc` asks to re-pin it to the host's.
+    let repin = update.is_some_and(|names| names.is_empty() || names.iter().any(|n| n == "rustc"));
+    lock.toolchain = match previous.as_ref().and_then(|p| p.toolchain.clone()) {
+        Some(toolchain) if !repin => Some(toolchain),
+        _ => Some(crate::lock::ToolchainLock {
+            rustc: crate::runtime_step::host_rustc(false)
+                .map_err(|e| ProfileError::Setup(e.to_string()))?,
+        }),
     };
     lock.write(&path)?;
     let changes = crate::lock::diff(previous.as_ref(), &lock);
@@ -355,48 +368,6 @@ pub fn prepare(
     Ok(Prepared { lock, tree })
 }
 
-/// Environment variable naming prebuilt runtime binaries' directory
-/// (holding `hiperiso-init` and `hiperiso-log`), instead of building them.
-pub const RUNTIME_BIN_ENV: &str = "HIPERISO_RUNTIME_BIN";
-
-/// Builds the runtime's binaries statically (`+crt-static`, glibc target)
-/// into `<workspace>/target/hiperiso-static` and returns their directory.
-pub fn build_runtime(workspace: &Path) -> Result<PathBuf, ProfileError> {
-    if let Some(dir) = std::env::var_os(RUNTIME_BIN_ENV) {
-        return Ok(PathBuf::from(dir));
-    }
-    let target_dir = workspace.join("target/hiperiso-static");
-    let status =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(workspace)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "hiperiso-runtime",
-                "--bins",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-                "--target-dir",
-            ])
-            .arg(&target_dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env("SOURCE_DATE_EPOCH", "0")
-            .status()
-            .map_err(|source| ProfileError::Io {
-                context: "running cargo in",
-                path: workspace.to_path_buf(),
-                source,
-            })?;
-    if !status.success() {
-        return Err(ProfileError::Setup(format!(
-            "building the static runtime (cargo build -p hiperiso-runtime) failed: {status}; \
-             or point ${RUNTIME_BIN_ENV} at a directory with hiperiso-init"
-        )));
-    }
-    Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
-}
-
 /// The whole debian-profile ESP payload into `esp`: reads the lock (`mode`:
 /// committed, where stale stops, or a scratch one), fetches and unpacks the
 /// packages, builds the static runtime and assembles GRUB, kernel,
@@ -411,32 +382,24 @@ pub fn build_esp(
     let manifest = context
         .load_manifest()
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
+    let (profile_name, _) = manifest
+        .profile(profile)
+        .map_err(|e| ProfileError::Setup(e.to_string()))?;
     let prepared = prepare(context, profile, mode)?;
-    let workspace = context.manifest_dir().to_path_buf();
-    let runtime = build_runtime(&workspace)?;
-    let mut options =
-        crate::payload::PayloadOptions::new(&prepared.tree, runtime.join("hiperiso-init"));
-    let overlays = workspace.join("overlays");
-    options.overlays = overlays.is_dir().then_some(overlays);
-    options.source_date_epoch = u32::try_from(manifest.image.source_date_epoch).unwrap_or(u32::MAX);
+    let runtime = crate::runtime_step::build_pinned(context, &manifest, &prepared.lock)?;
+    let mut options = crate::profile_source::base_options(
+        context,
+        &manifest,
+        profile_name,
+        &prepared.tree,
+        &runtime.path,
+    )?;
     if let Some(modules) = &manifest.debian.kernel_modules {
         options.kernel_modules = modules.clone();
     }
-    let log = runtime.join("hiperiso-log");
-    if log.is_file() {
-        options
-            .extra_esp_files
-            .push(("EFI/hiperiso/hiperiso-log".into(), log));
-    }
-    let manifest_text = fs::read(&context.manifest_path).map_err(|source| ProfileError::Io {
-        context: "reading",
-        path: context.manifest_path.clone(),
-        source,
-    })?;
-    options.build_info.insert(
-        "manifest_sha256".into(),
-        hex::encode(Sha256::digest(&manifest_text)).into(),
-    );
+    options
+        .build_info
+        .insert("runtime".into(), runtime.record.tree.into());
     options.build_info.insert(
         "lock_sha256".into(),
         hex::encode(Sha256::digest(prepared.lock.to_toml())).into(),
@@ -487,46 +450,4 @@ pub fn lock_verb(context: &Context, update: Option<&[String]>) -> crate::Result<
         ));
     }
     Ok(())
-}
-
-/// An ESP payload built into a temporary directory.
-pub struct BuiltEsp {
-    _dir: tempfile::TempDir,
-    pub esp: PathBuf,
-    pub payload: crate::payload::Payload,
-}
-
-/// For `image` and `install`: when the active profile is `debian` and no
-/// `--esp-tree` was given, builds the debian ESP payload.
-pub fn esp_for_image(
-    context: &Context,
-    manifest: &Manifest,
-    esp_tree: Option<&Path>,
-) -> crate::Result<Option<BuiltEsp>> {
-    let (name, _) = context.profile(manifest)?;
-    if esp_tree.is_some() || name != "debian" {
-        return Ok(None);
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("hiperiso-esp-")
-        .tempdir()
-        .map_err(|source| ProfileError::Io {
-            context: "creating a temporary directory in",
-            path: std::env::temp_dir(),
-            source,
-        })?;
-    let esp = dir.path().join("esp");
-    let payload = build_esp(context, Some(name), LockMode::Committed, &esp)?;
-    context.say(format!(
-        "debian payload: kernel {}, {} ESP files, {} bytes, {} kernel modules",
-        payload.kernel_version,
-        payload.files.len(),
-        payload.total_size(),
-        payload.modules.len()
-    ));
-    Ok(Some(BuiltEsp {
-        _dir: dir,
-        esp,
-        payload,
-    }))
 }

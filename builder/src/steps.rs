@@ -102,7 +102,10 @@ pub enum StepError {
     Skipped,
 }
 
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StepError + 'p {
+pub(crate) fn io_err<'p>(
+    action: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(io::Error) -> StepError + 'p {
     move |source| StepError::Io {
         action,
         path: path.to_path_buf(),
@@ -177,7 +180,7 @@ impl Cache {
     pub fn log_path(&self, step: &str, key: &str) -> PathBuf {
         self.root.join("logs").join(step).join(format!("{key}.log"))
     }
-    fn dir(&self, name: &str) -> Result<PathBuf, StepError> {
+    pub(crate) fn dir(&self, name: &str) -> Result<PathBuf, StepError> {
         let dir = self.root.join(name);
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         Ok(dir)
@@ -231,7 +234,12 @@ impl Cache {
 
     /// Moves a normalized output directory into `trees/` and writes the
     /// record last. Returns the tree's path.
-    fn commit(&self, out: &Path, tree: &Tree, record: &StepRecord) -> Result<PathBuf, StepError> {
+    pub(crate) fn commit(
+        &self,
+        out: &Path,
+        tree: &Tree,
+        record: &StepRecord,
+    ) -> Result<PathBuf, StepError> {
         let trees = self.dir("trees")?;
         let dest = trees.join(&record.tree);
         write_atomic(
@@ -249,6 +257,43 @@ impl Cache {
         let json = serde_json::to_string_pretty(record).expect("records serialize") + "\n";
         write_atomic(&self.record_path(&record.key), json.as_bytes())?;
         Ok(dest)
+    }
+
+    /// After a verify build of `step` differed: keeps a copy of the cached
+    /// tree and the rebuilt `out` (moved) under `verify/<step>`, runs
+    /// diffoscope when it is installed, and returns the error to report.
+    pub(crate) fn keep_for_diff(
+        &self,
+        step: &str,
+        cached: &Path,
+        out: &Path,
+        rebuilt_tree: &Tree,
+    ) -> Result<StepError, StepError> {
+        let dir = self.dir("verify")?.join(step);
+        remove_tree(&dir)?;
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let cached_copy = dir.join("cached");
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(cached)
+            .arg(&cached_copy)
+            .status()
+            .map_err(io_err("run cp for", &cached_copy))?;
+        if !status.success() {
+            return Err(io_err("copy", &cached_copy)(io::Error::other(
+                status.to_string(),
+            )));
+        }
+        let rebuilt = dir.join("rebuilt");
+        fs::rename(out, &rebuilt).map_err(io_err("move", out))?;
+        let differing = Tree::scan(&cached_copy)?.differences(rebuilt_tree);
+        let diffoscope = run_diffoscope(&cached_copy, &rebuilt, &dir.join("diffoscope.txt"));
+        Ok(StepError::NotReproducible {
+            step: step.to_string(),
+            differing,
+            dir,
+            diffoscope,
+        })
     }
 }
 
@@ -749,33 +794,11 @@ impl<'a> Builder<'a> {
                 checked.push((name, tree.hash()));
                 continue;
             }
-            let dir = self.cache.dir("verify")?.join(&name);
-            remove_tree(&dir)?;
-            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-            let cached_copy = dir.join("cached");
-            let status = std::process::Command::new("cp")
-                .arg("-a")
-                .arg(&expected.path)
-                .arg(&cached_copy)
-                .status()
-                .map_err(io_err("run cp for", &cached_copy))?;
-            if !status.success() {
-                return Err(io_err("copy", &cached_copy)(io::Error::other(
-                    status.to_string(),
-                )));
-            }
-            let rebuilt = dir.join("rebuilt");
-            fs::rename(&out, &rebuilt).map_err(io_err("move", &out))?;
+            let error = self
+                .cache
+                .keep_for_diff(&name, &expected.path, &out, &tree)?;
             remove_tree(&work)?;
-            let cached_tree = Tree::scan(&cached_copy)?;
-            let differing = cached_tree.differences(&tree);
-            let diffoscope = run_diffoscope(&cached_copy, &rebuilt, &dir.join("diffoscope.txt"));
-            return Err(StepError::NotReproducible {
-                step: name,
-                differing,
-                dir,
-                diffoscope,
-            });
+            return Err(error);
         }
         Ok(checked)
     }

@@ -329,6 +329,7 @@ impl RealProject {
             "busybox/config",
             "seabios.toml",
             "seabios/config",
+            "seabios/vga-stdvga.config",
         ] {
             fs::copy(
                 repo.join("recipes").join(file),
@@ -496,7 +497,7 @@ fn busybox_on_the_locked_tools_tree() {
     let (ok, out, err) = p.run(&["build", "seabios"]);
     assert!(ok, "{err}");
     let seabios = Project::output_of(&out, "seabios");
-    let rom = fs::read(seabios.join("bios-256k.bin")).unwrap();
+    let rom = fs::read(seabios.join("usr/share/qemu/bios-256k.bin")).unwrap();
     assert_eq!(rom.len(), 256 * 1024);
     assert!(
         rom.windows(15).any(|w| w == b"1.16.2-hiperiso"),

@@ -972,6 +972,7 @@ fn run_qemu(
         monitor_socket: monitor_socket.clone(),
         net: settings.net,
         net_dump: settings.net_dump,
+        nic_rom: Path::new("/usr/share/qemu/efi-e1000e.rom").exists(),
         tpm_socket,
         trace_level: level,
         trace_events,

@@ -51,6 +51,10 @@ pub struct QemuPlan {
     pub monitor_socket: PathBuf,
     pub net: bool,
     pub net_dump: bool,
+    /// The NIC's iPXE option ROM (`efi-e1000e.rom`) is installed. Without
+    /// it (the stick built from source has no iPXE) the NIC gets none:
+    /// QEMU starts, guests cannot network-boot.
+    pub nic_rom: bool,
     /// swtpm's control socket when the guest gets a TPM.
     pub tpm_socket: Option<PathBuf>,
     pub trace_level: TraceLevel,
@@ -148,7 +152,12 @@ impl QemuPlan {
             ]);
         }
         if self.net {
-            push(&["-netdev", "user,id=net0", "-device", "e1000e,netdev=net0"]);
+            let nic = if self.nic_rom {
+                "e1000e,netdev=net0"
+            } else {
+                "e1000e,netdev=net0,romfile="
+            };
+            push(&["-netdev", "user,id=net0", "-device", nic]);
             if self.net_dump {
                 let dump = format!(
                     "filter-dump,id=dump0,netdev=net0,file={}",
@@ -231,6 +240,7 @@ mod tests {
             monitor_socket: "/run/hiperiso/monitor.sock".into(),
             net: false,
             net_dump: false,
+            nic_rom: true,
             tpm_socket: None,
             trace_level: TraceLevel::Standard,
             trace_events: Some("/esp/trace/trace-standard.events".into()),
@@ -329,6 +339,9 @@ mod tests {
         );
         assert!(!argv.iter().any(|a| a.contains("pflash")));
         assert_eq!(value_after(&argv, "-netdev"), ["user,id=net0"]);
+        assert!(value_after(&argv, "-device").contains(&"e1000e,netdev=net0".into()));
+        p.nic_rom = false;
+        assert!(value_after(&p.argv(), "-device").contains(&"e1000e,netdev=net0,romfile=".into()));
         assert_eq!(
             value_after(&argv, "-object"),
             ["filter-dump,id=dump0,netdev=net0,file=/data/hiperiso/logs/a_1/network.pcap"]
