@@ -935,6 +935,31 @@ sources = ["foo", "bar"]
     }
 
     #[test]
+    fn a_payload_needs_what_it_is_made_from() {
+        let text = GOOD.replace(
+            "sources = [\"foo\", \"bar\"]",
+            "sources = [\"foo\", \"bar\"]\npayload = \"steps\"",
+        );
+        let inv = invalid_of(&text);
+        assert_eq!(inv.field, "profiles.default.payload", "{inv}");
+        assert!(
+            inv.message
+                .contains("comes from `steps`, but the profile lists none"),
+            "{inv}"
+        );
+        let text = text.replace(
+            "payload = \"steps\"",
+            "payload = \"steps\"\nsteps = [\"x\"]",
+        );
+        assert_eq!(
+            parse(&text).unwrap().profiles["default"].payload,
+            Some(PayloadFrom::Steps)
+        );
+        let inv = invalid_of(&text.replace("payload = \"steps\"", "payload = \"iso\""));
+        assert_eq!(inv.field, "profiles.default.payload", "{inv}");
+    }
+
+    #[test]
     fn unknown_key_names_line_and_field() {
         let text = GOOD.replace("version = \"2.0\"", "version = \"2.0\"\nshaa256 = \"x\"");
         let inv = invalid_of(&text);

@@ -199,3 +199,54 @@ fn lay_tree(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn steps_are_laid_into_one_root_and_clashes_name_both_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (qemu, seabios, clash) = (
+            dir.path().join("qemu"),
+            dir.path().join("seabios"),
+            dir.path().join("clash"),
+        );
+        write(&qemu.join("usr/share/qemu/keymaps/en-us"), "keys");
+        write(&seabios.join("usr/share/qemu/bios-256k.bin"), "rom");
+        symlink("bios-256k.bin", seabios.join("usr/share/qemu/bios.bin")).unwrap();
+        write(&clash.join("usr/share/qemu/bios-256k.bin"), "other");
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let mut owners = BTreeMap::new();
+        lay_tree(&qemu, &root, Path::new(""), "qemu", &mut owners).unwrap();
+        lay_tree(&seabios, &root, Path::new(""), "seabios", &mut owners).unwrap();
+        let share = root.join("usr/share/qemu");
+        assert_eq!(
+            fs::read_to_string(share.join("keymaps/en-us")).unwrap(),
+            "keys"
+        );
+        assert_eq!(fs::read_to_string(share.join("bios.bin")).unwrap(), "rom");
+        assert!(
+            fs::symlink_metadata(share.join("bios.bin"))
+                .unwrap()
+                .is_symlink()
+        );
+        let error = lay_tree(&clash, &root, Path::new(""), "clash", &mut owners).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "steps `seabios` and `clash` both output usr/share/qemu/bios-256k.bin: \
+             one payload root cannot hold both"
+        );
+        // The first step's file is untouched.
+        assert_eq!(
+            fs::read_to_string(share.join("bios-256k.bin")).unwrap(),
+            "rom"
+        );
+    }
+}

@@ -219,8 +219,8 @@ impl<'a> RuntimeStep<'a> {
         Ok(work)
     }
 
-    /// The cached output, or a build (into the workspace's
-    /// `target/hiperiso-static`, so cargo's own cache makes rebuilds quick).
+    /// The cached output, or a build (in the cache's `cargo/` target
+    /// directory, which cargo's own cache keeps quick for small changes).
     pub fn build(&self) -> Result<StepResult, RuntimeError> {
         let key = self.key()?;
         if let Some(record) = self.cache.record(&key) {
@@ -234,7 +234,7 @@ impl<'a> RuntimeStep<'a> {
         let started = Instant::now();
         let work = self.work_dir(&key)?;
         let out = work.join("out");
-        self.compile(&self.workspace.join("target/hiperiso-static"), &out)?;
+        self.compile(&self.cache.dir("cargo")?, &out)?;
         let tree = tree::normalize(&out, self.epoch as i64).map_err(StepError::from)?;
         let record = StepRecord {
             step: NAME.to_string(),

@@ -324,7 +324,10 @@ impl RealProject {
         }
         fs::create_dir_all(dir.path().join("recipes/busybox")).unwrap();
         fs::create_dir_all(dir.path().join("recipes/seabios")).unwrap();
+        fs::create_dir_all(dir.path().join("recipes/linux")).unwrap();
         for file in [
+            "linux-config.toml",
+            "linux/hiperiso.config",
             "busybox.toml",
             "busybox/config",
             "seabios.toml",
@@ -369,7 +372,7 @@ impl RealProject {
     }
 }
 
-/// busybox (and SeaBIOS) from the repository's recipes, on the tools tree unpacked from
+/// busybox (and SeaBIOS, booted, and the kernel's .config) from the repository's recipes, on the tools tree unpacked from
 /// hiperiso.lock (fetched from the Debian mirror of the host's apt sources
 /// or $HIPERISO_DEBIAN_MIRROR), with a fresh step cache: a build killed
 /// mid-step, then a complete one; a no-op rebuild; a comment in the
@@ -503,6 +506,77 @@ fn busybox_on_the_locked_tools_tree() {
         rom.windows(15).any(|w| w == b"1.16.2-hiperiso"),
         "no clean-build version string in the ROM"
     );
+    // Both ROMs start in a real QEMU (the host's, TCG) and report their
+    // clean version on the debug port, the VGA BIOS run by SeaBIOS.
+    let roms = seabios.join("usr/share/qemu");
+    let log = p.path("debugcon.log");
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-M",
+            "pc",
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-display",
+            "none",
+        ])
+        .arg("-L")
+        .arg(&roms)
+        .arg("-bios")
+        .arg(roms.join("bios-256k.bin"))
+        .args(["-device", "VGA", "-chardev"])
+        .arg(format!("file,id=d,path={}", log.display()))
+        .args(["-device", "isa-debugcon,iobase=0x402,chardev=d"])
+        .spawn()
+        .expect("the host's qemu-system-x86_64 (CI installs qemu-system-x86)");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let wanted = [
+        "SeaBIOS (version 1.16.2-hiperiso)",
+        "Start SeaVGABIOS (version 1.16.2-hiperiso)",
+    ];
+    let text = loop {
+        let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+        if wanted.iter().all(|w| text.contains(w)) || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    qemu.kill().unwrap();
+    qemu.wait().unwrap();
+    for w in wanted {
+        assert!(text.contains(w), "no {w:?} on the debug port:\n{text}");
+    }
+
+    // The kernel's .config (issue 9's Kconfig check): tinyconfig plus
+    // recipes/linux/hiperiso.config; every option the fragment asks for is
+    // in the result exactly, and one Kconfig cannot set fails the step,
+    // named.
+    let (ok, out, err) = p.run(&["build", "linux-config"]);
+    assert!(ok, "{err}");
+    let config =
+        fs::read_to_string(Project::output_of(&out, "linux-config").join("config")).unwrap();
+    let fragment = p.path("recipes/linux/hiperiso.config");
+    let requested = fs::read_to_string(&fragment).unwrap();
+    let options: Vec<&str> = requested
+        .lines()
+        .filter(|l| l.starts_with("CONFIG_"))
+        .collect();
+    assert!(options.len() > 80, "{options:?}");
+    for option in options {
+        assert!(
+            config.lines().any(|l| l == option),
+            "{option} not in .config"
+        );
+    }
+    assert!(!config.lines().any(|l| l.starts_with("CONFIG_MODULES=")));
+    fs::write(&fragment, format!("{requested}CONFIG_KVM_AMD_SEV=y\n")).unwrap();
+    let (ok, _, err) = p.run(&["build", "linux-config"]);
+    assert!(!ok);
+    assert!(
+        err.contains("hiperiso.config asks for 'CONFIG_KVM_AMD_SEV=y'; Kconfig gave: nothing"),
+        "{err}"
+    );
+    fs::write(&fragment, requested).unwrap();
 
     // Another build path, umask and locale give the same bytes (SeaBIOS
     // too, `hiperiso-build verify seabios`; left out here to keep CI short).
@@ -528,8 +602,12 @@ fn image_records_steps_and_its_own_sha256() {
     p.recipe("upper", UPPER);
     let manifest = p.path("hiperiso.toml");
     let text = fs::read_to_string(&manifest).unwrap();
-    let text = text.replace("steps = [\"busybox\", \"seabios\"]", "steps = [\"upper\"]");
-    assert!(text.contains("steps = [\"upper\"]"));
+    // The default profile with one step and no assembled payload.
+    let default_steps = "steps = [\"linux\", \"qemu\", \"edk2\", \"seabios\", \"busybox\", \"grub-image\", \"runtime\"]";
+    assert!(text.contains(default_steps));
+    let text = text
+        .replace(default_steps, "steps = [\"upper\"]")
+        .replace("payload = \"steps\"", "");
     fs::write(&manifest, text).unwrap();
     // The ESP payload is overlays/esp (until the build assembles one);
     // `--esp-tree` would replace the build's payload and skip the steps.
