@@ -64,13 +64,14 @@ fn default_manifest_is_valid_and_summarised() {
     assert!(ok, "{stderr}");
     for needle in [
         "profile    default",
-        "sources    6 active",
+        "sources    7 active",
         "linux",
         "qemu",
         "edk2",
         "grub2",
         "busybox",
         "seabios",
+        "libslirp",
     ] {
         assert!(stdout.contains(needle), "{needle} missing:\n{stdout}");
     }
@@ -100,8 +101,8 @@ fn offline_fetch_names_every_missing_blob() {
         .env("HIPERISO_CACHE_DIR", dir.path())
         .env("HIPERISO_DEBIAN_MIRROR", "http://mirror.invalid/debian"));
     assert!(!ok);
-    assert!(stderr.contains("6 blob(s) missing"), "{stderr}");
-    for name in ["linux", "qemu", "edk2", "grub2", "busybox", "seabios"] {
+    assert!(stderr.contains("7 blob(s) missing"), "{stderr}");
+    for name in ["linux", "qemu", "edk2", "grub2", "busybox", "seabios", "libslirp"] {
         assert!(
             stderr.contains(&format!("\n  {name}: sha256 ")),
             "{name} missing from:\n{stderr}"
