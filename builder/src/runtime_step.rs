@@ -82,6 +82,12 @@ pub fn host_rustc(verbose: bool) -> Result<String, RuntimeError> {
             program: program.clone(),
             source,
         })?;
+    if !output.status.success() {
+        return Err(RuntimeError::Rustc {
+            program,
+            source: io::Error::other(String::from_utf8_lossy(&output.stderr).trim().to_string()),
+        });
+    }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 

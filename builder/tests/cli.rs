@@ -102,7 +102,9 @@ fn offline_fetch_names_every_missing_blob() {
         .env("HIPERISO_DEBIAN_MIRROR", "http://mirror.invalid/debian"));
     assert!(!ok);
     assert!(stderr.contains("7 blob(s) missing"), "{stderr}");
-    for name in ["linux", "qemu", "edk2", "grub2", "busybox", "seabios", "libslirp"] {
+    for name in [
+        "linux", "qemu", "edk2", "grub2", "busybox", "seabios", "libslirp",
+    ] {
         assert!(
             stderr.contains(&format!("\n  {name}: sha256 ")),
             "{name} missing from:\n{stderr}"
@@ -269,4 +271,54 @@ fn locking_a_profile_without_packages_keeps_the_lock() {
     let (ok, _, stderr) = run(&mut lock_cmd());
     assert!(ok, "{stderr}");
     assert_eq!(std::fs::read(&lock).unwrap(), committed);
+}
+
+/// The runtime step refuses a host toolchain other than the lock's pin,
+/// naming both and the lock, before building anything; a lock without a
+/// pin says how to make one.
+#[test]
+fn runtime_step_is_pinned_to_the_locked_toolchain() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("hiperiso.toml");
+    std::fs::copy(repo_manifest(), &manifest).unwrap();
+    std::fs::create_dir(dir.path().join("recipes")).unwrap();
+    let committed =
+        std::fs::read_to_string(repo_manifest().with_file_name("hiperiso.lock")).unwrap();
+    let (head, _) = committed.split_once("[toolchain]").unwrap();
+    let lock = dir.path().join("hiperiso.lock");
+    let build_runtime = || {
+        run(bin()
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(["build", "runtime"]))
+    };
+    std::fs::write(
+        &lock,
+        format!("{head}[toolchain]\nrustc = \"rustc 1.0.0 (a178d0322 2015-05-13)\"\n"),
+    )
+    .unwrap();
+    let (ok, _, stderr) = build_runtime();
+    assert!(!ok);
+    let host = Command::new("rustc").arg("-V").output().unwrap().stdout;
+    let host = String::from_utf8_lossy(&host).trim().to_string();
+    assert!(
+        stderr.contains(&format!("the host's Rust toolchain is `{host}`"))
+            && stderr.contains("pins `rustc 1.0.0 (a178d0322 2015-05-13)`")
+            && stderr.contains(&lock.display().to_string())
+            && stderr.contains("rustup default 1.0.0"),
+        "{stderr}"
+    );
+    std::fs::write(&lock, head).unwrap();
+    let (ok, _, stderr) = build_runtime();
+    assert!(!ok);
+    assert!(
+        stderr.contains("has no [toolchain]") && stderr.contains("run `hiperiso-build lock`"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("cache/trees").exists(),
+        "something was built"
+    );
 }
