@@ -203,7 +203,8 @@ pub fn verify(ctx: &Context, args: &StepsArgs) -> Result<()> {
 pub fn clean(ctx: &Context) -> Result<()> {
     let recipes = Recipes::load_dir(&recipes_dir(ctx))?;
     let cache = Cache::new(ctx.store()?.root());
-    let names: BTreeSet<String> = recipes.by_name.keys().cloned().collect();
+    let mut names: BTreeSet<String> = recipes.by_name.keys().cloned().collect();
+    names.insert(runtime_step::NAME.into());
     let removed = steps::clean(&cache, &names)?;
     ctx.say(format!(
         "removed {} step record(s), {} output tree(s), {} log(s), {} work dir(s)",
@@ -231,6 +232,15 @@ pub fn gc(ctx: &Context) -> Result<()> {
             step: name.clone(),
             inputs: builder.inputs_hash(recipe)?,
             steps: recipe.steps.clone(),
+        });
+    }
+    // The runtime step's current output (a manifest outside a hiperiso
+    // checkout has no runtime/ to build it from).
+    if ctx.manifest_dir().join("runtime").is_dir() {
+        current.push(steps::CurrentStep {
+            step: runtime_step::NAME.into(),
+            inputs: runtime_step::RuntimeStep::new(ctx, &manifest)?.key()?,
+            steps: Vec::new(),
         });
     }
     let removed = steps::gc(&Cache::new(store.root()), &current)?;
