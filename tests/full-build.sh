@@ -40,7 +40,7 @@ hb inspect "$work/hiperiso.img" | tee "$work/inspect.txt"
 
 if [ -z "${SKIP_VERIFY:-}" ]; then
     say "2. verify every step (log: $work/verify.log)"
-    hb verify 2>&1 | tee "$work/verify.log"
+    { hb verify && hb verify runtime; } 2>&1 | tee "$work/verify.log"
     t2=$(now)
     echo "verify: $((t2 - t1)) s"
 fi

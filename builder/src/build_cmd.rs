@@ -56,7 +56,7 @@ fn tools_tree(
 /// tree (`STEP PATH`) on stdout.
 pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
     let (manifest, recipes) = load(ctx)?;
-    let (runtime, wanted) = requested(ctx, &manifest, &args.steps)?;
+    let (runtime, wanted) = split_runtime(&args.steps);
     let mut results = if wanted.is_empty() && !args.steps.is_empty() {
         BTreeMap::new()
     } else {
@@ -104,16 +104,6 @@ fn split_runtime(steps: &[String]) -> (bool, Vec<String>) {
         .cloned()
         .collect();
     (runtime, recipes)
-}
-
-/// What `build` and `verify` asked for: the runtime step (named, or in the
-/// active profile when no step is named) and the recipe steps (none: all).
-fn requested(ctx: &Context, manifest: &Manifest, steps: &[String]) -> Result<(bool, Vec<String>)> {
-    if steps.is_empty() {
-        let (_, profile) = ctx.profile(manifest)?;
-        return Ok((split_runtime(&profile.steps).0, Vec::new()));
-    }
-    Ok(split_runtime(steps))
 }
 
 /// The runtime step, pinned to the committed lock's toolchain.
@@ -177,7 +167,7 @@ impl BuiltSteps {
 /// `hiperiso-build verify [STEP...]`.
 pub fn verify(ctx: &Context, args: &StepsArgs) -> Result<()> {
     let (manifest, recipes) = load(ctx)?;
-    let (runtime, wanted) = requested(ctx, &manifest, &args.steps)?;
+    let (runtime, wanted) = split_runtime(&args.steps);
     if !wanted.is_empty() || args.steps.is_empty() {
         let builder = Builder::new(
             ctx,

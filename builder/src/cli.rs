@@ -209,7 +209,8 @@ pub struct LockArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct StepsArgs {
-    /// Step names (default: every recipe under recipes/).
+    /// Step names (default: every recipe under recipes/); `runtime` is the
+    /// host-cargo step of hiperiso-init and hiperiso-log.
     #[arg(value_name = "STEP")]
     pub steps: Vec<String>,
     /// Use this prepared root as the tools tree (`/` inside the sandbox)
