@@ -109,9 +109,16 @@ pub fn base_options(
         fs::read(&context.manifest_path).map_err(io_err("reading", &context.manifest_path))?;
     let info = &mut options.build_info;
     info.insert("profile".into(), profile.into());
+    // What `hiperiso-build inspect` shows (the same object an ESP of only
+    // overlays gets, disk_cmd.rs).
     info.insert(
-        "manifest_sha256".into(),
-        hex::encode(Sha256::digest(&manifest_text)).into(),
+        "hiperiso".into(),
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "image": manifest.image.name,
+            "profile": profile,
+            "manifest_sha256": hex::encode(Sha256::digest(&manifest_text)),
+        }),
     );
     Ok(options)
 }
