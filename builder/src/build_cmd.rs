@@ -52,6 +52,17 @@ fn tools_tree(
     }
 }
 
+/// The step builder on the tools tree `args` asks for.
+fn builder<'a>(
+    ctx: &'a Context,
+    manifest: &'a Manifest,
+    recipes: &'a Recipes,
+    args: &StepsArgs,
+) -> Result<Builder<'a>> {
+    let tools = tools_tree(ctx, manifest, recipes, args.tools_root.as_deref())?;
+    Ok(Builder::new(ctx, manifest, recipes, tools, ctx.store()?))
+}
+
 /// `hiperiso-build build [STEP...]`: prints each requested step's output
 /// tree (`STEP PATH`) on stdout.
 pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
@@ -60,14 +71,7 @@ pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
     let mut results = if wanted.is_empty() && !args.steps.is_empty() {
         BTreeMap::new()
     } else {
-        let builder = Builder::new(
-            ctx,
-            &manifest,
-            &recipes,
-            tools_tree(ctx, &manifest, &recipes, args.tools_root.as_deref())?,
-            ctx.store()?,
-        );
-        builder.build(&wanted)?
+        builder(ctx, &manifest, &recipes, args)?.build(&wanted)?
     };
     if runtime {
         results.insert(runtime_step::NAME.into(), runtime_for(ctx, &manifest)?);
@@ -169,14 +173,7 @@ pub fn verify(ctx: &Context, args: &StepsArgs) -> Result<()> {
     let (manifest, recipes) = load(ctx)?;
     let (runtime, wanted) = split_runtime(&args.steps);
     if !wanted.is_empty() || args.steps.is_empty() {
-        let builder = Builder::new(
-            ctx,
-            &manifest,
-            &recipes,
-            tools_tree(ctx, &manifest, &recipes, args.tools_root.as_deref())?,
-            ctx.store()?,
-        );
-        for (name, tree) in &builder.verify(&wanted)? {
+        for (name, tree) in &builder(ctx, &manifest, &recipes, args)?.verify(&wanted)? {
             println!("{name} {tree} reproducible");
         }
     }

@@ -48,6 +48,16 @@ fn io_err<'p>(
     }
 }
 
+fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, ProfileError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(io_err(
+            "creating a temporary directory in",
+            &std::env::temp_dir(),
+        ))
+}
+
 /// For `image` and `install`: the active profile's ESP payload (None when
 /// the profile has no `payload`). `steps` are the profile's steps, built.
 pub fn esp_for_image(
@@ -59,13 +69,7 @@ pub fn esp_for_image(
     let Some(from) = profile.payload else {
         return Ok(None);
     };
-    let dir = tempfile::Builder::new()
-        .prefix("hiperiso-esp-")
-        .tempdir()
-        .map_err(io_err(
-            "creating a temporary directory in",
-            &std::env::temp_dir(),
-        ))?;
+    let dir = temp_dir("hiperiso-esp-")?;
     let esp = dir.path().join("esp");
     let payload = match from {
         PayloadFrom::Packages => {
@@ -139,13 +143,7 @@ pub fn build_esp(
             crate::runtime_step::NAME
         ))
     })?;
-    let root_dir = tempfile::Builder::new()
-        .prefix("hiperiso-root-")
-        .tempdir()
-        .map_err(io_err(
-            "creating a temporary directory in",
-            &std::env::temp_dir(),
-        ))?;
+    let root_dir = temp_dir("hiperiso-root-")?;
     let root = root_dir.path();
     let mut owners = BTreeMap::new();
     for (name, path) in &steps.paths {

@@ -679,7 +679,11 @@ impl<'a> Builder<'a> {
         } else {
             wanted.to_vec()
         };
-        let order = self.recipes.order(&wanted)?;
+        // Ready steps start heaviest first, so the long chains
+        // (linux-config -> linux) do not wait behind short steps.
+        let order = self
+            .recipes
+            .heaviest_first(self.manifest, self.recipes.order(&wanted)?);
         let mut waiting: BTreeSet<String> = order.iter().cloned().collect();
         let mut results: BTreeMap<String, StepResult> = BTreeMap::new();
         let mut running = 0usize;

@@ -66,3 +66,33 @@ fn repository_recipes_fit_the_manifest_and_the_lock() {
         );
     }
 }
+
+/// The default profile's steps start heaviest first: the kernel's chain
+/// before QEMU's, the small steps last.
+#[test]
+fn the_kernel_chain_starts_first() {
+    let manifest = Manifest::load(&repo().join("hiperiso.toml")).unwrap();
+    let recipes = Recipes::load_dir(&repo().join("recipes")).unwrap();
+    let (_, default) = manifest.profile(Some("default")).unwrap();
+    let wanted: Vec<String> = default
+        .steps
+        .iter()
+        .filter(|s| *s != runtime_step::NAME)
+        .cloned()
+        .collect();
+    let order = recipes.heaviest_first(&manifest, recipes.order(&wanted).unwrap());
+    assert_eq!(
+        order,
+        [
+            "linux-config",
+            "linux",
+            "libslirp",
+            "qemu",
+            "edk2",
+            "grub",
+            "busybox",
+            "seabios",
+            "grub-image"
+        ]
+    );
+}
