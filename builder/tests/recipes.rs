@@ -14,6 +14,15 @@ fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
+/// A profile's steps without `runtime` (built by cargo, not a recipe).
+fn recipe_steps(steps: &[String]) -> Vec<String> {
+    steps
+        .iter()
+        .filter(|s| *s != runtime_step::NAME)
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn repository_recipes_fit_the_manifest_and_the_lock() {
     let manifest = Manifest::load(&repo().join("hiperiso.toml")).unwrap();
@@ -32,13 +41,7 @@ fn repository_recipes_fit_the_manifest_and_the_lock() {
         "hiperiso.lock pins no [toolchain] for the runtime step"
     );
     for (name, profile) in &manifest.profiles {
-        let wanted: Vec<String> = profile
-            .steps
-            .iter()
-            .filter(|s| *s != runtime_step::NAME)
-            .cloned()
-            .collect();
-        let order = recipes.order(&wanted).unwrap();
+        let order = recipes.order(&recipe_steps(&profile.steps)).unwrap();
         for step in &order {
             for source in &recipes.get(step).unwrap().sources {
                 assert!(
@@ -74,13 +77,8 @@ fn the_kernel_chain_starts_first() {
     let manifest = Manifest::load(&repo().join("hiperiso.toml")).unwrap();
     let recipes = Recipes::load_dir(&repo().join("recipes")).unwrap();
     let (_, default) = manifest.profile(Some("default")).unwrap();
-    let wanted: Vec<String> = default
-        .steps
-        .iter()
-        .filter(|s| *s != runtime_step::NAME)
-        .cloned()
-        .collect();
-    let order = recipes.heaviest_first(&manifest, recipes.order(&wanted).unwrap());
+    let order = recipes.order(&recipe_steps(&default.steps)).unwrap();
+    let order = recipes.heaviest_first(&manifest, order);
     assert_eq!(
         order,
         [
