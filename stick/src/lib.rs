@@ -1,0 +1,40 @@
+//! The stick's contract (DESIGN.md §4–§5), in one place: what the builder
+//! writes, GRUB and `hiperiso-init` read, and `hiperiso-log` analyzes.
+//! Every crate of the workspace depends on this one, and it depends on
+//! none of them.
+//!
+//! - [`paths`]: the files on the ESP and on the data partition.
+//! - [`io`]: I/O errors that say what was being done to which path, atomic
+//!   writes, file hashes.
+//! - [`time`]: civil dates and the UTC formats of session names and files.
+
+pub mod io;
+pub mod paths;
+pub mod time;
+
+/// An error with its sources, `a: b: c` (for logs that have no `caused by`
+/// lines, such as the stick's console).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_chain_joins_sources() {
+        let inner = std::io::Error::other("disk gone");
+        let outer = crate::io::IoError {
+            action: "read",
+            path: "/x".into(),
+            source: inner,
+        };
+        assert_eq!(super::error_chain(&outer), "cannot read /x: disk gone");
+    }
+}
