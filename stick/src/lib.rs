@@ -10,6 +10,7 @@
 
 pub mod io;
 pub mod paths;
+pub mod qemu;
 pub mod time;
 
 /// An error with its sources, `a: b: c` (for logs that have no `caused by`
