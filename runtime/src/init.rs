@@ -9,6 +9,7 @@
 use crate::blockid::{self, FsIdentity};
 use crate::cmdline::{AfterAction, KernelCmdline, PartitionSpec};
 use crate::config::{Config, EffectiveSettings, Firmware, LoadedConfig};
+use crate::display::viewer;
 use crate::eltorito;
 use crate::grubenv;
 use crate::hw;
@@ -21,7 +22,7 @@ use crate::session::{
     Status, Timing, files,
 };
 use crate::sys;
-use crate::viewer;
+use hiperiso_stick::error_chain;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -276,17 +277,6 @@ impl Session {
             say(&error_chain(&e));
         }
     }
-}
-
-/// Render an error with its sources, `a: b: c`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(&format!(": {e}"));
-        source = e.source();
-    }
-    text
 }
 
 /// Mount the pseudo filesystems PID 1 needs.
