@@ -11,6 +11,7 @@ use crate::session::{self, FailureKind, SessionInfo, Timing, files};
 use crate::trace_events::EventCatalog;
 use crate::trace_summary::{self, DeviceReads, TraceSummary};
 use hiperiso_stick::error_chain;
+use hiperiso_stick::io::write_atomic;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -39,6 +40,9 @@ pub enum AnalyzeError {
     },
     #[error("cannot write the report")]
     Write(#[source] session::SessionError),
+    /// Writing one of the report's files.
+    #[error("cannot write the report")]
+    WriteFile(#[from] hiperiso_stick::io::IoError),
 }
 
 /// The overall answer.
@@ -613,15 +617,13 @@ fn hints(
 /// Write `report.json`, `report.txt` and `analysis.meta` atomically.
 pub fn write_report(dir: &Path, report: &Report) -> Result<(), AnalyzeError> {
     let json = session::to_json("report.json", report).map_err(AnalyzeError::Write)?;
-    session::write_atomic(&dir.join(files::REPORT_JSON), json.as_bytes())
-        .map_err(AnalyzeError::Write)?;
-    session::write_atomic(&dir.join(files::REPORT_TXT), render_text(report).as_bytes())
-        .map_err(AnalyzeError::Write)?;
-    session::write_atomic(
+    write_atomic(&dir.join(files::REPORT_JSON), json.as_bytes())?;
+    write_atomic(&dir.join(files::REPORT_TXT), render_text(report).as_bytes())?;
+    write_atomic(
         &dir.join(files::ANALYSIS_META),
         render_meta(report).as_bytes(),
-    )
-    .map_err(AnalyzeError::Write)
+    )?;
+    Ok(())
 }
 
 fn time_suffix(time: Option<f64>) -> String {

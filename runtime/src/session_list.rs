@@ -319,7 +319,7 @@ pub fn parse_utc(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::utc_rfc3339;
+    use hiperiso_stick::time::utc_rfc3339;
 
     #[test]
     fn utc_round_trip() {
