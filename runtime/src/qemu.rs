@@ -380,9 +380,10 @@ mod tests {
             .filter(|n| !n.is_empty() && !n.starts_with('#') && !n.contains(' '))
             .collect();
         assert!(known.len() > 1000);
-        let dir = concat!(
+        let dir = format!(
+            "{}/../overlays/esp/{}",
             env!("CARGO_MANIFEST_DIR"),
-            "/../overlays/esp/EFI/hiperiso/trace"
+            hiperiso_stick::paths::esp::TRACE_DIR
         );
         let mut previous: Vec<String> = Vec::new();
         for level in ["standard", "detailed", "full"] {
