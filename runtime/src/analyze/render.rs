@@ -1,7 +1,8 @@
 //! `report.txt` and `analysis.meta`: the report for humans and for shell
 //! scripts.
 
-use super::*;
+use super::report::*;
+use std::fmt::Write as _;
 
 pub(super) fn time_suffix(time: Option<f64>) -> String {
     time.map_or(String::new(), |t| format!(" at {t:.3}s"))

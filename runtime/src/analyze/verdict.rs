@@ -1,7 +1,11 @@
 //! The verdict (booted, failed, timed out, host failure; where and why),
 //! the timing summary and the hints for the user.
 
-use super::*;
+use super::report::*;
+use crate::patterns::{Domain, Severity, Stage};
+use crate::serial::{Finding, SerialScan};
+use crate::session::{FailureKind, SessionInfo, Timing};
+use serde::Serialize;
 
 pub(super) struct Verdict {
     pub(super) result: BootResult,
@@ -251,4 +255,12 @@ pub(super) fn hints(
         push("QEMU ran without KVM (TCG): the guest is 10-50x slower; enable VT-x/AMD-V in the PC's firmware".into());
     }
     hints
+}
+
+/// The serde name of a unit enum variant (`no_kvm`).
+pub(super) fn enum_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

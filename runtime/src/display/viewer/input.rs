@@ -1,7 +1,12 @@
 //! The host's keyboard and pointer, turned into RFB messages for the
 //! guest; the hotkeys.
 
-use super::*;
+use crate::display::evdev::{self, InputEvent, key};
+use crate::display::rfb::{self, RELATIVE_CENTRE};
+use std::collections::BTreeSet;
+
+/// A touchpad's full width moves the pointer this many guest pixels.
+const TOUCHPAD_SPAN: i32 = 1200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hotkey {

@@ -20,14 +20,13 @@
 //! - `P`: power the guest off cleanly (ACPI power button); a second `P`
 //!   stops it at once.
 
-use crate::display::evdev::{self, Device, InputEvent, key};
+use crate::display::evdev::{self, Device, key};
 use crate::display::fbdev::Framebuffer;
-use crate::display::rfb::{self, Event, RELATIVE_CENTRE, Screen};
+use crate::display::rfb::{self, Event, Screen};
 use crate::display::scale::Fit;
-use serde::Serialize;
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::fs::{self, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -46,8 +45,6 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 const STATUS_REFRESH: Duration = Duration::from_secs(1);
 /// Serial lines on the status screen.
 const STATUS_SERIAL_LINES: usize = 14;
-/// A touchpad's full width moves the pointer this many guest pixels.
-const TOUCHPAD_SPAN: i32 = 1200;
 const KDSETMODE: libc::c_ulong = 0x4B3A;
 const KD_TEXT: libc::c_int = 0;
 const KD_GRAPHICS: libc::c_int = 1;

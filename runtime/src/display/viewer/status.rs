@@ -1,7 +1,14 @@
 //! The host console's status screen, the serial mirror (no framebuffer)
 //! and the viewer's measurements.
 
-use super::*;
+use serde::Serialize;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 /// What the status screen shows.
 #[derive(Debug, Clone)]

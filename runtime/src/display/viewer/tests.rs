@@ -1,4 +1,5 @@
 use super::*;
+use crate::display::evdev::InputEvent;
 
 fn press(k: &mut Keyboard, code: u16) -> KeyAction {
     k.handle(code, 1)
