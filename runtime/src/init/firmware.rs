@@ -2,7 +2,7 @@
 //! catalog, unless `hiperiso.json` forces one), and the OVMF or SeaBIOS
 //! files for it; the trace-events file for a trace level.
 
-use super::RUN_DIR;
+use super::boot::RUN_DIR;
 use crate::config::{EffectiveSettings, Firmware};
 use crate::eltorito;
 use crate::qemu::FirmwareFiles;

@@ -12,9 +12,14 @@
 //! - [`vm`]: running and supervising QEMU;
 //! - [`guest_display`]: the viewer or the serial mirror while it runs.
 //!
-//! This module mounts the basics, loads the kernel modules, and after the
-//! session powers off, reboots or drops to a shell.
+//! - [`boot`]: the basic mounts, modules and partitions, before the session;
+//! - [`console`]: messages on the host's consoles.
+//!
+//! [`main`] runs them in order and after the session powers off, reboots
+//! or drops to a shell.
 
+pub mod boot;
+pub mod console;
 pub mod firmware;
 pub mod guest_display;
 pub mod partitions;
@@ -22,101 +27,21 @@ pub mod recording;
 pub mod steps;
 pub mod vm;
 
+pub use boot::{Boot, DATA_MOUNT, DEFAULT_DATA_WAIT, ESP_MOUNT, RUN_DIR, TMPFS_LOGS};
+pub use console::say;
 pub use partitions::ProbedPartition;
 pub use recording::Recording;
 
-use crate::cmdline::{AfterAction, KernelCmdline};
-use crate::modules;
+use crate::cmdline::AfterAction;
 use crate::sys;
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
 
-/// Where the data partition is mounted (read-write).
-pub const DATA_MOUNT: &str = "/mnt/data";
-/// Where the ESP is mounted (read-only), when `hiperiso.esp=` names it.
-pub const ESP_MOUNT: &str = "/mnt/esp";
-/// Scratch space on tmpfs: QMP socket, OVMF variables, swtpm state.
-pub const RUN_DIR: &str = "/run/hiperiso";
-/// The session goes here when there is no data partition.
-pub const TMPFS_LOGS: &str = "/run/hiperiso/logs";
-/// Default seconds to wait for the data partition (`hiperiso.wait=`).
-pub const DEFAULT_DATA_WAIT: u32 = 20;
-
-/// Print a message on every console: the kernel's console and, when it is
-/// a different device, the first serial port.
-pub fn say(message: &str) {
-    let line = format!("hiperiso: {message}\n");
-    let _ = std::io::stderr().write_all(line.as_bytes());
-    if let Ok(mut kmsg) = fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        let _ = kmsg.write_all(format!("<5>hiperiso: {message}\n").as_bytes());
-    }
-}
-
-/// Mount the pseudo filesystems PID 1 needs.
-fn mount_basics() {
-    let mounts: &[(&str, &str, &str)] = &[
-        ("proc", "/proc", "proc"),
-        ("sysfs", "/sys", "sysfs"),
-        ("devtmpfs", "/dev", "devtmpfs"),
-        ("tmpfs", "/run", "tmpfs"),
-        ("devpts", "/dev/pts", "devpts"),
-    ];
-    for (source, target, fstype) in mounts {
-        match sys::mount(source, Path::new(target), fstype, 0, "") {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-            Err(e) => say(&format!("cannot mount {fstype} on {target}: {e}")),
-        }
-    }
-    let _ = fs::create_dir_all(RUN_DIR);
-}
-
-/// Load the initramfs' kernel modules: the list file when the builder
-/// shipped one, otherwise every `.ko` below `/lib/modules/<release>`.
-fn load_modules(release: &str) -> modules::LoadReport {
-    let base = PathBuf::from("/lib/modules").join(release);
-    if !base.is_dir() {
-        return modules::LoadReport::default();
-    }
-    let lists = [
-        PathBuf::from("/etc/hiperiso/modules.load"),
-        base.join("hiperiso.load"),
-        base.join("modules.load"),
-    ];
-    let list = lists
-        .iter()
-        .find_map(|p| fs::read_to_string(p).ok())
-        .map(|text| modules::read_list(&text, &base));
-    let mut wanted = list.unwrap_or_default();
-    // Whatever the list says, every module in the initramfs is a candidate:
-    // listed ones first, in order.
-    for found in modules::find_modules(&base) {
-        if !wanted.contains(&found) {
-            wanted.push(found);
-        }
-    }
-    modules::load_all(&wanted)
-}
-
-/// Everything learned before the session directory exists.
-pub struct Boot {
-    pub cmdline: KernelCmdline,
-    pub cmdline_text: String,
-    pub modules: modules::LoadReport,
-    pub data: Option<ProbedPartition>,
-    pub esp: Option<ProbedPartition>,
-    pub t_start: u64,
-    pub t_modules: u64,
-    pub t_data: u64,
-}
-
 /// PID 1's entry point.
 pub fn main() -> ! {
-    let boot = start();
+    let boot = boot::start();
     if boot.cmdline.rescue_shell {
         say("rescue shell requested (hiperiso.shell=1); exit the shell to power off");
         run_shell();
@@ -135,49 +60,6 @@ pub fn main() -> ! {
         }
     }
     shutdown(after, boot.data.is_some(), boot.esp.is_some())
-}
-
-/// Mounts, the kernel command line, modules, the stick's partitions.
-fn start() -> Boot {
-    let t_start = sys::uptime_ms();
-    mount_basics();
-    let cmdline_text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let cmdline = KernelCmdline::parse(&cmdline_text);
-    say(&format!(
-        "hiperiso-init {} starting",
-        env!("CARGO_PKG_VERSION")
-    ));
-    for warning in &cmdline.warnings {
-        say(&format!("warning: {warning}"));
-    }
-    let release = sys::kernel_release();
-    let modules = load_modules(&release);
-    say(&format!(
-        "kernel {release}: {} modules loaded, {} not loadable",
-        modules.loaded.len(),
-        modules.failed.len()
-    ));
-    let t_modules = sys::uptime_ms();
-    let wait = cmdline.wait_seconds.unwrap_or(DEFAULT_DATA_WAIT);
-    say(&format!(
-        "looking for the data partition {} (up to {wait} s)",
-        cmdline.data
-    ));
-    let data = partitions::mount_data(&cmdline.data, wait, DATA_MOUNT);
-    let esp = cmdline
-        .esp
-        .as_ref()
-        .and_then(|spec| partitions::mount_esp(spec, ESP_MOUNT));
-    Boot {
-        cmdline,
-        cmdline_text,
-        modules,
-        data,
-        esp,
-        t_start,
-        t_modules,
-        t_data: sys::uptime_ms(),
-    }
 }
 
 fn run_shell() {

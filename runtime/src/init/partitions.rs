@@ -1,7 +1,7 @@
 //! Finding the stick's partitions among the block devices (by UUID, label
 //! or device path, as the kernel command line names them) and mounting them.
 
-use super::say;
+use super::console::say;
 use crate::blockid::{self, FsIdentity};
 use crate::cmdline::PartitionSpec;
 use crate::sys;

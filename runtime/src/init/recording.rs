@@ -2,7 +2,7 @@
 //! `status.json`, timings and `init.log`, and the final files written by
 //! [`Recording::finish`] whatever happened before.
 
-use super::say;
+use super::console::say;
 use crate::session::{
     self, Failure, FailureKind, IndexEntry, Outcome, Phase, SCHEMA_VERSION, SessionInfo, Stage,
     Status, Timing, files,

@@ -2,9 +2,12 @@
 //! take the host inventory, check KVM and the ISO, run the guest, finish.
 //! A fatal failure at any step is recorded and ends the session there.
 
+use super::boot::{Boot, DATA_MOUNT, DEFAULT_DATA_WAIT, TMPFS_LOGS};
+use super::console::say;
+use super::firmware;
+use super::partitions::ProbedPartition;
 use super::recording::Recording;
 use super::vm::{self, Guest};
-use super::{Boot, DATA_MOUNT, DEFAULT_DATA_WAIT, ProbedPartition, TMPFS_LOGS, firmware, say};
 use crate::cmdline::{AfterAction, KernelCmdline};
 use crate::config::{Config, EffectiveSettings, Firmware, LoadedConfig};
 use crate::grubenv;

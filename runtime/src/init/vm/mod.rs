@@ -4,10 +4,10 @@
 
 mod supervise;
 
+use super::boot::{Boot, ESP_MOUNT, RUN_DIR};
 use super::firmware::{self, first_existing};
 use super::guest_display::{self, GuestDisplay};
 use super::recording::Recording;
-use super::{Boot, ESP_MOUNT, RUN_DIR};
 use crate::cmdline::TraceLevel;
 use crate::config::{Config, EffectiveSettings, Firmware};
 use crate::display::fbdev::Framebuffer;
@@ -23,10 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-use supervise::Supervisor;
+use supervise::{QMP_CONNECT_TIMEOUT, Supervisor};
 
-/// QMP must answer within this time after QEMU starts.
-const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const QEMU_BINARIES: &[&str] = &[
     "/usr/bin/qemu-system-x86_64",
     "/usr/local/bin/qemu-system-x86_64",

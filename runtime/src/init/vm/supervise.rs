@@ -2,11 +2,10 @@
 //! crashes), the guest inventory, screenshots, the hotkeys' requests, the
 //! heartbeat, and the timeouts.
 
-use super::QMP_CONNECT_TIMEOUT;
 use crate::config::Config;
 use crate::display::viewer::Request;
 use crate::hw;
-use crate::init::RUN_DIR;
+use crate::init::boot::RUN_DIR;
 use crate::init::guest_display::GuestDisplay;
 use crate::init::recording::Recording;
 use crate::qmp::Qmp;
@@ -21,6 +20,8 @@ use std::process::{Child, ExitStatus};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+/// QMP must answer within this time after QEMU starts.
+pub const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Seconds after QEMU starts before the guest inventory is taken.
 const GUEST_INVENTORY_DELAY: Duration = Duration::from_secs(3);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
