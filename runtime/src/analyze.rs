@@ -38,11 +38,11 @@ pub enum AnalyzeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write the report")]
-    Write(#[source] session::SessionError),
+    #[error("cannot render report.json")]
+    Render(#[source] session::SessionError),
     /// Writing one of the report's files.
     #[error("cannot write the report")]
-    WriteFile(#[from] hiperiso_stick::io::IoError),
+    Write(#[from] hiperiso_stick::io::IoError),
 }
 
 /// Analyze `session_dir` and write `report.json`, `report.txt` and
@@ -232,7 +232,7 @@ fn read_json<T: serde::de::DeserializeOwned>(
 
 /// Write `report.json`, `report.txt` and `analysis.meta` atomically.
 pub fn write_report(dir: &Path, report: &Report) -> Result<(), AnalyzeError> {
-    let json = session::to_json("report.json", report).map_err(AnalyzeError::Write)?;
+    let json = session::to_json("report.json", report).map_err(AnalyzeError::Render)?;
     write_atomic(&dir.join(files::REPORT_JSON), json.as_bytes())?;
     write_atomic(&dir.join(files::REPORT_TXT), render_text(report).as_bytes())?;
     write_atomic(
