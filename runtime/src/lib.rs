@@ -13,12 +13,18 @@
 //!   [`qemu`] (the QEMU command line).
 //!
 //! PID 1 side (feature `init`, on by default; binary `hiperiso-init`):
-//! - `init`: finding the partitions, recording the session, choosing the
-//!   firmware, running and supervising QEMU.
-//! - `display`: the guest's screen on the host's framebuffer, keyboard and
-//!   mouse, hotkeys.
+//! - `init`: `boot` (mounts, modules, finding the partitions in
+//!   `partitions`), `steps` (one session, step by step, recorded by
+//!   `recording::Recording`), `firmware` (UEFI or BIOS, OVMF/SeaBIOS),
+//!   `vm` (spawning and supervising QEMU), `guest_display` (the viewer or
+//!   the serial mirror while the guest runs).
+//! - `display`: the guest's screen on the host's framebuffer (`rfb`,
+//!   `scale`, `fbdev`), keyboard and mouse (`evdev`), hotkeys (`viewer`).
 //! - `hw` (host and guest inventory), `kvm`, `qmp`, `modules`, `sys`
-//!   (system calls PID 1 needs).
+//!   (the system calls PID 1 needs).
+//!
+//! A crate that only analyzes sessions depends on this one with
+//! `default-features = false` and compiles none of the PID 1 side.
 
 pub mod analyze;
 pub mod blockid;

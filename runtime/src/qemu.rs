@@ -63,7 +63,7 @@ pub struct QemuPlan {
     /// Record firmware debug output from port 0x402.
     pub firmware_log: bool,
     /// Serve the display on this Unix socket with QEMU's VNC server, for
-    /// the viewer that shows it on the host's screen (`viewer.rs`).
+    /// the viewer that shows it on the host's screen (`display::viewer`).
     pub vnc_socket: Option<PathBuf>,
 }
 

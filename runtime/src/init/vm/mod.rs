@@ -1,5 +1,5 @@
 //! Running the guest: the QEMU command line from the settings, swtpm, the
-//! QEMU process and its QMP monitor, then [`supervise`] until it exits, and
+//! QEMU process and its QMP monitor, then `supervise` until it exits, and
 //! the verdict on how it ended.
 
 mod supervise;
