@@ -64,95 +64,11 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
     let info = read_json::<SessionInfo>(dir, files::SESSION_JSON, &mut warnings);
     let timing = read_json::<Timing>(dir, files::TIMING_JSON, &mut warnings);
 
-    let mut scan = SerialScan::default();
-    let mut serial_present = false;
-    for (name, source) in [
-        (files::FIRMWARE_LOG, Source::Guest),
-        (files::SERIAL_LOG, Source::Guest),
-        (files::QEMU_STDERR, Source::Qemu),
-    ] {
-        let path = dir.join(name);
-        match File::open(&path) {
-            Ok(file) => {
-                if name == files::SERIAL_LOG {
-                    serial_present = true;
-                }
-                if let Err(e) = scan.scan(BufReader::new(file), source, name) {
-                    warnings.push(format!("{name}: read stopped early: {e}"));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if name == files::SERIAL_LOG {
-                    warnings.push(format!("{name}: missing"));
-                }
-            }
-            Err(e) => warnings.push(format!("{name}: {e}")),
-        }
-    }
-    // QMP events hiperiso-init saw (`<ms> <EVENT> <data>`), e.g. GUEST_PANICKED.
-    if let Some(info) = &info {
-        let events = info.guest_events.join("\n");
-        if let Err(e) = scan.scan(events.as_bytes(), Source::Qemu, GUEST_EVENTS) {
-            warnings.push(format!("{GUEST_EVENTS}: {e}"));
-        }
-    }
+    let (scan, serial_present) = scan_logs(dir, info.as_ref(), &mut warnings);
     let serial_bytes = std::fs::metadata(dir.join(files::SERIAL_LOG)).map_or(0, |m| m.len());
-
-    let mut host_failures: Vec<HostFailure> = info
-        .as_ref()
-        .map(|info| {
-            info.failures
-                .iter()
-                .map(|f| HostFailure {
-                    kind: enum_name(&f.kind),
-                    fatal: f.fatal,
-                    message: f.message.clone(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Ok(text) = std::fs::read_to_string(dir.join(files::FAILURE_TXT)) {
-        let known: Vec<String> = host_failures.iter().map(|f| f.message.clone()).collect();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            if !known.iter().any(|m| m == line) {
-                host_failures.push(HostFailure {
-                    kind: "failure_txt".into(),
-                    fatal: info.is_none(),
-                    message: line.to_string(),
-                });
-            }
-        }
-    }
-
-    let io = trace_file(dir).and_then(|name| {
-        match trace_summary::summarize_file(&dir.join(name), EventCatalog::builtin()) {
-            Ok(trace) => Some(IoSummary {
-                trace_file: name.to_string(),
-                cdrom: trace.devices.get("cdrom").map(cd_reads),
-                trace,
-            }),
-            Err(e) => {
-                warnings.push(format!("{name}: {}", error_chain(&e)));
-                None
-            }
-        }
-    });
-    if let Some(error) = io.as_ref().and_then(|io| io.trace.error.as_ref()) {
-        warnings.push(format!("trace: partial summary: {error}"));
-    }
-
-    let session = SessionFacts {
-        id: info.as_ref().map(|i| i.id.clone()),
-        iso: info.as_ref().map(|i| i.iso.clone()),
-        firmware: info.as_ref().and_then(|i| i.firmware.clone()),
-        accel: info.as_ref().and_then(|i| i.accel.clone()),
-        started_utc: info.as_ref().map(|i| i.started_utc.clone()),
-        ended_utc: info.as_ref().and_then(|i| i.ended_utc.clone()),
-        qemu_exit_code: info.as_ref().and_then(|i| i.qemu_exit_code),
-        qemu_signal: info.as_ref().and_then(|i| i.qemu_signal),
-        complete: dir.join(files::SESSION_COMPLETE).exists(),
-        screenshots: info.as_ref().map_or(0, |i| i.screenshots),
-    };
+    let host_failures = host_failures(dir, info.as_ref());
+    let io = trace_io(dir, &mut warnings);
+    let session = session_facts(dir, info.as_ref());
 
     let cd_bytes = io
         .as_ref()
@@ -189,6 +105,115 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
         serial_bytes,
         serial_last_line: scan.last_line.clone(),
     })
+}
+
+/// The firmware log, serial console, QEMU's stderr and the QMP events,
+/// scanned; whether there is a `serial.log`.
+fn scan_logs(
+    dir: &Path,
+    info: Option<&SessionInfo>,
+    warnings: &mut Vec<String>,
+) -> (SerialScan, bool) {
+    let mut scan = SerialScan::default();
+    let mut serial_present = false;
+    for (name, source) in [
+        (files::FIRMWARE_LOG, Source::Guest),
+        (files::SERIAL_LOG, Source::Guest),
+        (files::QEMU_STDERR, Source::Qemu),
+    ] {
+        let path = dir.join(name);
+        match File::open(&path) {
+            Ok(file) => {
+                if name == files::SERIAL_LOG {
+                    serial_present = true;
+                }
+                if let Err(e) = scan.scan(BufReader::new(file), source, name) {
+                    warnings.push(format!("{name}: read stopped early: {e}"));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if name == files::SERIAL_LOG {
+                    warnings.push(format!("{name}: missing"));
+                }
+            }
+            Err(e) => warnings.push(format!("{name}: {e}")),
+        }
+    }
+    // QMP events hiperiso-init saw (`<ms> <EVENT> <data>`), e.g. GUEST_PANICKED.
+    if let Some(info) = info {
+        let events = info.guest_events.join("\n");
+        if let Err(e) = scan.scan(events.as_bytes(), Source::Qemu, GUEST_EVENTS) {
+            warnings.push(format!("{GUEST_EVENTS}: {e}"));
+        }
+    }
+    (scan, serial_present)
+}
+
+/// hiperiso-init's failures: `session.json`'s, and `FAILURE.txt`'s lines
+/// that are not among them.
+fn host_failures(dir: &Path, info: Option<&SessionInfo>) -> Vec<HostFailure> {
+    let mut host_failures: Vec<HostFailure> = info
+        .map(|info| {
+            info.failures
+                .iter()
+                .map(|f| HostFailure {
+                    kind: enum_name(&f.kind),
+                    fatal: f.fatal,
+                    message: f.message.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Ok(text) = std::fs::read_to_string(dir.join(files::FAILURE_TXT)) {
+        let known: Vec<String> = host_failures.iter().map(|f| f.message.clone()).collect();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !known.iter().any(|m| m == line) {
+                host_failures.push(HostFailure {
+                    kind: "failure_txt".into(),
+                    fatal: info.is_none(),
+                    message: line.to_string(),
+                });
+            }
+        }
+    }
+    host_failures
+}
+
+/// The trace's summary, with the CD-ROM's reads.
+fn trace_io(dir: &Path, warnings: &mut Vec<String>) -> Option<IoSummary> {
+    let io = trace_file(dir).and_then(|name| {
+        match trace_summary::summarize_file(&dir.join(name), EventCatalog::builtin()) {
+            Ok(trace) => Some(IoSummary {
+                trace_file: name.to_string(),
+                cdrom: trace.devices.get("cdrom").map(cd_reads),
+                trace,
+            }),
+            Err(e) => {
+                warnings.push(format!("{name}: {}", error_chain(&e)));
+                None
+            }
+        }
+    });
+    if let Some(error) = io.as_ref().and_then(|io| io.trace.error.as_ref()) {
+        warnings.push(format!("trace: partial summary: {error}"));
+    }
+    io
+}
+
+/// What `session.json` says about the session, and whether it completed.
+fn session_facts(dir: &Path, info: Option<&SessionInfo>) -> SessionFacts {
+    SessionFacts {
+        id: info.map(|i| i.id.clone()),
+        iso: info.map(|i| i.iso.clone()),
+        firmware: info.and_then(|i| i.firmware.clone()),
+        accel: info.and_then(|i| i.accel.clone()),
+        started_utc: info.map(|i| i.started_utc.clone()),
+        ended_utc: info.and_then(|i| i.ended_utc.clone()),
+        qemu_exit_code: info.and_then(|i| i.qemu_exit_code),
+        qemu_signal: info.and_then(|i| i.qemu_signal),
+        complete: dir.join(files::SESSION_COMPLETE).exists(),
+        screenshots: info.map_or(0, |i| i.screenshots),
+    }
 }
 
 /// The trace file of a session: `trace.bin` (simpletrace, or log-backend
