@@ -16,10 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hiperiso_runtime::cmdline::TraceLevel;
-use hiperiso_runtime::fbdev::{Canvas, Channel, Layout};
+use hiperiso_runtime::display::fbdev::{Canvas, Channel, Layout};
+use hiperiso_runtime::display::rfb::{self, Event, Screen};
+use hiperiso_runtime::display::scale::Fit;
 use hiperiso_runtime::qemu::{Accel, FirmwareFiles, QemuPlan};
-use hiperiso_runtime::rfb::{self, Event, Screen};
-use hiperiso_runtime::scale::Fit;
 use hiperiso_tests::isos::{self, DISPLAY_DRAWN, DISPLAY_QUADRANTS};
 
 struct Killed(Child);

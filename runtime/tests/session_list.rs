@@ -5,7 +5,7 @@ use hiperiso_installer::image::{self, ImageSpec};
 use hiperiso_installer::layout::TableKind;
 use hiperiso_runtime::analyze::BootResult;
 use hiperiso_runtime::session::{self, IndexEntry, Outcome, SessionInfo};
-use hiperiso_runtime::sessions::{Logs, SessionsError};
+use hiperiso_runtime::session_list::{Logs, SessionsError};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -20,8 +20,8 @@ fn info(id: &str, iso: &str, start: i64, end: i64) -> SessionInfo {
         id: id.into(),
         iso: iso.into(),
         iso_size: None,
-        started_utc: session::utc_rfc3339(start),
-        ended_utc: Some(session::utc_rfc3339(end)),
+        started_utc: hiperiso_stick::time::utc_rfc3339(start),
+        ended_utc: Some(hiperiso_stick::time::utc_rfc3339(end)),
         hiperiso_version: "0.1.0".into(),
         kernel_cmdline: String::new(),
         host_kernel: "6.1.0".into(),

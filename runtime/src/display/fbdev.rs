@@ -4,7 +4,7 @@
 //! memory mapped, and a [`Canvas`] that draws `0x00RRGGBB` pixels into any
 //! packed RGB layout (32, 24 or 16 bits per pixel).
 
-use crate::scale::Fit;
+use crate::display::scale::Fit;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;

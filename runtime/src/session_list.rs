@@ -1,4 +1,5 @@
-//! Finding sessions: `hiperiso-log sessions PATH` and `show latest|ID`.
+//! Finding and listing recorded sessions: `hiperiso-log sessions PATH`
+//! and `show latest|ID`.
 //!
 //! PATH may be a mounted stick (or data partition), its `hiperiso/logs`
 //! directory, or a disk image / block device. For an image or device the
@@ -18,7 +19,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 /// The logs directory, relative to the data partition's root.
-pub const LOGS_DIR: &str = "hiperiso/logs";
+pub use hiperiso_stick::paths::data::LOGS_DIR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionsError {
@@ -319,7 +320,7 @@ pub fn parse_utc(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::utc_rfc3339;
+    use hiperiso_stick::time::utc_rfc3339;
 
     #[test]
     fn utc_round_trip() {
