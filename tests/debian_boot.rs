@@ -20,10 +20,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hiperiso_build::context::Context;
-use hiperiso_build::initramfs::Compression;
-use hiperiso_build::payload::{self, PayloadOptions};
-use hiperiso_build::profile_debian;
+use hiperiso_build::debian::closure;
+use hiperiso_build::payload::esp::{self as payload, PayloadOptions};
+use hiperiso_build::payload::initramfs::Compression;
+use hiperiso_build::settings::Context;
 use hiperiso_tests::workspace_root;
 
 struct Prepared {
@@ -35,10 +35,10 @@ fn prepared() -> &'static Prepared {
     PREPARED.get_or_init(|| {
         let context = Context::new(workspace_root().join("hiperiso.toml"));
         let scratch_lock = std::env::temp_dir().join("hiperiso-debian-boot-test.lock");
-        let prepared = profile_debian::prepare(
+        let prepared = closure::prepare(
             &context,
             Some("debian"),
-            profile_debian::LockMode::Scratch(&scratch_lock),
+            closure::LockMode::Scratch(&scratch_lock),
         )
         .unwrap_or_else(|e| panic!("preparing the debian tree: {e:#}"));
         Prepared {

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use hiperiso_build::Context;
-use hiperiso_build::run::{
-    self, Accel, Console, RunOptions, StickImage, Vm, read_session_file, session_ids,
+use hiperiso_build::settings::Context;
+use hiperiso_build::vm::{
+    self as run, Accel, Console, RunOptions, StickImage, Vm, read_session_file, session_ids,
     session_report,
 };
 use hiperiso_installer::device::BUILD_JSON;

@@ -4,12 +4,12 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use hiperiso_build::Context;
-use hiperiso_build::bump;
-use hiperiso_build::fetch::{
+use hiperiso_build::commands::bump;
+use hiperiso_build::settings::Context;
+use hiperiso_build::sources::fetch::{
     AttemptFailure, FetchError, FetchOptions, FetchRequest, Fetcher, Progress,
 };
-use hiperiso_build::store::{Store, sha256_hex};
+use hiperiso_build::sources::store::{Store, sha256_hex};
 use hiperiso_tests::http::TestServer;
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
@@ -455,7 +455,7 @@ fn bump_latest_follows_the_watch() {
 #[test]
 fn pin_fills_in_missing_sha256_only() {
     let fx = Fixture::new();
-    hiperiso_build::sources::pin(&fx.ctx, &[], false).unwrap();
+    hiperiso_build::commands::fetch::pin(&fx.ctx, &[], false).unwrap();
     let expected = fx.expected("1.0", &sha256_hex(&fx.foo10)).replace(
         &"bar-{version}.tar.gz\"\n".to_string(),
         &format!(
@@ -469,7 +469,7 @@ fn pin_fills_in_missing_sha256_only() {
         "foo was already pinned"
     );
     // Now everything is pinned: fetch verifies both.
-    let fetched = hiperiso_build::sources::fetch(&fx.ctx, &[]).unwrap();
+    let fetched = hiperiso_build::commands::fetch::fetch(&fx.ctx, &[]).unwrap();
     assert_eq!(fetched.len(), 2);
 }
 

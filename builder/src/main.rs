@@ -4,12 +4,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use hiperiso_build::Context;
 use hiperiso_build::cli::{Cli, Command};
-use hiperiso_build::{
-    Context, build_cmd, bump, disk_cmd, not_implemented, profile_debian, run, sources,
+use hiperiso_build::commands::{
+    build as build_cmd, bump, disk as disk_cmd, fetch as sources, not_implemented,
 };
+use hiperiso_build::debian::closure;
+use hiperiso_build::vm as run;
 
-fn run(cli: Cli) -> hiperiso_build::Result<()> {
+fn run(cli: Cli) -> hiperiso_build::commands::Result<()> {
     let ctx = Context::from_args(&cli.global);
     match cli.command {
         Command::Summary => sources::summary(&ctx),
@@ -22,7 +25,7 @@ fn run(cli: Cli) -> hiperiso_build::Result<()> {
             args.latest,
             args.check,
         ),
-        Command::Lock(args) => profile_debian::lock_verb(&ctx, args.update.as_deref()),
+        Command::Lock(args) => closure::lock_verb(&ctx, args.update.as_deref()),
         Command::Build(args) => build_cmd::build(&ctx, &args),
         Command::Verify(args) => build_cmd::verify(&ctx, &args),
         Command::Image(args) => disk_cmd::image(&ctx, &args),

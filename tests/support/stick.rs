@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use hiperiso_build::context::Context;
-use hiperiso_build::payload::Payload;
-use hiperiso_build::profile_debian::{self, LockMode};
+use hiperiso_build::debian::closure::{self, LockMode};
+use hiperiso_build::payload::esp::Payload;
+use hiperiso_build::settings::Context;
 
 use crate::workspace_root;
 
@@ -26,7 +26,7 @@ pub fn target_dir() -> PathBuf {
 pub fn build_esp(esp: &Path) -> Result<Payload> {
     let context = Context::new(workspace_root().join("hiperiso.toml"));
     let scratch_lock = target_dir().join("hiperiso-e2e.lock");
-    profile_debian::build_esp(
+    closure::build_esp(
         &context,
         Some("debian"),
         LockMode::Scratch(&scratch_lock),
@@ -44,7 +44,7 @@ pub fn build_image(dir: &Path) -> Result<(PathBuf, Payload)> {
     let mut context = Context::new(workspace_root().join("hiperiso.toml"));
     context.cache_dir = Some(dir.join("cache"));
     context.verbosity = -1;
-    hiperiso_build::disk_cmd::image(
+    hiperiso_build::commands::disk::image(
         &context,
         &hiperiso_build::cli::ImageArgs {
             output: image.clone(),

@@ -9,8 +9,8 @@ use super::deb::{self, DebError};
 use super::packages::{self, BinaryPackage, IndexError};
 use super::release::{Release, ReleaseError};
 use super::signature::{self, Keyring, SignatureError};
-use crate::fetch::{FetchError, FetchRequest, Fetcher};
-use crate::lock::LockedPackage;
+use crate::model::lock::LockedPackage;
+use crate::sources::fetch::{FetchError, FetchRequest, Fetcher};
 
 /// Where the archive keyring comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub enum RepoError {
     Deb(#[from] DebError),
     #[error(
         "no Debian mirror configured: set [mirrors] debian in the manifest or ${}",
-        crate::mirrors::DEBIAN_MIRROR_ENV
+        crate::sources::mirrors::DEBIAN_MIRROR_ENV
     )]
     NoMirror,
     #[error("{context} {path}")]

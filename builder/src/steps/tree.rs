@@ -21,7 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::store::{sha256_hex, sha256_reader};
+use crate::sources::store::{sha256_hex, sha256_reader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {

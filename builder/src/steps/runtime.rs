@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::context::Context;
-use crate::lock::Lock;
-use crate::manifest::Manifest;
+use crate::model::lock::Lock;
+use crate::model::manifest::Manifest;
+use crate::settings::Context;
+use crate::sources::store::sha256_hex;
+use crate::steps::tree::{self, Tree};
 use crate::steps::{Cache, Outcome, StepError, StepRecord, StepResult, io_err};
-use crate::store::sha256_hex;
-use crate::tree::{self, Tree};
 
 /// The step's name in profiles, `build`, `verify` and build.json.
 pub const NAME: &str = "runtime";
@@ -114,7 +114,7 @@ impl<'a> RuntimeStep<'a> {
 
     /// Checks the host toolchain against `lock`'s `[toolchain] rustc`.
     pub fn check_toolchain(&self, lock: &Lock) -> Result<(), RuntimeError> {
-        let path = crate::profile_debian::lock_path(self.ctx);
+        let path = crate::debian::closure::lock_path(self.ctx);
         let Some(pinned) = lock.toolchain.as_ref().map(|t| t.rustc.as_str()) else {
             return Err(RuntimeError::Setup(format!(
                 "{} has no [toolchain] (the Rust toolchain the runtime step is pinned to): \

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::store::is_sha256_hex;
+use crate::sources::store::is_sha256_hex;
 
 /// File name of the manifest looked up in the current directory.
 pub const DEFAULT_MANIFEST: &str = "hiperiso.toml";
@@ -723,7 +723,7 @@ impl Source {
                 if debian_mirrors.is_empty() {
                     return Err(format!(
                         "source `{name}` needs a Debian mirror: set [mirrors] debian, {} or an apt source",
-                        crate::mirrors::DEBIAN_MIRROR_ENV
+                        crate::sources::mirrors::DEBIAN_MIRROR_ENV
                     ));
                 }
                 for mirror in debian_mirrors {

@@ -22,15 +22,15 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::cpio::{Content, Node};
 use crate::debian::deb::resolve_in_tree;
-use crate::initramfs::{Compression, Initramfs, InitramfsError};
-use crate::kmod::{KmodError, ModuleIndex};
+use crate::payload::cpio::{Content, Node};
+use crate::payload::initramfs::{Compression, Initramfs, InitramfsError};
+use crate::payload::kmod::{KmodError, ModuleIndex};
 
 /// GRUB modules embedded in BOOTX64.EFI: recipes/grub-image/modules, the
 /// list the from-source grub-image step uses too.
 pub fn grub_modules() -> Vec<String> {
-    include_str!("../../recipes/grub-image/modules")
+    include_str!("../../../recipes/grub-image/modules")
         .lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
@@ -104,7 +104,7 @@ pub enum PayloadError {
     #[error(transparent)]
     Initramfs(#[from] InitramfsError),
     #[error(transparent)]
-    Cpio(#[from] crate::cpio::CpioError),
+    Cpio(#[from] crate::payload::cpio::CpioError),
     #[error(transparent)]
     Kmod(#[from] KmodError),
     #[error("grub-mkimage failed ({status}): {stderr}")]
@@ -378,7 +378,7 @@ pub fn grub_mkimage(root: &Path, modules: &[String], output: &Path) -> Result<()
     let loader = real_path(root, "lib64/ld-linux-x86-64.so.2")?;
     let mkimage = real_path(root, "usr/bin/grub-mkimage")?;
     let module_dir = real_path(root, "usr/lib/grub/x86_64-efi")?;
-    let library_path = crate::elf::library_dirs(root)
+    let library_path = crate::payload::elf::library_dirs(root)
         .iter()
         .map(|dir| root.join(dir).display().to_string())
         .collect::<Vec<_>>()

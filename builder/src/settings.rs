@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::GlobalArgs;
-use crate::fetch::{FetchOptions, Fetcher, Progress};
-use crate::manifest::{Manifest, ManifestError, Profile};
-use crate::mirrors::{self, DebianMirrors};
-use crate::store::{Store, StoreError};
+use crate::model::manifest::{Manifest, ManifestError, Profile};
+use crate::sources::fetch::{FetchOptions, Fetcher, Progress};
+use crate::sources::mirrors::{self, DebianMirrors};
+use crate::sources::store::{Store, StoreError};
 
 /// Global options, independent of clap so library callers and tests can
 /// build one directly.

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::context::Context;
 use crate::debian::repo::{self, KeyringSource, RepoError, Repository};
 use crate::debian::resolve::{self, Request, ResolveError, Universe};
-use crate::fetch::Fetcher;
-use crate::lock::{Lock, LockError, LockInputs};
-use crate::manifest::{Manifest, Profile};
+use crate::model::lock::{Lock, LockError, LockInputs};
+use crate::model::manifest::{Manifest, Profile};
+use crate::settings::Context;
+use crate::sources::fetch::Fetcher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -25,9 +25,9 @@ pub enum ProfileError {
     #[error("{0}")]
     Setup(String),
     #[error(transparent)]
-    Payload(#[from] crate::payload::PayloadError),
+    Payload(#[from] crate::payload::esp::PayloadError),
     #[error(transparent)]
-    Runtime(#[from] crate::runtime_step::RuntimeError),
+    Runtime(#[from] crate::steps::runtime::RuntimeError),
     #[error("{context} {path}")]
     Io {
         context: &'static str,
@@ -227,7 +227,7 @@ pub fn run_lock(
         .profile(&manifest)
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
     let inputs = lock_inputs(&manifest, profile);
-    let tools_inputs = crate::tools::lock_inputs(&manifest);
+    let tools_inputs = crate::steps::tools::lock_inputs(&manifest);
     let path = lock_path(context);
     let previous = Lock::read(&path)?;
     // A profile without packages (the from-source default) locks only the
@@ -276,10 +276,10 @@ pub fn run_lock(
         Some(tools.clone())
     } else {
         let prefer = previous_tools
-            .map(|t| crate::lock::preferences(&t.packages, update))
+            .map(|t| crate::model::lock::preferences(&t.packages, update))
             .unwrap_or_default();
         let closure = resolve_closure(&universe, &tools_inputs, prefer)?;
-        Some(crate::lock::ToolsLock::new(
+        Some(crate::model::lock::ToolsLock::new(
             &tools_inputs,
             &release_date,
             &closure,
@@ -290,13 +290,13 @@ pub fn run_lock(
     let repin = update.is_some_and(|names| names.is_empty() || names.iter().any(|n| n == "rustc"));
     lock.toolchain = match previous.as_ref().and_then(|p| p.toolchain.clone()) {
         Some(toolchain) if !repin => Some(toolchain),
-        _ => Some(crate::lock::ToolchainLock {
-            rustc: crate::runtime_step::host_rustc(false)
+        _ => Some(crate::model::lock::ToolchainLock {
+            rustc: crate::steps::runtime::host_rustc(false)
                 .map_err(|e| ProfileError::Setup(e.to_string()))?,
         }),
     };
     lock.write(&path)?;
-    let changes = crate::lock::diff(previous.as_ref(), &lock);
+    let changes = crate::model::lock::diff(previous.as_ref(), &lock);
     Ok((lock, changes))
 }
 
@@ -378,7 +378,7 @@ pub fn build_esp(
     profile: Option<&str>,
     mode: LockMode<'_>,
     esp: &Path,
-) -> Result<crate::payload::Payload, ProfileError> {
+) -> Result<crate::payload::esp::Payload, ProfileError> {
     let manifest = context
         .load_manifest()
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
@@ -386,8 +386,8 @@ pub fn build_esp(
         .profile(profile)
         .map_err(|e| ProfileError::Setup(e.to_string()))?;
     let prepared = prepare(context, profile, mode)?;
-    let runtime = crate::runtime_step::build_pinned(context, &manifest, &prepared.lock)?;
-    let mut options = crate::profile_source::base_options(
+    let runtime = crate::steps::runtime::build_pinned(context, &manifest, &prepared.lock)?;
+    let mut options = crate::payload::from_steps::base_options(
         context,
         &manifest,
         profile_name,
@@ -422,11 +422,11 @@ pub fn build_esp(
             .collect::<serde_json::Map<_, _>>()
             .into(),
     );
-    Ok(crate::payload::build(&options, esp)?)
+    Ok(crate::payload::esp::build(&options, esp)?)
 }
 
 /// The `lock` verb: resolve, write, report what changed.
-pub fn lock_verb(context: &Context, update: Option<&[String]>) -> crate::Result<()> {
+pub fn lock_verb(context: &Context, update: Option<&[String]>) -> crate::commands::Result<()> {
     let (lock, changes) = run_lock(context, update)?;
     let path = lock_path(context);
     if changes.is_empty() {

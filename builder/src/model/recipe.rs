@@ -24,7 +24,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::manifest::{Invalid, Manifest, ManifestError};
+use crate::model::manifest::{Invalid, Manifest, ManifestError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
@@ -114,12 +114,13 @@ impl Recipe {
     /// messages. Checks the shape only: see [`Recipes::check`] for
     /// references to the manifest and other recipes.
     pub fn parse(text: &str, path: &Path) -> Result<Self, RecipeError> {
-        let invalid = |span: std::ops::Range<usize>, message: &str| match crate::manifest::invalid(
-            text, path, span, message,
-        ) {
-            ManifestError::Invalid(inv) => RecipeError::Invalid(inv),
-            other => unreachable!("manifest::invalid returned {other}"),
-        };
+        let invalid =
+            |span: std::ops::Range<usize>, message: &str| match crate::model::manifest::invalid(
+                text, path, span, message,
+            ) {
+                ManifestError::Invalid(inv) => RecipeError::Invalid(inv),
+                other => unreachable!("manifest::invalid returned {other}"),
+            };
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -209,7 +210,7 @@ impl Recipe {
         let start = self.text[field_start..]
             .find(&quoted)
             .map_or(field_start, |i| field_start + i);
-        match crate::manifest::invalid(
+        match crate::model::manifest::invalid(
             &self.text,
             &self.path,
             start..start + quoted.len(),

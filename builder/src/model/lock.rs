@@ -333,7 +333,7 @@ mod tests {
     }
 
     fn packages() -> Vec<BinaryPackage> {
-        let text = include_str!("../tests/fixtures/Packages");
+        let text = include_str!("../../tests/fixtures/Packages");
         let mut all = parse_packages("fixture", text).unwrap();
         all.retain(|p| p.name == "tool" || p.name == "base-files");
         all

@@ -26,7 +26,7 @@ use hiperiso_runtime::analyze::{self, BootResult, Report};
 use hiperiso_runtime::grubenv;
 use hiperiso_runtime::sessions::{Logs, SessionsError};
 
-use crate::Context;
+use crate::settings::Context;
 
 /// Where `image` records the last image it wrote, under the cache root.
 pub const LAST_IMAGE_FILE: &str = "state/last-image";
@@ -596,7 +596,7 @@ pub struct RunOutcome {
 }
 
 /// `hiperiso-build run`.
-pub fn run(ctx: &Context, options: &RunOptions) -> crate::Result<RunOutcome> {
+pub fn run(ctx: &Context, options: &RunOptions) -> crate::commands::Result<RunOutcome> {
     let store = ctx.store()?;
     let original = match &options.image {
         Some(image) => image.clone(),

@@ -22,13 +22,13 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
-use crate::context::Context;
+use crate::debian::closure::{self, ProfileError};
 use crate::debian::deb::resolve_in_tree;
 use crate::debian::repo::{self, Repository};
-use crate::lock::{Lock, LockError, LockInputs, ToolsLock};
-use crate::manifest::Manifest;
-use crate::profile_debian::{self, ProfileError};
-use crate::sandbox;
+use crate::model::lock::{Lock, LockError, LockInputs, ToolsLock};
+use crate::model::manifest::Manifest;
+use crate::settings::Context;
+use crate::steps::sandbox;
 
 /// Version of what [`finish`] does to an unpacked tree: bump it whenever
 /// that changes, so every tree (and every step key) changes with it.
@@ -130,8 +130,8 @@ pub fn prepare(context: &Context, manifest: &Manifest) -> Result<Prepared, Tools
     if inputs.packages.is_empty() {
         return Err(ToolsError::NoPackages(manifest.path.clone()));
     }
-    let tools = Lock::read_tools(&profile_debian::lock_path(context), &inputs)?;
-    let fetcher = profile_debian::deb_fetcher(context)?;
+    let tools = Lock::read_tools(&closure::lock_path(context), &inputs)?;
+    let fetcher = closure::deb_fetcher(context)?;
     let dir = fetcher.store().root().join("tools");
     let hash = tree_hash(&tools);
     let root = dir.join(&hash);
@@ -364,7 +364,7 @@ pub fn shell_in(root: &Path, script: &str) -> Result<Command, ToolsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::LockedPackage;
+    use crate::model::lock::LockedPackage;
 
     fn package(name: &str, sha: &str) -> LockedPackage {
         LockedPackage {

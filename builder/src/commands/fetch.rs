@@ -2,10 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::context::Context;
-use crate::error::{Error, Result};
-use crate::fetch::{FetchRequest, Fetched};
-use crate::manifest::{Manifest, Source};
+use crate::commands::{Error, Result};
+use crate::model::manifest::{Manifest, Source};
+use crate::settings::Context;
+use crate::sources::fetch::{FetchRequest, Fetched};
 
 /// The fetch request for a source at `version` (its pinned version unless
 /// bumping), trying every URL template and Debian mirror in order.
@@ -67,7 +67,7 @@ pub fn fetch(ctx: &Context, names: &[String]) -> Result<Vec<Fetched>> {
         "{} source(s) verified in {} ({})",
         fetched.len(),
         fetcher.store().root().display(),
-        crate::fetch::human_bytes(total)
+        crate::sources::fetch::human_bytes(total)
     ));
     Ok(fetched)
 }
@@ -87,17 +87,17 @@ pub fn pin(ctx: &Context, names: &[String], force: bool) -> Result<()> {
         request.size = None;
     }
     let fetched = ctx.fetcher()?.fetch_all(&requests)?;
-    let pins: Vec<crate::bump::Pin> = requests
+    let pins: Vec<crate::commands::bump::Pin> = requests
         .iter()
         .zip(&fetched)
-        .map(|(request, fetched)| crate::bump::Pin {
+        .map(|(request, fetched)| crate::commands::bump::Pin {
             name: request.name.clone(),
             version: None,
             sha256: fetched.sha256.clone(),
             size: fetched.size,
         })
         .collect();
-    crate::bump::write_pins(&manifest.path, &pins)?;
+    crate::commands::bump::write_pins(&manifest.path, &pins)?;
     for pin in &pins {
         let old = manifest.sources[&pin.name]
             .sha256

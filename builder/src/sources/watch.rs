@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Mutex;
 
-use crate::fetch::{FetchError, Fetcher};
-use crate::manifest::{Debian, Source, Watch, render};
+use crate::model::manifest::{Debian, Source, Watch, render};
+use crate::sources::fetch::{FetchError, Fetcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -152,7 +152,7 @@ impl<'a> Watcher<'a> {
                 name: name.into(),
                 what: format!(
                     "the watch needs a Debian mirror: set [mirrors] debian or {}",
-                    crate::mirrors::DEBIAN_MIRROR_ENV
+                    crate::sources::mirrors::DEBIAN_MIRROR_ENV
                 ),
             });
         }

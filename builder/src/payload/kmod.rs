@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
-use crate::elf::{self, ElfError};
+use crate::payload::elf::{self, ElfError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KmodError {

@@ -1,33 +1,38 @@
 //! The crate's error type: one variant per module error, so verbs can use `?`.
 
+pub mod build;
+pub mod bump;
+pub mod disk;
+pub mod fetch;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Manifest(#[from] crate::manifest::ManifestError),
+    Manifest(#[from] crate::model::manifest::ManifestError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::sources::store::StoreError),
     #[error(transparent)]
-    Fetch(#[from] crate::fetch::FetchError),
+    Fetch(#[from] crate::sources::fetch::FetchError),
     #[error(transparent)]
-    Watch(#[from] crate::watch::WatchError),
+    Watch(#[from] crate::sources::watch::WatchError),
     #[error(transparent)]
-    Bump(#[from] crate::bump::BumpError),
+    Bump(#[from] crate::commands::bump::BumpError),
     #[error(transparent)]
-    Recipe(#[from] crate::recipe::RecipeError),
+    Recipe(#[from] crate::model::recipe::RecipeError),
     #[error(transparent)]
     Step(#[from] crate::steps::StepError),
     #[error(transparent)]
-    DebianProfile(#[from] crate::profile_debian::ProfileError),
+    DebianProfile(#[from] crate::debian::closure::ProfileError),
     #[error(transparent)]
-    Tools(#[from] crate::tools::ToolsError),
+    Tools(#[from] crate::steps::tools::ToolsError),
     #[error(transparent)]
-    Record(#[from] crate::build_record::RecordError),
+    Record(#[from] crate::model::build_record::RecordError),
     #[error(transparent)]
-    Disk(Box<crate::disk_cmd::DiskError>),
+    Disk(Box<crate::commands::disk::DiskError>),
     #[error(transparent)]
-    Run(#[from] crate::run::RunError),
+    Run(#[from] crate::vm::RunError),
     #[error(transparent)]
-    Runtime(#[from] crate::runtime_step::RuntimeError),
+    Runtime(#[from] crate::steps::runtime::RuntimeError),
     #[error("{0}")]
     Usage(String),
     #[error("`hiperiso-build {verb}` is not implemented yet (see issue {issue})")]

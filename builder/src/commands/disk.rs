@@ -12,12 +12,12 @@ use hiperiso_installer::inspect::{self, InspectError};
 use hiperiso_installer::layout::TableKind;
 use sha2::{Digest, Sha256};
 
-use crate::Context;
-use crate::build_cmd::BuiltSteps;
-use crate::build_record;
 use crate::cli::{ImageArgs, InspectArgs, InstallArgs, TableArg};
-use crate::manifest::{ByteSize, Manifest, PartitionTable};
-use crate::profile_source::BuiltEsp;
+use crate::commands::build::BuiltSteps;
+use crate::model::build_record;
+use crate::model::manifest::{ByteSize, Manifest, PartitionTable};
+use crate::payload::from_steps::BuiltEsp;
+use crate::settings::Context;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -41,9 +41,9 @@ pub enum DiskError {
     NotConfirmed(PathBuf),
 }
 
-impl From<DiskError> for crate::Error {
+impl From<DiskError> for crate::commands::Error {
     fn from(error: DiskError) -> Self {
-        crate::Error::Disk(Box::new(error))
+        crate::commands::Error::Disk(Box::new(error))
     }
 }
 
@@ -61,7 +61,7 @@ fn stage_err(path: &Path) -> impl FnOnce(io::Error) -> DiskError {
 }
 
 /// Copies a tree (following symlinks), skipping `.gitkeep` placeholders.
-fn copy_tree(from: &Path, to: &Path) -> crate::Result<()> {
+fn copy_tree(from: &Path, to: &Path) -> crate::commands::Result<()> {
     fs::create_dir_all(to).map_err(stage_err(to))?;
     for entry in fs::read_dir(from).map_err(stage_err(from))? {
         let entry = entry.map_err(stage_err(from))?;
@@ -94,7 +94,7 @@ impl PayloadTrees {
         manifest: &Manifest,
         esp_tree: Option<&Path>,
         data_tree: Option<&Path>,
-    ) -> crate::Result<Self> {
+    ) -> crate::commands::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("hiperiso-trees-")
             .tempdir()
@@ -170,17 +170,17 @@ fn payload(
     ctx: &Context,
     manifest: &Manifest,
     esp_tree: Option<&Path>,
-) -> crate::Result<(BuiltSteps, Option<BuiltEsp>)> {
+) -> crate::commands::Result<(BuiltSteps, Option<BuiltEsp>)> {
     if esp_tree.is_some() {
         return Ok((BuiltSteps::default(), None));
     }
-    let steps = crate::build_cmd::build_profile_steps(ctx, manifest)?;
-    let built = crate::profile_source::esp_for_image(ctx, manifest, &steps)?;
+    let steps = crate::commands::build::build_profile_steps(ctx, manifest)?;
+    let built = crate::payload::from_steps::esp_for_image(ctx, manifest, &steps)?;
     Ok((steps, built))
 }
 
 /// `hiperiso-build image`.
-pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
+pub fn image(ctx: &Context, args: &ImageArgs) -> crate::commands::Result<()> {
     let manifest = ctx.load_manifest()?;
     let size = match &args.size {
         Some(text) => {
@@ -221,7 +221,7 @@ pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
             args.output.display(),
             state.sha256
         ));
-        crate::run::record_last_image(&cache, &args.output)?;
+        crate::vm::record_last_image(&cache, &args.output)?;
         return Ok(());
     }
     let summary = image::write_image(&spec, &args.output).map_err(DiskError::from)?;
@@ -248,12 +248,12 @@ pub fn image(ctx: &Context, args: &ImageArgs) -> crate::Result<()> {
         build_record::IMAGE_SHA256
     ));
     // `hiperiso-build run` boots this image when given none.
-    crate::run::record_last_image(&cache, &args.output)?;
+    crate::vm::record_last_image(&cache, &args.output)?;
     Ok(())
 }
 
 /// Asks the user to type the device's name (or path).
-fn confirm(device: &Path) -> crate::Result<()> {
+fn confirm(device: &Path) -> crate::commands::Result<()> {
     let name = device
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -274,7 +274,7 @@ fn confirm(device: &Path) -> crate::Result<()> {
 }
 
 /// `hiperiso-build install [--update]`.
-pub fn install(ctx: &Context, args: &InstallArgs) -> crate::Result<()> {
+pub fn install(ctx: &Context, args: &InstallArgs) -> crate::commands::Result<()> {
     let manifest = ctx.load_manifest()?;
     let (_, built) = payload(ctx, &manifest, args.esp_tree.as_deref())?;
     let trees = PayloadTrees::stage(
@@ -343,7 +343,7 @@ pub fn install(ctx: &Context, args: &InstallArgs) -> crate::Result<()> {
 }
 
 /// `hiperiso-build inspect`.
-pub fn inspect(_ctx: &Context, args: &InspectArgs) -> crate::Result<()> {
+pub fn inspect(_ctx: &Context, args: &InspectArgs) -> crate::commands::Result<()> {
     let found = inspect::inspect_path(&args.target).map_err(DiskError::from)?;
     print!("{found}");
     Ok(())

@@ -8,8 +8,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::cpio::{self, Content, CpioError, Node, Tree};
-use crate::elf::{self, ElfError};
+use crate::payload::cpio::{self, Content, CpioError, Node, Tree};
+use crate::payload::elf::{self, ElfError};
 
 /// Compression of the cpio archive; the settings are fixed (single thread,
 /// fixed level) so the bytes do not depend on the machine.

@@ -127,7 +127,7 @@ fn locate(image: &Path, range: (u64, u64), value: &str) -> Result<u64, RecordErr
 
 fn sha256_file(path: &Path) -> Result<String, RecordError> {
     let file = File::open(path).map_err(io_err("open", path))?;
-    let (sha256, _) = crate::store::sha256_reader(file).map_err(io_err("read", path))?;
+    let (sha256, _) = crate::sources::store::sha256_reader(file).map_err(io_err("read", path))?;
     Ok(sha256)
 }
 
@@ -189,7 +189,7 @@ pub struct ImageState {
 /// text), the ESP and data trees' manifests, and hiperiso's version.
 pub fn image_key(settings: &str, esp: &Path, data: &Path) -> Result<String, RecordError> {
     let scan = |root: &Path| {
-        crate::tree::Tree::scan(root).map_err(|e| RecordError::Io {
+        crate::steps::tree::Tree::scan(root).map_err(|e| RecordError::Io {
             action: "read",
             path: root.to_path_buf(),
             source: io::Error::other(e.to_string()),
@@ -201,7 +201,7 @@ pub fn image_key(settings: &str, esp: &Path, data: &Path) -> Result<String, Reco
         scan(esp)?.manifest(),
         scan(data)?.manifest()
     );
-    Ok(crate::store::sha256_hex(text.as_bytes()))
+    Ok(crate::sources::store::sha256_hex(text.as_bytes()))
 }
 
 impl ImageState {
@@ -222,7 +222,7 @@ impl ImageState {
     /// Where the state of the image at `image` is kept in the cache.
     pub fn path(cache: &Path, image: &Path) -> PathBuf {
         let absolute = std::path::absolute(image).unwrap_or_else(|_| image.to_path_buf());
-        let name = crate::store::sha256_hex(absolute.as_os_str().as_encoded_bytes());
+        let name = crate::sources::store::sha256_hex(absolute.as_os_str().as_encoded_bytes());
         cache.join("state/images").join(format!("{name}.json"))
     }
 
@@ -237,7 +237,7 @@ impl ImageState {
     pub fn save(&self, cache: &Path, image: &Path) -> Result<(), RecordError> {
         let path = Self::path(cache, image);
         let text = serde_json::to_string_pretty(self).expect("json") + "\n";
-        crate::tree::write_atomic(&path, text.as_bytes()).map_err(|e| RecordError::Io {
+        crate::steps::tree::write_atomic(&path, text.as_bytes()).map_err(|e| RecordError::Io {
             action: "write",
             path: path.clone(),
             source: io::Error::other(e.to_string()),

@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::cli::StepsArgs;
-use crate::context::Context;
-use crate::error::{Error, Result};
-use crate::manifest::Manifest;
-use crate::recipe::Recipes;
-use crate::runtime_step;
+use crate::commands::{Error, Result};
+use crate::model::manifest::Manifest;
+use crate::model::recipe::Recipes;
+use crate::settings::Context;
+use crate::steps::runtime;
+use crate::steps::tools;
 use crate::steps::{self, Builder, Cache, Outcome, StepResult, ToolsTree};
-use crate::tools;
 
 /// The recipes directory next to the manifest.
 pub fn recipes_dir(ctx: &Context) -> PathBuf {
@@ -74,7 +74,7 @@ pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
         builder(ctx, &manifest, &recipes, args)?.build(&wanted)?
     };
     if runtime {
-        results.insert(runtime_step::NAME.into(), runtime_for(ctx, &manifest)?);
+        results.insert(runtime::NAME.into(), runtime_for(ctx, &manifest)?);
     }
     let built = results
         .values()
@@ -101,10 +101,10 @@ pub fn build(ctx: &Context, args: &StepsArgs) -> Result<()> {
 /// Whether `steps` names the runtime step (built by the host's cargo, not
 /// from a recipe), and the recipe steps among them.
 fn split_runtime(steps: &[String]) -> (bool, Vec<String>) {
-    let runtime = steps.iter().any(|s| s == runtime_step::NAME);
+    let runtime = steps.iter().any(|s| s == runtime::NAME);
     let recipes = steps
         .iter()
-        .filter(|s| *s != runtime_step::NAME)
+        .filter(|s| *s != runtime::NAME)
         .cloned()
         .collect();
     (runtime, recipes)
@@ -112,16 +112,16 @@ fn split_runtime(steps: &[String]) -> (bool, Vec<String>) {
 
 /// The runtime step, pinned to the committed lock's toolchain.
 fn runtime_for(ctx: &Context, manifest: &Manifest) -> Result<StepResult> {
-    let path = crate::profile_debian::lock_path(ctx);
-    let lock = crate::lock::Lock::read(&path)
-        .map_err(crate::profile_debian::ProfileError::from)?
+    let path = crate::debian::closure::lock_path(ctx);
+    let lock = crate::model::lock::Lock::read(&path)
+        .map_err(crate::debian::closure::ProfileError::from)?
         .ok_or_else(|| {
             Error::Usage(format!(
                 "{} is missing: run `hiperiso-build lock` (it pins the runtime step's toolchain)",
                 path.display()
             ))
         })?;
-    Ok(runtime_step::build_pinned(ctx, manifest, &lock)?)
+    Ok(runtime::build_pinned(ctx, manifest, &lock)?)
 }
 
 /// What `image` records of the steps it built.
@@ -156,7 +156,7 @@ pub fn build_profile_steps(ctx: &Context, manifest: &Manifest) -> Result<BuiltSt
         }
     }
     if runtime {
-        built.add(runtime_step::NAME.into(), &runtime_for(ctx, manifest)?);
+        built.add(runtime::NAME.into(), &runtime_for(ctx, manifest)?);
     }
     Ok(built)
 }
@@ -179,8 +179,8 @@ pub fn verify(ctx: &Context, args: &StepsArgs) -> Result<()> {
     }
     if runtime {
         runtime_for(ctx, &manifest)?;
-        let tree = runtime_step::RuntimeStep::new(ctx, &manifest)?.verify()?;
-        println!("{} {tree} reproducible", runtime_step::NAME);
+        let tree = runtime::RuntimeStep::new(ctx, &manifest)?.verify()?;
+        println!("{} {tree} reproducible", runtime::NAME);
     }
     Ok(())
 }
@@ -191,7 +191,7 @@ pub fn clean(ctx: &Context) -> Result<()> {
     let recipes = Recipes::load_dir(&recipes_dir(ctx))?;
     let cache = Cache::new(ctx.store()?.root());
     let mut names: BTreeSet<String> = recipes.by_name.keys().cloned().collect();
-    names.insert(runtime_step::NAME.into());
+    names.insert(runtime::NAME.into());
     let removed = steps::clean(&cache, &names)?;
     ctx.say(format!(
         "removed {} step record(s), {} output tree(s), {} log(s), {} work dir(s)",
@@ -225,8 +225,8 @@ pub fn gc(ctx: &Context) -> Result<()> {
     // checkout has no runtime/ to build it from).
     if ctx.manifest_dir().join("runtime").is_dir() {
         current.push(steps::CurrentStep {
-            step: runtime_step::NAME.into(),
-            inputs: runtime_step::RuntimeStep::new(ctx, &manifest)?.key()?,
+            step: runtime::NAME.into(),
+            inputs: runtime::RuntimeStep::new(ctx, &manifest)?.key()?,
             steps: Vec::new(),
         });
     }
@@ -237,8 +237,8 @@ pub fn gc(ctx: &Context) -> Result<()> {
     ));
     // Tools trees: keep the lock's current one (none is kept when the lock
     // has no current [tools]).
-    let current_tools = crate::lock::Lock::read_tools(
-        &crate::profile_debian::lock_path(ctx),
+    let current_tools = crate::model::lock::Lock::read_tools(
+        &crate::debian::closure::lock_path(ctx),
         &tools::lock_inputs(&manifest),
     )
     .ok()

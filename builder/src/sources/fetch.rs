@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError, is_sha256_hex, sha256_hex};
+use crate::sources::store::{Store, StoreError, is_sha256_hex, sha256_hex};
 
 /// One file to fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -934,7 +934,7 @@ impl Task {
 /// sha256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<(String, u64), FetchError> {
     let file = File::open(path).map_err(io_err("cannot open", path))?;
-    crate::store::sha256_reader(file).map_err(io_err("cannot read", path))
+    crate::sources::store::sha256_reader(file).map_err(io_err("cannot read", path))
 }
 
 /// Copies `reader` to `sink` while hashing; returns (sha256 hex, bytes).

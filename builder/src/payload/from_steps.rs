@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::build_cmd::BuiltSteps;
-use crate::context::Context;
-use crate::manifest::{Manifest, PayloadFrom};
-use crate::payload::{Payload, PayloadOptions};
-use crate::profile_debian::{LockMode, ProfileError};
+use crate::commands::build::BuiltSteps;
+use crate::debian::closure::{LockMode, ProfileError};
+use crate::model::manifest::{Manifest, PayloadFrom};
+use crate::payload::esp::{Payload, PayloadOptions};
+use crate::settings::Context;
 
 /// An ESP payload built into a temporary directory.
 pub struct BuiltEsp {
@@ -64,7 +64,7 @@ pub fn esp_for_image(
     context: &Context,
     manifest: &Manifest,
     steps: &BuiltSteps,
-) -> crate::Result<Option<BuiltEsp>> {
+) -> crate::commands::Result<Option<BuiltEsp>> {
     let (name, profile) = context.profile(manifest)?;
     let Some(from) = profile.payload else {
         return Ok(None);
@@ -73,7 +73,7 @@ pub fn esp_for_image(
     let esp = dir.path().join("esp");
     let payload = match from {
         PayloadFrom::Packages => {
-            crate::profile_debian::build_esp(context, Some(name), LockMode::Committed, &esp)?
+            crate::debian::closure::build_esp(context, Some(name), LockMode::Committed, &esp)?
         }
         PayloadFrom::Steps => build_esp(context, manifest, name, steps, &esp)?,
     };
@@ -135,19 +135,22 @@ pub fn build_esp(
     steps: &BuiltSteps,
     esp: &Path,
 ) -> Result<Payload, ProfileError> {
-    let runtime = steps.paths.get(crate::runtime_step::NAME).ok_or_else(|| {
-        ProfileError::Setup(format!(
-            "{}: profile \"{profile}\" takes its payload from its steps, which must include \
+    let runtime = steps
+        .paths
+        .get(crate::steps::runtime::NAME)
+        .ok_or_else(|| {
+            ProfileError::Setup(format!(
+                "{}: profile \"{profile}\" takes its payload from its steps, which must include \
              `{}` (hiperiso-init and hiperiso-log)",
-            context.manifest_path.display(),
-            crate::runtime_step::NAME
-        ))
-    })?;
+                context.manifest_path.display(),
+                crate::steps::runtime::NAME
+            ))
+        })?;
     let root_dir = temp_dir("hiperiso-root-")?;
     let root = root_dir.path();
     let mut owners = BTreeMap::new();
     for (name, path) in &steps.paths {
-        if name != crate::runtime_step::NAME {
+        if name != crate::steps::runtime::NAME {
             lay_tree(path, root, Path::new(""), name, &mut owners)?;
         }
     }
@@ -161,7 +164,7 @@ pub fn build_esp(
         )));
     }
     options.grub_image = Some(grub);
-    Ok(crate::payload::build(&options, esp)?)
+    Ok(crate::payload::esp::build(&options, esp)?)
 }
 
 /// Lays `source/relative` into `root/relative`: directories merged, files

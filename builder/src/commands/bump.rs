@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{DocumentMut, Item, Value};
 
-use crate::context::Context;
-use crate::error::{Error, Result};
-use crate::manifest::Manifest;
-use crate::sources::source_request;
-use crate::watch::{Watcher, compare_versions};
+use crate::commands::fetch::source_request;
+use crate::commands::{Error, Result};
+use crate::model::manifest::Manifest;
+use crate::settings::Context;
+use crate::sources::watch::{Watcher, compare_versions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BumpError {
@@ -228,7 +228,7 @@ pub fn bump_to(
         "{name}: {} → {version} (sha256 {}, {})",
         source.version,
         fetched.sha256,
-        crate::fetch::human_bytes(fetched.size)
+        crate::sources::fetch::human_bytes(fetched.size)
     ));
     Ok(pin)
 }

@@ -18,6 +18,11 @@
 //! rename, and the record is written last, so a killed build leaves at most
 //! a stale work directory, which the next run of that step removes.
 
+pub mod runtime;
+pub mod sandbox;
+pub mod tools;
+pub mod tree;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
@@ -28,12 +33,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::context::Context;
-use crate::manifest::Manifest;
-use crate::recipe::{Recipe, RecipeError, Recipes};
-use crate::sandbox::{self, SandboxError, Spec};
-use crate::store::{Store, sha256_hex};
-use crate::tree::{self, Tree, TreeError, write_atomic};
+use crate::model::manifest::Manifest;
+use crate::model::recipe::{Recipe, RecipeError, Recipes};
+use crate::settings::Context;
+use crate::sources::store::{Store, sha256_hex};
+use crate::steps::sandbox::{SandboxError, Spec};
+use crate::steps::tree::{Tree, TreeError, write_atomic};
 
 /// hiperiso's own version: part of every key.
 pub const HIPERISO_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -60,7 +65,7 @@ pub enum StepError {
         step: String,
         source_name: String,
         #[source]
-        source: Box<crate::Error>,
+        source: Box<crate::commands::Error>,
     },
     #[error("cannot {action} {path}")]
     Io {
@@ -454,7 +459,7 @@ impl<'a> Builder<'a> {
     }
 
     fn source_path(&self, recipe: &Recipe, name: &str) -> Result<(PathBuf, String), StepError> {
-        let fetch_err = |e: crate::Error| StepError::Fetch {
+        let fetch_err = |e: crate::commands::Error| StepError::Fetch {
             step: recipe.name.clone(),
             source_name: name.to_string(),
             source: Box::new(e),
@@ -468,8 +473,9 @@ impl<'a> Builder<'a> {
             return Ok((path, file));
         }
         let mirrors = self.ctx.debian_mirrors(self.manifest);
-        let request = crate::sources::source_request(name, source, &source.version, &mirrors.urls)
-            .map_err(fetch_err)?;
+        let request =
+            crate::commands::fetch::source_request(name, source, &source.version, &mirrors.urls)
+                .map_err(fetch_err)?;
         let fetched = self
             .ctx
             .fetcher()

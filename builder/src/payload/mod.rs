@@ -1,0 +1,9 @@
+//! The ESP payload: initramfs (cpio, ELF and kernel-module closures) and
+//! the ESP tree, from the profile's built steps or Debian packages.
+
+pub mod cpio;
+pub mod elf;
+pub mod esp;
+pub mod from_steps;
+pub mod initramfs;
+pub mod kmod;

@@ -1,0 +1,7 @@
+//! Every external byte: the content-addressed store, the fetcher, the
+//! mirrors, upstream version watches and the manifest's source pins.
+
+pub mod fetch;
+pub mod mirrors;
+pub mod store;
+pub mod watch;
