@@ -1,17 +1,14 @@
-//! What every verb needs: the global options, resolved once.
+//! What every verb needs from the command line, as plain values: the
+//! global options, resolved once by `commands` (no clap here, so library
+//! callers and tests build one directly).
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::GlobalArgs;
-use crate::model::manifest::{Manifest, ManifestError, Profile};
-use crate::sources::fetch::{FetchOptions, Fetcher, Progress};
-use crate::sources::mirrors::{self, DebianMirrors};
-use crate::sources::store::{Store, StoreError};
+use crate::sources::fetch::{FetchOptions, Progress};
 
-/// Global options, independent of clap so library callers and tests can
-/// build one directly.
+/// The global options.
 #[derive(Debug, Clone)]
-pub struct Context {
+pub struct Settings {
     pub manifest_path: PathBuf,
     /// `--profile`; `None` means the manifest's `[image] profile`.
     pub profile: Option<String>,
@@ -25,7 +22,7 @@ pub struct Context {
     pub apt_root: PathBuf,
 }
 
-impl Context {
+impl Settings {
     pub fn new(manifest_path: impl Into<PathBuf>) -> Self {
         Self {
             manifest_path: manifest_path.into(),
@@ -36,38 +33,6 @@ impl Context {
             verbosity: 0,
             apt_root: PathBuf::from("/"),
         }
-    }
-
-    pub fn from_args(args: &GlobalArgs) -> Self {
-        Self {
-            manifest_path: args.manifest.clone(),
-            profile: args.profile.clone(),
-            cache_dir: args.cache_dir.clone(),
-            offline: args.offline,
-            jobs: args.jobs.unwrap_or_else(default_jobs).max(1),
-            verbosity: if args.quiet {
-                -1
-            } else {
-                args.verbose.min(100) as i8
-            },
-            apt_root: PathBuf::from("/"),
-        }
-    }
-
-    pub fn load_manifest(&self) -> Result<Manifest, ManifestError> {
-        Manifest::load(&self.manifest_path)
-    }
-
-    /// The active profile: `--profile`, else the manifest's default.
-    pub fn profile<'m>(
-        &self,
-        manifest: &'m Manifest,
-    ) -> Result<(&'m str, &'m Profile), ManifestError> {
-        manifest.profile(self.profile.as_deref())
-    }
-
-    pub fn store(&self) -> Result<Store, StoreError> {
-        Store::open_default(self.cache_dir.as_deref())
     }
 
     pub fn fetch_options(&self) -> FetchOptions {
@@ -84,18 +49,6 @@ impl Context {
         }
     }
 
-    pub fn fetcher(&self) -> Result<Fetcher, StoreError> {
-        Ok(Fetcher::new(self.store()?, self.fetch_options()))
-    }
-
-    pub fn debian_mirrors(&self, manifest: &Manifest) -> DebianMirrors {
-        mirrors::resolve_debian(
-            &manifest.mirrors.debian,
-            &manifest.debian.suite,
-            &self.apt_root,
-        )
-    }
-
     /// Print unless `-q`.
     pub fn say(&self, message: impl AsRef<str>) {
         if self.verbosity >= 0 {
@@ -103,14 +56,27 @@ impl Context {
         }
     }
 
+    /// The directory of the manifest: the workspace (recipes, overlays,
+    /// the lock and, in a checkout, runtime/ live beside it).
     pub fn manifest_dir(&self) -> &Path {
         self.manifest_path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
     }
+
+    /// The recipes directory next to the manifest.
+    pub fn recipes_dir(&self) -> PathBuf {
+        self.manifest_dir().join("recipes")
+    }
+
+    /// The lock file of the manifest: `hiperiso.lock` beside it.
+    pub fn lock_path(&self) -> PathBuf {
+        self.manifest_dir().join("hiperiso.lock")
+    }
 }
 
-fn default_jobs() -> usize {
+/// `--jobs` when not given: the host's parallelism.
+pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }

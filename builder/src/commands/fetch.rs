@@ -1,51 +1,31 @@
-//! The `summary`, `fetch` and `pin` verbs: manifest sources to fetch requests.
+//! The `summary`, `fetch` and `pin` verbs.
 
 use std::fmt::Write as _;
 
 use crate::commands::{Error, Result};
-use crate::model::manifest::{Manifest, Source};
-use crate::settings::Context;
-use crate::sources::fetch::{FetchRequest, Fetched};
-
-/// The fetch request for a source at `version` (its pinned version unless
-/// bumping), trying every URL template and Debian mirror in order.
-pub fn source_request(
-    name: &str,
-    source: &Source,
-    version: &str,
-    debian_mirrors: &[String],
-) -> Result<FetchRequest> {
-    let urls = source
-        .urls(name, version, debian_mirrors)
-        .map_err(Error::Usage)?;
-    let pinned = version == source.version;
-    Ok(FetchRequest {
-        name: name.to_string(),
-        urls,
-        sha256: if pinned { source.sha256.clone() } else { None },
-        size: if pinned { source.size } else { None },
-    })
-}
+use crate::project::Project;
+use crate::settings::Settings;
+use crate::sources::fetch::{FetchRequest, Fetched, human_bytes};
+use crate::sources::pins::{self, Pin, source_request};
 
 /// Requests for the named sources, or every source of the active profile.
-pub fn source_requests(
-    ctx: &Context,
-    manifest: &Manifest,
-    names: &[String],
-) -> Result<Vec<FetchRequest>> {
-    let (_, profile) = ctx.profile(manifest)?;
-    let mirrors = ctx.debian_mirrors(manifest);
-    manifest
+pub fn source_requests(project: &Project, names: &[String]) -> Result<Vec<FetchRequest>> {
+    let (_, profile) = project.profile()?;
+    let urls = &project.mirrors.urls;
+    project
+        .manifest
         .select_sources(profile, names)?
         .into_iter()
-        .map(|(name, source)| source_request(name, source, &source.version, &mirrors.urls))
+        .map(|(name, source)| Ok(source_request(name, source, &source.version, urls)?))
         .collect()
 }
 
 /// `hiperiso-build fetch [NAME...]`.
-pub fn fetch(ctx: &Context, names: &[String]) -> Result<Vec<Fetched>> {
-    let manifest = ctx.load_manifest()?;
-    let requests = source_requests(ctx, &manifest, names)?;
+pub fn fetch(settings: &Settings, names: &[String]) -> Result<Vec<Fetched>> {
+    let project = Project::load(settings.clone())?;
+    let manifest = &project.manifest;
+    let ctx = settings;
+    let requests = source_requests(&project, names)?;
     let unpinned: Vec<&str> = requests
         .iter()
         .filter(|r| r.sha256.is_none())
@@ -60,23 +40,25 @@ pub fn fetch(ctx: &Context, names: &[String]) -> Result<Vec<Fetched>> {
             unpinned.join(" ")
         )));
     }
-    let fetcher = ctx.fetcher()?;
+    let fetcher = project.fetcher()?;
     let fetched = fetcher.fetch_all(&requests)?;
     let total: u64 = fetched.iter().map(|f| f.size).sum();
     ctx.say(format!(
         "{} source(s) verified in {} ({})",
         fetched.len(),
         fetcher.store().root().display(),
-        crate::sources::fetch::human_bytes(total)
+        human_bytes(total)
     ));
     Ok(fetched)
 }
 
 /// `hiperiso-build pin [--force] [NAME...]`: download unpinned sources and
 /// write their sha256 into the manifest.
-pub fn pin(ctx: &Context, names: &[String], force: bool) -> Result<()> {
-    let manifest = ctx.load_manifest()?;
-    let mut requests = source_requests(ctx, &manifest, names)?;
+pub fn pin(settings: &Settings, names: &[String], force: bool) -> Result<()> {
+    let project = Project::load(settings.clone())?;
+    let manifest = &project.manifest;
+    let ctx = settings;
+    let mut requests = source_requests(&project, names)?;
     requests.retain(|r| force || r.sha256.is_none());
     if requests.is_empty() {
         ctx.say("every selected source is already pinned (use --force to re-pin)");
@@ -86,18 +68,18 @@ pub fn pin(ctx: &Context, names: &[String], force: bool) -> Result<()> {
         request.sha256 = None;
         request.size = None;
     }
-    let fetched = ctx.fetcher()?.fetch_all(&requests)?;
-    let pins: Vec<crate::commands::bump::Pin> = requests
+    let fetched = project.fetcher()?.fetch_all(&requests)?;
+    let pins: Vec<Pin> = requests
         .iter()
         .zip(&fetched)
-        .map(|(request, fetched)| crate::commands::bump::Pin {
+        .map(|(request, fetched)| Pin {
             name: request.name.clone(),
             version: None,
             sha256: fetched.sha256.clone(),
             size: fetched.size,
         })
         .collect();
-    crate::commands::bump::write_pins(&manifest.path, &pins)?;
+    pins::write_pins(&manifest.path, &pins)?;
     for pin in &pins {
         let old = manifest.sources[&pin.name]
             .sha256
@@ -109,24 +91,25 @@ pub fn pin(ctx: &Context, names: &[String], force: bool) -> Result<()> {
 }
 
 /// `hiperiso-build summary`.
-pub fn summary(ctx: &Context) -> Result<()> {
-    let manifest = ctx.load_manifest()?;
-    print!("{}", render_summary(ctx, &manifest)?);
+pub fn summary(settings: &Settings) -> Result<()> {
+    let project = Project::load(settings.clone())?;
+    print!("{}", render_summary(&project)?);
     Ok(())
 }
 
 /// The text `summary` prints.
-pub fn render_summary(ctx: &Context, manifest: &Manifest) -> Result<String> {
-    let (profile_name, profile) = ctx.profile(manifest)?;
-    let mirrors = ctx.debian_mirrors(manifest);
-    let store = ctx.store().ok();
+pub fn render_summary(project: &Project) -> Result<String> {
+    let manifest = &project.manifest;
+    let (profile_name, profile) = project.profile()?;
+    let mirrors = &project.mirrors;
+    let store = project.store().ok();
     let image = &manifest.image;
     let mut out = String::new();
     let _ = writeln!(out, "manifest   {}", manifest.path.display());
     let _ = writeln!(
         out,
         "profile    {profile_name}{} (defined: {})",
-        if ctx.profile.is_some() {
+        if project.settings.profile.is_some() {
             " (--profile)"
         } else {
             " ([image] profile)"

@@ -201,12 +201,18 @@ impl Lock {
         let lock = Self::read(path)?.ok_or_else(|| LockError::Missing {
             path: path.to_path_buf(),
         })?;
-        if lock.inputs != inputs.digest() {
+        lock.check_fresh(path, inputs)?;
+        Ok(lock)
+    }
+
+    /// Checks this lock (read from `path`) matches `inputs`.
+    pub fn check_fresh(&self, path: &Path, inputs: &LockInputs) -> Result<(), LockError> {
+        if self.inputs != inputs.digest() {
             return Err(LockError::Stale {
                 path: path.to_path_buf(),
             });
         }
-        Ok(lock)
+        Ok(())
     }
 
     /// Writes atomically (temporary file, then rename).
@@ -230,7 +236,12 @@ impl Lock {
         let lock = Self::read(path)?.ok_or_else(|| LockError::Missing {
             path: path.to_path_buf(),
         })?;
-        match lock.tools {
+        lock.fresh_tools(path, inputs).cloned()
+    }
+
+    /// This lock's `[tools]`, which must match `inputs`.
+    pub fn fresh_tools(&self, path: &Path, inputs: &LockInputs) -> Result<&ToolsLock, LockError> {
+        match &self.tools {
             Some(tools) if tools.inputs == inputs.digest() => Ok(tools),
             _ => Err(LockError::ToolsStale {
                 path: path.to_path_buf(),

@@ -3,5 +3,6 @@
 
 pub mod fetch;
 pub mod mirrors;
+pub mod pins;
 pub mod store;
 pub mod watch;

@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use hiperiso_stick::io::{IoError, io_err};
+
 use crate::model::lock::Lock;
-use crate::model::manifest::Manifest;
-use crate::settings::Context;
-use crate::sources::store::sha256_hex;
+use crate::project::Project;
+use crate::sources::store::{StoreError, sha256_hex};
+use crate::steps::cache::Cache;
 use crate::steps::tree::{self, Tree};
-use crate::steps::{Cache, Outcome, StepError, StepRecord, StepResult, io_err};
+use crate::steps::{Outcome, StepError, StepRecord, StepResult};
 
 /// The step's name in profiles, `build`, `verify` and build.json.
 pub const NAME: &str = "runtime";
@@ -56,18 +58,22 @@ pub enum RuntimeError {
     },
     #[error(transparent)]
     Step(#[from] StepError),
-    #[error("{0}")]
-    Setup(String),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("opening the step cache")]
+    Store(#[source] StoreError),
+    #[error(
+        "{} has no [toolchain] (the Rust toolchain the runtime step is pinned to): \
+         run `hiperiso-build lock`",
+        lock.display()
+    )]
+    NoToolchain { lock: PathBuf },
 }
 
 /// The runtime step for `lock` (its `[toolchain]` pin checked first), in
 /// the context's step cache.
-pub fn build_pinned(
-    ctx: &Context,
-    manifest: &Manifest,
-    lock: &Lock,
-) -> Result<StepResult, RuntimeError> {
-    let step = RuntimeStep::new(ctx, manifest)?;
+pub fn build_pinned(project: &Project, lock: &Lock) -> Result<StepResult, RuntimeError> {
+    let step = RuntimeStep::new(project)?;
     step.check_toolchain(lock)?;
     step.build()
 }
@@ -93,34 +99,28 @@ pub fn host_rustc(verbose: bool) -> Result<String, RuntimeError> {
 
 /// The runtime step of the workspace at `workspace`.
 pub struct RuntimeStep<'a> {
-    ctx: &'a Context,
+    project: &'a Project,
     workspace: PathBuf,
     cache: Cache,
     epoch: u64,
 }
 
 impl<'a> RuntimeStep<'a> {
-    pub fn new(ctx: &'a Context, manifest: &Manifest) -> Result<Self, RuntimeError> {
-        let store = ctx
-            .store()
-            .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    pub fn new(project: &'a Project) -> Result<Self, RuntimeError> {
+        let store = project.store().map_err(RuntimeError::Store)?;
         Ok(Self {
-            ctx,
-            workspace: ctx.manifest_dir().to_path_buf(),
+            project,
+            workspace: project.manifest_dir().to_path_buf(),
             cache: Cache::new(store.root()),
-            epoch: manifest.image.source_date_epoch,
+            epoch: project.manifest.image.source_date_epoch,
         })
     }
 
     /// Checks the host toolchain against `lock`'s `[toolchain] rustc`.
     pub fn check_toolchain(&self, lock: &Lock) -> Result<(), RuntimeError> {
-        let path = crate::debian::closure::lock_path(self.ctx);
+        let path = self.project.lock_path();
         let Some(pinned) = lock.toolchain.as_ref().map(|t| t.rustc.as_str()) else {
-            return Err(RuntimeError::Setup(format!(
-                "{} has no [toolchain] (the Rust toolchain the runtime step is pinned to): \
-                 run `hiperiso-build lock`",
-                path.display()
-            )));
+            return Err(RuntimeError::NoToolchain { lock: path });
         };
         let host = host_rustc(false)?;
         if host == pinned {
@@ -236,7 +236,9 @@ impl<'a> RuntimeStep<'a> {
                 outcome: Outcome::Cached,
             });
         }
-        self.ctx.say(format!("building {NAME} (host cargo)..."));
+        self.project
+            .settings
+            .say(format!("building {NAME} (host cargo)..."));
         let started = Instant::now();
         let work = self.work_dir(&key)?;
         let out = work.join("out");
@@ -252,7 +254,8 @@ impl<'a> RuntimeStep<'a> {
         };
         let path = self.cache.commit(&out, &tree, &record)?;
         let _ = fs::remove_dir_all(&work);
-        self.ctx
+        self.project
+            .settings
             .say(format!("built {NAME} in {:.1}s", record.seconds));
         Ok(StepResult {
             record,

@@ -22,12 +22,15 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
-use crate::debian::closure::{self, ProfileError};
+use hiperiso_stick::io::{IoError, io_err};
+
+use crate::debian::closure::{deb_fetcher, repository_for};
 use crate::debian::deb::resolve_in_tree;
-use crate::debian::repo::{self, Repository};
-use crate::model::lock::{Lock, LockError, LockInputs, ToolsLock};
+use crate::debian::repo;
+use crate::model::lock::{LockError, LockInputs, ToolsLock};
 use crate::model::manifest::Manifest;
-use crate::settings::Context;
+use crate::project::Project;
+use crate::sources::store::StoreError;
 use crate::steps::sandbox;
 
 /// Version of what [`finish`] does to an unpacked tree: bump it whenever
@@ -62,31 +65,18 @@ pub enum ToolsError {
     NoPackages(PathBuf),
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error(transparent)]
-    Profile(#[from] ProfileError),
+    #[error("opening the cache")]
+    Store(#[source] StoreError),
     #[error(transparent)]
     Repo(#[from] crate::debian::repo::RepoError),
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("finishing the tools tree: `{command}` failed ({status}):\n{output}")]
     Finish {
         command: String,
         status: String,
         output: String,
     },
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ToolsError + 'p {
-    move |source| ToolsError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// The manifest inputs of the tools closure.
@@ -125,13 +115,13 @@ pub struct Prepared {
 /// Reads the lock's `[tools]` (stale or missing stops with "run
 /// `hiperiso-build lock`") and returns its tree, unpacking and finishing
 /// it first when the cache does not have it.
-pub fn prepare(context: &Context, manifest: &Manifest) -> Result<Prepared, ToolsError> {
-    let inputs = lock_inputs(manifest);
+pub fn prepare(project: &Project) -> Result<Prepared, ToolsError> {
+    let inputs = lock_inputs(&project.manifest);
     if inputs.packages.is_empty() {
-        return Err(ToolsError::NoPackages(manifest.path.clone()));
+        return Err(ToolsError::NoPackages(project.manifest.path.clone()));
     }
-    let tools = Lock::read_tools(&closure::lock_path(context), &inputs)?;
-    let fetcher = closure::deb_fetcher(context)?;
+    let tools = project.tools_lock(&inputs)?.clone();
+    let fetcher = deb_fetcher(project).map_err(ToolsError::Store)?;
     let dir = fetcher.store().root().join("tools");
     let hash = tree_hash(&tools);
     let root = dir.join(&hash);
@@ -144,14 +134,8 @@ pub fn prepare(context: &Context, manifest: &Manifest) -> Result<Prepared, Tools
     if root.is_dir() {
         return Ok(Prepared { root, hash, tools });
     }
-    let repository = Repository {
-        fetcher: &fetcher,
-        mirrors: context.debian_mirrors(manifest).urls,
-        suite: inputs.suite.clone(),
-        components: inputs.components.clone(),
-        architecture: inputs.architecture.clone(),
-    };
-    context.say(format!(
+    let repository = repository_for(project, &inputs, &fetcher);
+    project.settings.say(format!(
         "tools tree: fetching and unpacking {} packages",
         tools.packages.len()
     ));
@@ -183,7 +167,7 @@ fn lock_file(path: &Path) -> Result<File, ToolsError> {
     // SAFETY: the descriptor is valid for the call; the lock is released
     // when `file` is dropped.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io_err("lock", path)(io::Error::last_os_error()));
+        return Err(io_err("lock", path)(io::Error::last_os_error()).into());
     }
     Ok(file)
 }
@@ -251,7 +235,7 @@ fn set_times(path: &Path, epoch: i64) -> Result<(), ToolsError> {
         )
     };
     if rc != 0 {
-        return Err(io_err("set the time of", path)(io::Error::last_os_error()));
+        return Err(io_err("set the time of", path)(io::Error::last_os_error()).into());
     }
     Ok(())
 }
@@ -290,7 +274,7 @@ fn run_ldconfig(root: &Path) -> Result<(), ToolsError> {
     match fs::remove_file(&aux) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("remove", &aux)(e)),
+        Err(e) => Err(io_err("remove", &aux)(e).into()),
     }
 }
 

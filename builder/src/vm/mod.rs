@@ -26,7 +26,8 @@ use hiperiso_runtime::analyze::{self, BootResult, Report};
 use hiperiso_runtime::grubenv;
 use hiperiso_runtime::sessions::{Logs, SessionsError};
 
-use crate::settings::Context;
+use crate::settings::Settings;
+use crate::sources::store::{Store, StoreError};
 
 /// Where `image` records the last image it wrote, under the cache root.
 pub const LAST_IMAGE_FILE: &str = "state/last-image";
@@ -64,6 +65,8 @@ const OVMF_CANDIDATES: &[(&str, &str)] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("opening the cache")]
+    Store(#[source] StoreError),
     #[error(
         "no image given and none recorded in {record}: build one with `hiperiso-build image`, or pass --image IMG"
     )]
@@ -596,8 +599,8 @@ pub struct RunOutcome {
 }
 
 /// `hiperiso-build run`.
-pub fn run(ctx: &Context, options: &RunOptions) -> crate::commands::Result<RunOutcome> {
-    let store = ctx.store()?;
+pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError> {
+    let store = Store::open_default(ctx.cache_dir.as_deref()).map_err(RunError::Store)?;
     let original = match &options.image {
         Some(image) => image.clone(),
         None => last_image(store.root())?,
@@ -610,7 +613,7 @@ pub fn run(ctx: &Context, options: &RunOptions) -> crate::commands::Result<RunOu
         }
         .into());
     }
-    let scratch_root = store.tmp_dir()?;
+    let scratch_root = store.tmp_dir().map_err(RunError::Store)?;
     let scratch = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(&scratch_root)
