@@ -37,7 +37,7 @@ pub enum Error {
     #[error(transparent)]
     Step(#[from] crate::steps::StepError),
     #[error(transparent)]
-    ProfileSteps(#[from] crate::steps::profile::ProfileStepsError),
+    ProfileSteps(Box<crate::steps::profile::ProfileStepsError>),
     #[error(transparent)]
     Lock(#[from] lock::LockVerbError),
     #[error(transparent)]
@@ -63,6 +63,12 @@ pub enum Error {
 impl From<image::DiskError> for Error {
     fn from(error: image::DiskError) -> Self {
         Error::Disk(Box::new(error))
+    }
+}
+
+impl From<crate::steps::profile::ProfileStepsError> for Error {
+    fn from(error: crate::steps::profile::ProfileStepsError) -> Self {
+        Error::ProfileSteps(Box::new(error))
     }
 }
 

@@ -38,7 +38,7 @@ impl Builder<'_> {
                 .map_err(|e| StepError::Fetch {
                     step: recipe.name.clone(),
                     source_name: name.clone(),
-                    source: e.into(),
+                    source: Box::new(e.into()),
                 })?;
             let file = source.file_name(name, &source.version);
             sources.push((
@@ -87,7 +87,7 @@ impl Builder<'_> {
         let fetch_err = |source: SourceError| StepError::Fetch {
             step: recipe.name.clone(),
             source_name: name.to_string(),
-            source,
+            source: Box::new(source),
         };
         let source = self
             .project

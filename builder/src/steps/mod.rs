@@ -69,7 +69,7 @@ pub enum StepError {
         step: String,
         source_name: String,
         #[source]
-        source: SourceError,
+        source: Box<SourceError>,
     },
     #[error(transparent)]
     Io(#[from] IoError),

@@ -28,7 +28,7 @@ pub enum ProfileStepsError {
     HashTools {
         path: PathBuf,
         #[source]
-        source: StepError,
+        source: Box<StepError>,
     },
     #[error("opening the step cache")]
     Store(#[source] crate::sources::store::StoreError),
@@ -56,7 +56,7 @@ pub fn tools_tree(
         Some(root) if root.is_dir() => {
             ToolsTree::from_dir(root).map_err(|source| ProfileStepsError::HashTools {
                 path: root.to_path_buf(),
-                source,
+                source: Box::new(source),
             })
         }
         Some(root) => Err(ProfileStepsError::ToolsRoot(root.to_path_buf())),

@@ -610,8 +610,7 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
             action: "cannot read the image".into(),
             path: original,
             source: io::Error::from(io::ErrorKind::NotFound),
-        }
-        .into());
+        });
     }
     let scratch_root = store.tmp_dir().map_err(RunError::Store)?;
     let scratch = tempfile::Builder::new()
@@ -700,14 +699,12 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
                 return Err(RunError::Timeout {
                     seconds: timeout.as_secs(),
                     image: kept.join("stick.img"),
-                }
-                .into());
+                });
             }
             return Err(RunError::Timeout {
                 seconds: timeout.as_secs(),
                 image,
-            }
-            .into());
+            });
         }
         Some(status) if !status.success() => {
             ctx.say(format!("QEMU exited with {status}"));
@@ -726,7 +723,7 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
 
     let after = session_ids(&image)?;
     let Some(id) = after.into_iter().rev().find(|id| !before.contains(id)) else {
-        return Err(RunError::NoSession { image }.into());
+        return Err(RunError::NoSession { image });
     };
     let report = session_report(&image, &id)?;
     ctx.say(format!("\nsession {id} (read back from the image):"));
@@ -735,8 +732,7 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
         return Err(RunError::NotBooted {
             id,
             result: report.result.as_str().to_string(),
-        }
-        .into());
+        });
     }
     Ok(RunOutcome {
         session_id: id,
