@@ -16,7 +16,7 @@ use crate::debian::closure::LockMode;
 use crate::model::build_record;
 use crate::model::manifest::{ByteSize, Manifest, PartitionTable, PayloadFrom};
 use crate::payload::base::{BuiltEsp, EspError, temp_dir};
-use crate::payload::trees::{PayloadTrees, StageError};
+use crate::payload::trees::{self, PayloadTrees, StageError};
 use crate::payload::{from_packages, from_steps};
 use crate::project::Project;
 use crate::settings::Settings;
@@ -147,7 +147,7 @@ pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
         "{} {} {} {:?} {:?} {}",
         spec.table, spec.size, spec.seed, spec.data_label, spec.esp_label, spec.source_date_epoch
     );
-    let key = build_record::image_key(&settings, &trees.esp, &trees.data)?;
+    let key = trees::image_key(&settings, &trees.esp, &trees.data)?;
     let cache = project.store()?.root().to_path_buf();
     if let Some(state) = build_record::ImageState::up_to_date(&cache, &args.output, &key) {
         ctx.say(format!(

@@ -13,19 +13,16 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use hiperiso_stick::io::{IoError, io_err, write_atomic};
+
 /// The field's name in build.json.
 pub const IMAGE_SHA256: &str = "image_sha256";
 const PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{path}: not a JSON object: {message}")]
     NotAnObject { path: PathBuf, message: String },
     #[error(
@@ -37,14 +34,6 @@ pub enum RecordError {
         end: u64,
         found: usize,
     },
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> RecordError + 'p {
-    move |source| RecordError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Adds `steps` (step name -> output tree hash), the tools tree's hash and
@@ -71,7 +60,7 @@ pub fn add_steps(
             }
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => serde_json::Map::new(),
-        Err(e) => return Err(io_err("read", build_json)(e)),
+        Err(e) => return Err(io_err("read", build_json)(e).into()),
     };
     object.insert(
         "steps".into(),
@@ -90,7 +79,7 @@ pub fn add_steps(
     if let Some(parent) = build_json.parent() {
         fs::create_dir_all(parent).map_err(io_err("create", parent))?;
     }
-    fs::write(build_json, text).map_err(io_err("write", build_json))
+    Ok(fs::write(build_json, text).map_err(io_err("write", build_json))?)
 }
 
 fn field(value: &str) -> Vec<u8> {
@@ -126,9 +115,7 @@ fn locate(image: &Path, range: (u64, u64), value: &str) -> Result<u64, RecordErr
 }
 
 fn sha256_file(path: &Path) -> Result<String, RecordError> {
-    let file = File::open(path).map_err(io_err("open", path))?;
-    let (sha256, _) = crate::sources::store::sha256_reader(file).map_err(io_err("read", path))?;
-    Ok(sha256)
+    Ok(hiperiso_stick::io::sha256_file(path)?.0)
 }
 
 /// Hashes the image written with the placeholder and writes the hash in
@@ -185,25 +172,6 @@ pub struct ImageState {
     pub mtime_ns: i128,
 }
 
-/// The hash of everything an image is made of: the image settings (as
-/// text), the ESP and data trees' manifests, and hiperiso's version.
-pub fn image_key(settings: &str, esp: &Path, data: &Path) -> Result<String, RecordError> {
-    let scan = |root: &Path| {
-        crate::steps::tree::Tree::scan(root).map_err(|e| RecordError::Io {
-            action: "read",
-            path: root.to_path_buf(),
-            source: io::Error::other(e.to_string()),
-        })
-    };
-    let text = format!(
-        "hiperiso {}\n{settings}\n--- esp\n{}--- data\n{}",
-        env!("CARGO_PKG_VERSION"),
-        scan(esp)?.manifest(),
-        scan(data)?.manifest()
-    );
-    Ok(crate::sources::store::sha256_hex(text.as_bytes()))
-}
-
 impl ImageState {
     /// The state of `image` now, for `key` and its sealed `sha256`.
     pub fn of(image: &Path, key: &str, sha256: &str) -> Result<Self, RecordError> {
@@ -237,11 +205,10 @@ impl ImageState {
     pub fn save(&self, cache: &Path, image: &Path) -> Result<(), RecordError> {
         let path = Self::path(cache, image);
         let text = serde_json::to_string_pretty(self).expect("json") + "\n";
-        crate::steps::tree::write_atomic(&path, text.as_bytes()).map_err(|e| RecordError::Io {
-            action: "write",
-            path: path.clone(),
-            source: io::Error::other(e.to_string()),
-        })
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        Ok(write_atomic(&path, text.as_bytes())?)
     }
 }
 

@@ -20,6 +20,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hiperiso_stick::io::{IoError, io_err};
+
 use sha2::{Digest, Sha256};
 
 use crate::debian::deb::resolve_in_tree;
@@ -109,22 +111,8 @@ pub enum PayloadError {
     Kmod(#[from] KmodError),
     #[error("grub-mkimage failed ({status}): {stderr}")]
     GrubMkimage { status: String, stderr: String },
-    #[error("{context} {path}")]
-    Io {
-        context: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_error(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PayloadError {
-    let path = path.to_path_buf();
-    move |source| PayloadError::Io {
-        context,
-        path,
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// Inputs of the payload besides the package tree.
@@ -185,7 +173,7 @@ impl Payload {
 /// The single kernel version under `lib/modules` of the tree.
 pub fn kernel_version(root: &Path) -> Result<String, PayloadError> {
     let mut versions: Vec<String> = fs::read_dir(root.join("lib/modules"))
-        .map_err(io_error("reading", &root.join("lib/modules")))?
+        .map_err(io_err("read", &root.join("lib/modules")))?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|v| root.join("boot").join(format!("vmlinuz-{v}")).exists())
@@ -268,7 +256,7 @@ pub fn initramfs_tree(
     }
     let qemu_data = root.join("usr/share/qemu");
     let mut names: Vec<String> = fs::read_dir(&qemu_data)
-        .map_err(io_error("reading", &qemu_data))?
+        .map_err(io_err("read", &qemu_data))?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|name| {
@@ -337,8 +325,8 @@ fn tree_path_exists(root: &Path, path: &str) -> bool {
 
 fn real_path(root: &Path, path: &str) -> Result<PathBuf, PayloadError> {
     let components: Vec<String> = path.split('/').map(str::to_string).collect();
-    let resolved = resolve_in_tree(root, &components, true)
-        .map_err(io_error("resolving", &root.join(path)))?;
+    let resolved =
+        resolve_in_tree(root, &components, true).map_err(io_err("resolve", &root.join(path)))?;
     if resolved.exists() {
         Ok(resolved)
     } else {
@@ -356,7 +344,7 @@ fn busybox_applets(root: &Path) -> Result<Vec<String>, PayloadError> {
         .arg("--list-full")
         .env_clear()
         .output()
-        .map_err(io_error("running", &busybox))?;
+        .map_err(io_err("run", &busybox))?;
     let mut applets: Vec<String> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| line.trim().trim_start_matches('/').to_string())
@@ -395,7 +383,7 @@ pub fn grub_mkimage(root: &Path, modules: &[String], output: &Path) -> Result<()
         .env_clear()
         .env("LC_ALL", "C")
         .output()
-        .map_err(io_error("running", &mkimage))?;
+        .map_err(io_err("run", &mkimage))?;
     if !result.status.success() {
         return Err(PayloadError::GrubMkimage {
             status: result.status.to_string(),
@@ -407,15 +395,15 @@ pub fn grub_mkimage(root: &Path, modules: &[String], output: &Path) -> Result<()
 
 fn copy(source: &Path, destination: &Path) -> Result<(), PayloadError> {
     if let Some(parent) = destination.parent() {
-        fs::create_dir_all(parent).map_err(io_error("creating", parent))?;
+        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
     }
-    fs::copy(source, destination).map_err(io_error("copying to", destination))?;
+    fs::copy(source, destination).map_err(io_err("copy to", destination))?;
     Ok(())
 }
 
 fn copy_tree(source: &Path, destination: &Path) -> Result<(), PayloadError> {
     let mut entries: Vec<_> = fs::read_dir(source)
-        .map_err(io_error("reading", source))?
+        .map_err(io_err("read", source))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .collect();
@@ -436,8 +424,8 @@ fn hash_tree(
     prefix: &str,
     files: &mut BTreeMap<String, (u64, String)>,
 ) -> Result<(), PayloadError> {
-    for entry in fs::read_dir(dir).map_err(io_error("reading", dir))? {
-        let entry = entry.map_err(io_error("reading", dir))?;
+    for entry in fs::read_dir(dir).map_err(io_err("read", dir))? {
+        let entry = entry.map_err(io_err("read", dir))?;
         let name = entry.file_name().to_string_lossy().to_string();
         let relative = if prefix.is_empty() {
             name
@@ -447,7 +435,7 @@ fn hash_tree(
         if entry.path().is_dir() {
             hash_tree(&entry.path(), &relative, files)?;
         } else {
-            let bytes = fs::read(entry.path()).map_err(io_error("reading", &entry.path()))?;
+            let bytes = fs::read(entry.path()).map_err(io_err("read", &entry.path()))?;
             files.insert(
                 relative,
                 (bytes.len() as u64, hex::encode(Sha256::digest(&bytes))),
@@ -460,12 +448,12 @@ fn hash_tree(
 /// Builds the ESP tree into `esp` (which must be empty or absent).
 pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadError> {
     let root = &options.root;
-    fs::create_dir_all(esp).map_err(io_error("creating", esp))?;
+    fs::create_dir_all(esp).map_err(io_err("create", esp))?;
     let kernel = kernel_version(root)?;
     let hiperiso = esp.join("EFI/hiperiso");
     let boot = esp.join("EFI/BOOT");
-    fs::create_dir_all(&hiperiso).map_err(io_error("creating", &hiperiso))?;
-    fs::create_dir_all(&boot).map_err(io_error("creating", &boot))?;
+    fs::create_dir_all(&hiperiso).map_err(io_err("create", &hiperiso))?;
+    fs::create_dir_all(&boot).map_err(io_err("create", &boot))?;
 
     match &options.grub_image {
         Some(image) => copy(image, &boot.join("BOOTX64.EFI"))?,
@@ -490,7 +478,7 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
     let (initramfs, modules) = initramfs_tree(options, &kernel)?;
     let name = format!("initramfs.cpio{}", options.compression.extension());
     let initramfs_path = hiperiso.join(&name);
-    let file = fs::File::create(&initramfs_path).map_err(io_error("creating", &initramfs_path))?;
+    let file = fs::File::create(&initramfs_path).map_err(io_err("create", &initramfs_path))?;
     initramfs.write(
         options.source_date_epoch,
         options.compression,
@@ -527,7 +515,7 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
     );
     let json = serde_json::to_string_pretty(&serde_json::Value::Object(info)).expect("json") + "\n";
     let build_json = hiperiso.join("build.json");
-    fs::write(&build_json, &json).map_err(io_error("writing", &build_json))?;
+    fs::write(&build_json, &json).map_err(io_err("write", &build_json))?;
     files.insert(
         "EFI/hiperiso/build.json".into(),
         (

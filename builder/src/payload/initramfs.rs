@@ -8,6 +8,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use hiperiso_stick::io::{IoError, io_err};
+
 use crate::payload::cpio::{self, Content, CpioError, Node, Tree};
 use crate::payload::elf::{self, ElfError};
 
@@ -59,24 +61,10 @@ pub enum InitramfsError {
     Elf(#[from] ElfError),
     #[error("{path} is not in the package tree {root}")]
     NotInTree { path: String, root: String },
-    #[error("{path}: {context}")]
-    Io {
-        path: String,
-        context: &'static str,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("compressing the initramfs")]
     Compress(#[source] io::Error),
-}
-
-fn io_error(path: &Path, context: &'static str) -> impl FnOnce(io::Error) -> InitramfsError {
-    let path = path.display().to_string();
-    move |source| InitramfsError::Io {
-        path,
-        context,
-        source,
-    }
 }
 
 /// Collects an initramfs from a package tree (`root`) and overlays.
@@ -128,7 +116,7 @@ impl Initramfs {
             })?;
             if meta.file_type().is_symlink() {
                 hops += 1;
-                let target = fs::read_link(&source).map_err(io_error(&source, "readlink"))?;
+                let target = fs::read_link(&source).map_err(io_err("read the link", &source))?;
                 let target = target.to_string_lossy().to_string();
                 if hops > 40 {
                     return Err(InitramfsError::NotInTree {
@@ -193,7 +181,7 @@ impl Initramfs {
         destination: &str,
         seen_inodes: &mut BTreeMap<(u64, u64), String>,
     ) -> Result<(), InitramfsError> {
-        let meta = fs::symlink_metadata(source).map_err(io_error(source, "stat"))?;
+        let meta = fs::symlink_metadata(source).map_err(io_err("stat", source))?;
         if !destination.is_empty() {
             self.tree.insert(
                 destination,
@@ -203,10 +191,10 @@ impl Initramfs {
             )?;
         }
         let mut entries: Vec<PathBuf> = fs::read_dir(source)
-            .map_err(io_error(source, "reading directory"))?
+            .map_err(io_err("read the directory", source))?
             .map(|entry| entry.map(|e| e.path()))
             .collect::<Result<_, _>>()
-            .map_err(io_error(source, "reading directory"))?;
+            .map_err(io_err("read the directory", source))?;
         entries.sort();
         for entry in entries {
             let name = entry
@@ -219,12 +207,12 @@ impl Initramfs {
             } else {
                 format!("{destination}/{name}")
             };
-            let meta = fs::symlink_metadata(&entry).map_err(io_error(&entry, "stat"))?;
+            let meta = fs::symlink_metadata(&entry).map_err(io_err("stat", &entry))?;
             let kind = meta.file_type();
             if kind.is_dir() {
                 self.add_directory_inner(&entry, &path, seen_inodes)?;
             } else if kind.is_symlink() {
-                let target = fs::read_link(&entry).map_err(io_error(&entry, "readlink"))?;
+                let target = fs::read_link(&entry).map_err(io_err("read the link", &entry))?;
                 self.tree.insert(
                     &path,
                     Node::Symlink {

@@ -10,11 +10,19 @@ use hiperiso_stick::paths::data::ISOS_DIR;
 use hiperiso_stick::paths::esp::BUILD_JSON;
 
 use crate::project::Project;
+use crate::sources::store::sha256_hex;
+use crate::steps::tree::{Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error(transparent)]
     Io(#[from] IoError),
+    #[error("hashing the tree {}", .path.display())]
+    Scan {
+        path: PathBuf,
+        #[source]
+        source: TreeError,
+    },
     #[error("no ESP payload at {}: build one first or give --esp-tree DIR", .0.display())]
     NoEspPayload(PathBuf),
 }
@@ -106,4 +114,22 @@ impl PayloadTrees {
             data,
         })
     }
+}
+
+/// The hash of everything an image is made of: the image settings (as
+/// text), the ESP and data trees' manifests, and hiperiso's version.
+pub fn image_key(settings: &str, esp: &Path, data: &Path) -> Result<String, StageError> {
+    let scan = |root: &Path| {
+        Tree::scan(root).map_err(|source| StageError::Scan {
+            path: root.to_path_buf(),
+            source,
+        })
+    };
+    let text = format!(
+        "hiperiso {}\n{settings}\n--- esp\n{}--- data\n{}",
+        env!("CARGO_PKG_VERSION"),
+        scan(esp)?.manifest(),
+        scan(data)?.manifest()
+    );
+    Ok(sha256_hex(text.as_bytes()))
 }

@@ -16,6 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hiperiso_stick::io::{IoError, io_err};
+
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
@@ -163,13 +165,8 @@ pub enum FetchError {
         attempts: Vec<Attempt>,
         hint: Option<String>,
     },
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{} of {} fetches failed:\n{}", .0.len(), .1, many_message(.0))]
@@ -220,14 +217,6 @@ fn many_message(errors: &[FetchError]) -> String {
         .join("\n")
 }
 
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> FetchError + 'p {
-    move |source| FetchError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Downloads into the [`Store`].
 pub struct Fetcher {
     store: Store,
@@ -275,9 +264,7 @@ impl Fetcher {
                 });
             }
             if let Some(path) = self.store.get(sha) {
-                let size = fs::metadata(&path)
-                    .map_err(io_err("cannot stat", &path))?
-                    .len();
+                let size = fs::metadata(&path).map_err(io_err("stat", &path))?.len();
                 self.progress
                     .line(&format!("{}: cached ({})", req.name, short(sha)));
                 return Ok(Fetched {
@@ -506,13 +493,13 @@ impl Fetcher {
             .create(true)
             .truncate(false)
             .open(&partial_path)
-            .map_err(|e| UrlError::Fatal(io_err("cannot open", &partial_path)(e)))?;
+            .map_err(|e| UrlError::Fatal(io_err("open", &partial_path)(e).into()))?;
         // Another hiperiso-build may be downloading the same URL: wait for it.
         // SAFETY: flock on an open, owned descriptor; released on close.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(UrlError::Fatal(io_err("cannot lock", &partial_path)(
-                io::Error::last_os_error(),
-            )));
+            return Err(UrlError::Fatal(
+                io_err("lock", &partial_path)(io::Error::last_os_error()).into(),
+            ));
         }
         if let Some(sha) = &req.sha256
             && let Some(path) = self.store.get(sha)
@@ -548,7 +535,7 @@ impl Fetcher {
                 Some(_) if resumed => {
                     resumed = false;
                     file.set_len(0).map_err(|e| {
-                        UrlError::Fatal(io_err("cannot truncate", &partial_path)(e))
+                        UrlError::Fatal(io_err("truncate", &partial_path)(e).into())
                     })?;
                 }
                 Some(failure) => {
@@ -590,7 +577,7 @@ impl Fetcher {
         file: &File,
         partial_path: &Path,
     ) -> Result<(String, u64), UrlError> {
-        let fatal = |action| move |e| UrlError::Fatal(io_err(action, partial_path)(e));
+        let fatal = |action| move |e| UrlError::Fatal(io_err(action, partial_path)(e).into());
         let mut tries = 0u32;
         let mut hasher = Sha256::new();
         loop {
@@ -645,7 +632,7 @@ impl Fetcher {
         have: u64,
         hasher: &mut Sha256,
     ) -> Result<(), Transfer> {
-        let fatal = |action| move |e| Transfer::Fatal(io_err(action, partial_path)(e));
+        let fatal = |action| move |e| Transfer::Fatal(io_err(action, partial_path)(e).into());
         let mut request = self.agent.get(url);
         if have > 0 {
             request = request.header("Range", format!("bytes={have}-"));
@@ -739,7 +726,7 @@ impl Fetcher {
             }
             Err(e) => return Err(Transfer::Fail(AttemptFailure::Transport(e.to_string()))),
         };
-        let fatal = |e| Transfer::Fatal(io_err("cannot write", partial_path)(e));
+        let fatal = |e| Transfer::Fatal(io_err("write", partial_path)(e).into());
         file.set_len(0).map_err(fatal)?;
         let mut out = file;
         out.seek(SeekFrom::Start(0)).map_err(fatal)?;
@@ -929,12 +916,6 @@ impl Task {
             bar.abandon();
         }
     }
-}
-
-/// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<(String, u64), FetchError> {
-    let file = File::open(path).map_err(io_err("cannot open", path))?;
-    crate::sources::store::sha256_reader(file).map_err(io_err("cannot read", path))
 }
 
 /// Copies `reader` to `sink` while hashing; returns (sha256 hex, bytes).

@@ -14,8 +14,10 @@
 //! never leaves a corrupt entry behind.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use hiperiso_stick::io::{IoError, io_err};
 
 use sha2::{Digest, Sha256};
 
@@ -28,13 +30,8 @@ pub enum StoreError {
         "cannot find a cache directory: set {CACHE_DIR_ENV}, XDG_CACHE_HOME or HOME, or pass --cache-dir"
     )]
     NoCacheDir,
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("refusing to store {path}: its sha256 is {actual}, expected {expected}")]
     Mismatch {
         path: PathBuf,
@@ -43,14 +40,6 @@ pub enum StoreError {
     },
     #[error("`{0}` is not a sha256 (64 lowercase hex digits)")]
     BadHash(String),
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// A handle on the cache directory. Cheap to clone.
@@ -71,23 +60,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Streams a reader through sha256; returns (hex digest, byte count).
-pub fn sha256_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), total))
-}
+pub use hiperiso_stick::io::sha256_reader;
 
 impl Store {
     /// A store rooted at `root` (created on first write).
@@ -145,11 +118,11 @@ impl Store {
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("cannot list", &dir)(e)),
+            Err(e) => return Err(io_err("list", &dir)(e).into()),
         };
         let mut names = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(io_err("cannot list", &dir))?;
+            let entry = entry.map_err(io_err("list", &dir))?;
             if let Some(name) = entry.file_name().to_str().filter(|n| is_sha256_hex(n)) {
                 names.push(name.to_string());
             }
@@ -169,7 +142,7 @@ impl Store {
     }
 
     fn ensure_dir(&self, dir: PathBuf) -> Result<PathBuf, StoreError> {
-        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         Ok(dir)
     }
 
@@ -181,8 +154,8 @@ impl Store {
         if !is_sha256_hex(sha256) {
             return Err(StoreError::BadHash(sha256.to_string()));
         }
-        let handle = File::open(file).map_err(io_err("cannot open", file))?;
-        let (actual, _) = sha256_reader(&handle).map_err(io_err("cannot read", file))?;
+        let handle = File::open(file).map_err(io_err("open", file))?;
+        let (actual, _) = sha256_reader(&handle).map_err(io_err("read", file))?;
         if actual != sha256 {
             return Err(StoreError::Mismatch {
                 path: file.to_path_buf(),
@@ -200,13 +173,13 @@ impl Store {
         let dir = self.ensure_dir(dest.parent().expect("blob path has a parent").to_path_buf())?;
         File::open(file)
             .and_then(|f| f.sync_all())
-            .map_err(io_err("cannot sync", file))?;
-        fs::rename(file, &dest).map_err(io_err("cannot move into the cache", file))?;
+            .map_err(io_err("sync", file))?;
+        fs::rename(file, &dest).map_err(io_err("move into the cache", file))?;
         // Blobs are immutable: make accidental edits fail loudly.
         let _ = fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o444));
         File::open(&dir)
             .and_then(|d| d.sync_all())
-            .map_err(io_err("cannot sync", &dir))?;
+            .map_err(io_err("sync", &dir))?;
         Ok(dest)
     }
 
@@ -218,12 +191,9 @@ impl Store {
         }
         let tmp_dir = self.tmp_dir()?;
         let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
-            .map_err(io_err("cannot create a file in", &tmp_dir))?;
-        tmp.write_all(bytes)
-            .map_err(io_err("cannot write", tmp.path()))?;
-        let (_, tmp_path) = tmp
-            .keep()
-            .map_err(|e| io_err("cannot keep", &tmp_dir)(e.error))?;
+            .map_err(io_err("create a file in", &tmp_dir))?;
+        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+        let (_, tmp_path) = tmp.keep().map_err(|e| io_err("keep", &tmp_dir)(e.error))?;
         let path = self.commit_verified(&tmp_path, &sha256)?;
         Ok((sha256, path))
     }

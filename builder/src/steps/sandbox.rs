@@ -12,9 +12,10 @@
 //! - the environment is exactly what the caller passes (no host variables).
 
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+
+use hiperiso_stick::io::{IoError, io_err};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -23,13 +24,8 @@ pub enum SandboxError {
          that carries it first in PATH"
     )]
     NoBwrap,
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("the tools tree {0} has no /bin/sh: steps run their commands with it")]
     NoShell(PathBuf),
     #[error("cannot start the sandbox (bwrap said: {message}){}", hint.as_deref().map(|h| format!("\n  {h}")).unwrap_or_default())]
@@ -37,14 +33,6 @@ pub enum SandboxError {
         message: String,
         hint: Option<String>,
     },
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> SandboxError + 'p {
-    move |source| SandboxError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Names the host setting that blocks unprivileged user namespaces, if any.
@@ -248,7 +236,7 @@ impl Spec {
             .stdout(file)
             .stderr(err_file)
             .status()
-            .map_err(io_err("run", &program))
+            .map_err(|e| io_err("run", &program)(e).into())
     }
 }
 

@@ -16,22 +16,19 @@
 //! [`normalize`] makes the directory on disk match its manifest.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use hiperiso_stick::io::{IoError, io_err};
 
 use crate::sources::store::{sha256_hex, sha256_reader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(
         "{path}: {what} cannot be part of a build output (only files, directories and symlinks)"
     )]
@@ -40,14 +37,6 @@ pub enum TreeError {
         "{path}: file names with tabs, newlines or non-UTF-8 bytes cannot be part of a build output"
     )]
     BadName { path: PathBuf },
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> TreeError + 'p {
-    move |source| TreeError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -224,23 +213,18 @@ pub fn normalize(root: &Path, epoch: i64) -> Result<Tree, TreeError> {
             )
         };
         if rc != 0 {
-            return Err(io_err("set the time of", &path)(io::Error::last_os_error()));
+            return Err(io_err("set the time of", &path)(io::Error::last_os_error()).into());
         }
     }
     Ok(tree)
 }
 
-/// Writes `text` to `dest` atomically: a temporary file in the same
-/// directory, fsync, rename.
+/// Writes `text` to `dest` atomically (temporary file in the same
+/// directory, fsync, rename), creating the directory first.
 pub fn write_atomic(dest: &Path, text: &[u8]) -> Result<(), TreeError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("create a file in", dir))?;
-    tmp.write_all(text).map_err(io_err("write", dest))?;
-    tmp.as_file().sync_all().map_err(io_err("sync", dest))?;
-    tmp.persist(dest)
-        .map_err(|e| io_err("rename into", dest)(e.error))?;
-    Ok(())
+    Ok(hiperiso_stick::io::write_atomic(dest, text)?)
 }
 
 #[cfg(test)]
