@@ -13,6 +13,7 @@
 //! settings.rs       the global options as plain values
 //! sources/          store, fetcher, mirrors, watches, source pins
 //! model/            manifest, lock, recipes, build record
+//! hash.rs           sha256 hex helpers
 //! ```
 //!
 //! `debian/`'s format parsers (control, version, packages) sit below
@@ -22,6 +23,7 @@
 pub mod cli;
 pub mod commands;
 pub mod debian;
+pub mod hash;
 pub mod model;
 pub mod payload;
 pub mod project;

@@ -190,7 +190,7 @@ impl ImageState {
     /// Where the state of the image at `image` is kept in the cache.
     pub fn path(cache: &Path, image: &Path) -> PathBuf {
         let absolute = std::path::absolute(image).unwrap_or_else(|_| image.to_path_buf());
-        let name = crate::sources::store::sha256_hex(absolute.as_os_str().as_encoded_bytes());
+        let name = crate::hash::sha256_hex(absolute.as_os_str().as_encoded_bytes());
         cache.join("state/images").join(format!("{name}.json"))
     }
 

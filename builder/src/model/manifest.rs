@@ -14,7 +14,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::sources::store::is_sha256_hex;
+use crate::hash::is_sha256_hex;
+
+/// Environment variable naming Debian mirror base URLs (`[mirrors]`
+/// overrides it).
+pub const DEBIAN_MIRROR_ENV: &str = "HIPERISO_DEBIAN_MIRROR";
 
 /// File name of the manifest looked up in the current directory.
 pub const DEFAULT_MANIFEST: &str = "hiperiso.toml";
@@ -723,7 +727,7 @@ impl Source {
                 if debian_mirrors.is_empty() {
                     return Err(format!(
                         "source `{name}` needs a Debian mirror: set [mirrors] debian, {} or an apt source",
-                        crate::sources::mirrors::DEBIAN_MIRROR_ENV
+                        DEBIAN_MIRROR_ENV
                     ));
                 }
                 for mirror in debian_mirrors {

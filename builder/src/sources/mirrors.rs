@@ -9,8 +9,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Environment variable naming Debian mirror base URLs.
-pub const DEBIAN_MIRROR_ENV: &str = "HIPERISO_DEBIAN_MIRROR";
+pub use crate::model::manifest::DEBIAN_MIRROR_ENV;
 
 /// Where the resolved mirror list came from (printed by `summary`).
 #[derive(Debug, Clone, PartialEq, Eq)]

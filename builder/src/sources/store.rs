@@ -19,8 +19,6 @@ use std::path::{Path, PathBuf};
 
 use hiperiso_stick::io::{IoError, io_err};
 
-use sha2::{Digest, Sha256};
-
 /// Environment variable that overrides the cache directory.
 pub const CACHE_DIR_ENV: &str = "HIPERISO_CACHE_DIR";
 
@@ -48,19 +46,7 @@ pub struct Store {
     root: PathBuf,
 }
 
-/// True when `s` is 64 lowercase hex digits.
-pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// The sha256 of a byte string, as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-pub use hiperiso_stick::io::sha256_reader;
+pub use crate::hash::{is_sha256_hex, sha256_hex, sha256_reader};
 
 impl Store {
     /// A store rooted at `root` (created on first write).
