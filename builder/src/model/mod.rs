@@ -5,3 +5,5 @@ pub mod build_record;
 pub mod lock;
 pub mod manifest;
 pub mod recipe;
+pub mod source;
+pub mod spans;
