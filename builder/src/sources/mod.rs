@@ -2,7 +2,9 @@
 //! mirrors, upstream version watches and the manifest's source pins.
 
 pub mod fetch;
+pub mod http;
 pub mod mirrors;
 pub mod pins;
+pub mod progress;
 pub mod store;
 pub mod watch;
