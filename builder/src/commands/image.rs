@@ -25,15 +25,15 @@ use crate::vm::record_last_image;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    #[error(transparent)]
+    #[error("writing the image")]
     Image(#[from] ImageError),
-    #[error(transparent)]
+    #[error("writing to the device")]
     Device(#[from] DeviceError),
-    #[error(transparent)]
+    #[error("inspecting the image or device")]
     Inspect(#[from] InspectError),
     #[error("--size {text:?}: {message}")]
     Size { text: String, message: String },
-    #[error(transparent)]
+    #[error("staging the image's trees")]
     Stage(#[from] StageError),
     #[error("reading the confirmation from stdin")]
     Confirm(#[source] io::Error),

@@ -28,7 +28,7 @@ pub enum Error {
     Fetch(#[from] crate::sources::fetch::FetchError),
     #[error("a source's URLs")]
     Urls(#[from] crate::sources::pins::UrlError),
-    #[error(transparent)]
+    #[error("finding the newest version")]
     Watch(#[from] crate::sources::watch::WatchError),
     #[error("rewriting the manifest's pins")]
     Pin(#[from] crate::sources::pins::PinError),
@@ -40,7 +40,7 @@ pub enum Error {
     ProfileSteps(Box<crate::steps::profile::ProfileStepsError>),
     #[error(transparent)]
     Lock(#[from] lock::LockVerbError),
-    #[error(transparent)]
+    #[error("preparing the tools tree")]
     Tools(#[from] crate::steps::tools::ToolsError),
     #[error("writing the build record")]
     Record(#[from] crate::model::build_record::RecordError),

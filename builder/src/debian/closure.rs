@@ -21,7 +21,7 @@ use crate::sources::store::StoreError;
 pub enum ClosureError {
     #[error(transparent)]
     Repo(#[from] RepoError),
-    #[error(transparent)]
+    #[error("resolving the Debian package closure")]
     Resolve(#[from] ResolveError),
     #[error(transparent)]
     Lock(#[from] LockError),

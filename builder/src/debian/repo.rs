@@ -34,13 +34,13 @@ pub const HOST_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 pub enum RepoError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    #[error(transparent)]
+    #[error("verifying the archive signature")]
     Signature(#[from] SignatureError),
-    #[error(transparent)]
+    #[error("reading the Release file")]
     Release(#[from] ReleaseError),
-    #[error(transparent)]
+    #[error("reading the Packages index")]
     Index(#[from] IndexError),
-    #[error(transparent)]
+    #[error("unpacking a package")]
     Deb(#[from] DebError),
     #[error(
         "no Debian mirror configured: set [mirrors] debian in the manifest or ${}",

@@ -23,8 +23,14 @@ const PLACEHOLDER: &str = "00000000000000000000000000000000000000000000000000000
 pub enum RecordError {
     #[error(transparent)]
     Io(#[from] IoError),
-    #[error("{path}: not a JSON object: {message}")]
-    NotAnObject { path: PathBuf, message: String },
+    #[error("{path}: the top level is not a JSON object")]
+    NotAnObject { path: PathBuf },
+    #[error("{path}: not JSON")]
+    NotJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(
         "{path}: expected exactly one `{IMAGE_SHA256}` field of build.json in bytes {start}..{end}, found {found}"
     )]
@@ -49,13 +55,12 @@ pub fn add_steps(
             Ok(_) => {
                 return Err(RecordError::NotAnObject {
                     path: build_json.to_path_buf(),
-                    message: "the top level is not an object".into(),
                 });
             }
-            Err(e) => {
-                return Err(RecordError::NotAnObject {
+            Err(source) => {
+                return Err(RecordError::NotJson {
                     path: build_json.to_path_buf(),
-                    message: e.to_string(),
+                    source,
                 });
             }
         },

@@ -120,8 +120,18 @@ impl ToolsLock {
 pub enum LockError {
     #[error("{path} does not exist; run `hiperiso-build lock` to resolve the package closure")]
     Missing { path: PathBuf },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("{path}: not a valid lock")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "{path} is stale: the manifest's Debian inputs changed since it was written; \
          run `hiperiso-build lock` to re-resolve"
@@ -173,7 +183,7 @@ impl Lock {
     pub fn parse(path: &Path, text: &str) -> Result<Self, LockError> {
         let lock: Self = toml::from_str(text).map_err(|e| LockError::Invalid {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            source: Box::new(e),
         })?;
         if lock.version != LOCK_VERSION {
             return Err(LockError::Version {
@@ -189,9 +199,9 @@ impl Lock {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(path, &text).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(LockError::Invalid {
+            Err(source) => Err(LockError::Read {
                 path: path.to_path_buf(),
-                message: e.to_string(),
+                source,
             }),
         }
     }

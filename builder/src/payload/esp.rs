@@ -103,11 +103,11 @@ const QEMU_DATA_PREFIXES: &[&str] = &[
 pub enum PayloadError {
     #[error("{0}")]
     Missing(String),
-    #[error(transparent)]
+    #[error("building the initramfs")]
     Initramfs(#[from] InitramfsError),
-    #[error(transparent)]
+    #[error("writing the initramfs archive")]
     Cpio(#[from] crate::payload::cpio::CpioError),
-    #[error(transparent)]
+    #[error("resolving the kernel modules")]
     Kmod(#[from] KmodError),
     #[error("grub-mkimage failed ({status}): {stderr}")]
     GrubMkimage { status: String, stderr: String },

@@ -55,9 +55,9 @@ impl Compression {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
-    #[error(transparent)]
+    #[error("writing the cpio archive")]
     Cpio(#[from] CpioError),
-    #[error(transparent)]
+    #[error("resolving a binary's shared libraries")]
     Elf(#[from] ElfError),
     #[error("{path} is not in the package tree {root}")]
     NotInTree { path: String, root: String },

@@ -21,7 +21,7 @@ pub enum KmodError {
     },
     #[error("{path}: compressed modules are not supported")]
     Compressed { path: String },
-    #[error(transparent)]
+    #[error("reading a kernel module")]
     Elf(#[from] ElfError),
     #[error("reading {path}")]
     Io {

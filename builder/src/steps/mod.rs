@@ -60,9 +60,9 @@ pub const VERIFY_LOCALE: &str = "C";
 pub enum StepError {
     #[error(transparent)]
     Recipe(#[from] RecipeError),
-    #[error(transparent)]
+    #[error("normalizing the output tree")]
     Tree(#[from] TreeError),
-    #[error(transparent)]
+    #[error("running in the sandbox")]
     Sandbox(#[from] SandboxError),
     #[error("cannot fetch source `{source_name}` for step `{step}`")]
     Fetch {

@@ -67,7 +67,7 @@ pub enum ToolsError {
     Lock(#[from] LockError),
     #[error("opening the cache")]
     Store(#[source] StoreError),
-    #[error(transparent)]
+    #[error("fetching and unpacking the tools tree's packages")]
     Repo(#[from] crate::debian::repo::RepoError),
     #[error(transparent)]
     Io(#[from] IoError),
