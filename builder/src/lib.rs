@@ -3,7 +3,7 @@
 //! Layers, each importing only from the ones below it:
 //!
 //! ```text
-//! main.rs, cli.rs   clap structs and dispatch (the only files that see clap or anyhow)
+//! main.rs, cli.rs   clap structs and dispatch (the only files that see the CLI crates)
 //! commands/         one file per verb; CLI arguments -> Settings; loads the Project once
 //! vm/               the outer VM of `hiperiso-build run`
 //! payload/          initramfs, ESP (from built steps or Debian packages), image trees

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hiperiso_stick::io::{IoError, io_err};
+use hiperiso_stick::paths::esp as paths;
 
 use sha2::{Digest, Sha256};
 
@@ -450,29 +451,29 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
     let root = &options.root;
     fs::create_dir_all(esp).map_err(io_err("create", esp))?;
     let kernel = kernel_version(root)?;
-    let hiperiso = esp.join("EFI/hiperiso");
-    let boot = esp.join("EFI/BOOT");
+    let hiperiso = esp.join(paths::HIPERISO_DIR);
+    let boot = esp.join(paths::GRUB_DIR);
     fs::create_dir_all(&hiperiso).map_err(io_err("create", &hiperiso))?;
     fs::create_dir_all(&boot).map_err(io_err("create", &boot))?;
 
     match &options.grub_image {
-        Some(image) => copy(image, &boot.join("BOOTX64.EFI"))?,
-        None => grub_mkimage(root, &options.grub_modules, &boot.join("BOOTX64.EFI"))?,
+        Some(image) => copy(image, &esp.join(paths::BOOT_EFI))?,
+        None => grub_mkimage(root, &options.grub_modules, &esp.join(paths::BOOT_EFI))?,
     }
     if let Ok(font) = real_path(root, "usr/share/grub/unicode.pf2") {
         copy(&font, &boot.join("fonts/unicode.pf2"))?;
     }
     copy(
         &real_path(root, &format!("boot/vmlinuz-{kernel}"))?,
-        &hiperiso.join("vmlinuz"),
+        &esp.join(paths::VMLINUZ),
     )?;
     copy(
         &real_path(root, "usr/share/OVMF/OVMF_CODE_4M.fd")?,
-        &hiperiso.join("OVMF_CODE.fd"),
+        &esp.join(paths::OVMF_CODE),
     )?;
     copy(
         &real_path(root, "usr/share/OVMF/OVMF_VARS_4M.fd")?,
-        &hiperiso.join("OVMF_VARS.fd"),
+        &esp.join(paths::OVMF_VARS),
     )?;
 
     let (initramfs, modules) = initramfs_tree(options, &kernel)?;
@@ -514,10 +515,10 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
             .into(),
     );
     let json = serde_json::to_string_pretty(&serde_json::Value::Object(info)).expect("json") + "\n";
-    let build_json = hiperiso.join("build.json");
+    let build_json = esp.join(paths::BUILD_JSON);
     fs::write(&build_json, &json).map_err(io_err("write", &build_json))?;
     files.insert(
-        "EFI/hiperiso/build.json".into(),
+        paths::BUILD_JSON.into(),
         (
             json.len() as u64,
             hex::encode(Sha256::digest(json.as_bytes())),

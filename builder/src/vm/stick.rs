@@ -15,12 +15,14 @@ use hiperiso_runtime::analyze::Report;
 use hiperiso_runtime::grubenv;
 use hiperiso_runtime::sessions::Logs;
 
+use hiperiso_stick::paths::data;
+
 use crate::vm::error::{Result, RunError, io_error};
 
 /// Where `image` records the last image it wrote, under the cache root.
 pub const LAST_IMAGE_FILE: &str = "state/last-image";
 /// The GRUB environment block on the data partition (see grub.cfg).
-pub const GRUBENV_PATH: &str = "hiperiso/grubenv";
+pub const GRUBENV_PATH: &str = data::GRUBENV;
 
 /// The image `image` wrote last, from the cache's record.
 pub fn last_image(cache_root: &Path) -> Result<PathBuf> {
@@ -125,7 +127,7 @@ impl StickImage {
         let error = self.exfat_error();
         self.data
             .put_file(
-                &format!("ISOs/{name}"),
+                &format!("{}/{name}", data::ISOS_DIR),
                 io::BufReader::with_capacity(1 << 20, file),
                 metadata.len(),
                 modified,
@@ -137,7 +139,7 @@ impl StickImage {
     /// The `*.iso` files under `/ISOs/`, as GRUB lists them.
     pub fn isos(&mut self) -> Result<Vec<String>> {
         let error = self.exfat_error();
-        let entries = self.data.reader().read_dir("ISOs").map_err(error)?;
+        let entries = self.data.reader().read_dir(data::ISOS_DIR).map_err(error)?;
         Ok(entries
             .into_iter()
             .filter(|e| !e.is_dir && e.name.to_ascii_lowercase().ends_with(".iso"))
@@ -233,7 +235,7 @@ pub fn read_session_file(image: &Path, id: &str, name: &str) -> Result<Option<Ve
     let mut reader = ExfatReader::open(Slice::new(file, partition.offset, partition.len))
         .map_err(exfat_error)?;
     let mut out = Vec::new();
-    match reader.read_file(&format!("hiperiso/logs/{id}/{name}"), &mut out) {
+    match reader.read_file(&format!("{}/{id}/{name}", data::LOGS_DIR), &mut out) {
         Ok(_) => Ok(Some(out)),
         Err(ExfatError::NotFound { .. }) => Ok(None),
         Err(source) => Err(exfat_error(source)),
