@@ -1,7 +1,9 @@
 //! What can go wrong booting a stick in the outer VM.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use hiperiso_stick::io::IoError;
 
 use hiperiso_installer::exfat::ExfatError;
 use hiperiso_runtime::sessions::SessionsError;
@@ -16,12 +18,21 @@ pub enum RunError {
         "no image given and none recorded in {record}: build one with `hiperiso-build image`, or pass --image IMG"
     )]
     NoImage { record: PathBuf },
-    #[error("{path}: {action}")]
-    Io {
-        action: String,
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("{}: no such image file", .0.display())]
+    NoImageFile(PathBuf),
+    #[error("cannot copy {} to {}: {stderr}", image.display(), copy.display())]
+    Copy {
+        image: PathBuf,
+        copy: PathBuf,
+        stderr: String,
+    },
+    #[error("{}: cannot read the partition table", path.display())]
+    PartitionTable {
         path: PathBuf,
         #[source]
-        source: io::Error,
+        source: hiperiso_installer::gpt::GptError,
     },
     #[error("{path}: no partition table with an exFAT data partition (is this a hiperiso image?)")]
     NoDataPartition { path: PathBuf },
@@ -68,16 +79,3 @@ pub enum RunError {
 }
 
 pub type Result<T, E = RunError> = std::result::Result<T, E>;
-
-pub(crate) fn io_error(
-    action: impl Into<String>,
-    path: &Path,
-) -> impl FnOnce(io::Error) -> RunError {
-    let action = action.into();
-    let path = path.to_path_buf();
-    move |source| RunError::Io {
-        action,
-        path,
-        source,
-    }
-}

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use hiperiso_runtime::analyze::{self, BootResult, Report};
 
+use hiperiso_stick::io::io_err;
+
 use crate::settings::Settings;
 use crate::sources::store::Store;
 
@@ -33,7 +35,7 @@ pub use stick::{
     session_ids, session_report, working_copy,
 };
 
-use error::{Result, io_error};
+use error::Result;
 
 /// Outer VM memory when `--ram` is not given: the inner guest's default
 /// 2 GiB plus the host kernel, initramfs and QEMU.
@@ -70,17 +72,13 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
         None => last_image(store.root())?,
     };
     if !original.is_file() {
-        return Err(RunError::Io {
-            action: "cannot read the image".into(),
-            path: original,
-            source: io::Error::from(io::ErrorKind::NotFound),
-        });
+        return Err(RunError::NoImageFile(original));
     }
     let scratch_root = store.tmp_dir().map_err(RunError::Store)?;
     let scratch = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(&scratch_root)
-        .map_err(io_error("cannot create a directory in", &scratch_root))?;
+        .map_err(io_err("create a directory in", &scratch_root))?;
     let image = if options.keep {
         original.clone()
     } else {
@@ -111,8 +109,7 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
 
     let (ovmf_code, ovmf_vars_template) = find_ovmf()?;
     let ovmf_vars = scratch.path().join("OVMF_VARS.fd");
-    fs::copy(&ovmf_vars_template, &ovmf_vars)
-        .map_err(io_error("cannot copy", &ovmf_vars_template))?;
+    fs::copy(&ovmf_vars_template, &ovmf_vars).map_err(io_err("copy", &ovmf_vars_template))?;
     let accel = match probe_kvm(scratch.path()) {
         Ok(()) => {
             ctx.say("accelerator: KVM");
@@ -152,8 +149,7 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
         timeout.as_secs()
     ));
     let mut child = vm.spawn()?;
-    let status =
-        wait_with_timeout(&mut child, timeout).map_err(io_error("cannot wait for", &image))?;
+    let status = wait_with_timeout(&mut child, timeout).map_err(io_err("wait for", &image))?;
     let _ = io::stdout().flush();
     match status {
         None => {

@@ -17,7 +17,9 @@ use hiperiso_runtime::sessions::Logs;
 
 use hiperiso_stick::paths::data;
 
-use crate::vm::error::{Result, RunError, io_error};
+use hiperiso_stick::io::io_err;
+
+use crate::vm::error::{Result, RunError};
 
 /// Where `image` records the last image it wrote, under the cache root.
 pub const LAST_IMAGE_FILE: &str = "state/last-image";
@@ -40,14 +42,14 @@ pub fn last_image(cache_root: &Path) -> Result<PathBuf> {
 /// Records `image` (made absolute) as the last image written.
 pub fn record_last_image(cache_root: &Path, image: &Path) -> Result<()> {
     let record = cache_root.join(LAST_IMAGE_FILE);
-    let absolute = std::path::absolute(image).map_err(io_error("cannot resolve", image))?;
+    let absolute = std::path::absolute(image).map_err(io_err("resolve", image))?;
     if let Some(dir) = record.parent() {
-        fs::create_dir_all(dir).map_err(io_error("cannot create", dir))?;
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     }
     let temporary = record.with_extension("tmp");
     fs::write(&temporary, format!("{}\n", absolute.display()))
-        .map_err(io_error("cannot write", &temporary))?;
-    fs::rename(&temporary, &record).map_err(io_error("cannot write", &record))
+        .map_err(io_err("write", &temporary))?;
+    Ok(fs::rename(&temporary, &record).map_err(io_err("write", &record))?)
 }
 
 /// A copy-on-write (reflink where the file system can, else sparse) copy.
@@ -57,12 +59,12 @@ pub fn working_copy(image: &Path, copy: &Path) -> Result<()> {
         .arg(image)
         .arg(copy)
         .output()
-        .map_err(io_error("cannot run cp to copy", image))?;
+        .map_err(io_err("run cp to copy", image))?;
     if !output.status.success() {
-        return Err(RunError::Io {
-            action: format!("cannot copy to {}", copy.display()),
-            path: image.to_path_buf(),
-            source: io::Error::other(String::from_utf8_lossy(&output.stderr).trim().to_string()),
+        return Err(RunError::Copy {
+            image: image.to_path_buf(),
+            copy: copy.to_path_buf(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
     Ok(())
@@ -80,7 +82,7 @@ impl StickImage {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(io_error("cannot open", path))?;
+            .map_err(io_err("open", path))?;
         let partition = data_partition(&mut file, path)?;
         let slice = Slice::new(file, partition.offset, partition.len);
         let data = ExfatEditor::open(slice).map_err(|source| RunError::Exfat {
@@ -117,8 +119,8 @@ impl StickImage {
                 path: iso.to_path_buf(),
             })?
             .to_string();
-        let file = File::open(iso).map_err(io_error("cannot open", iso))?;
-        let metadata = file.metadata().map_err(io_error("cannot read", iso))?;
+        let file = File::open(iso).map_err(io_err("open", iso))?;
+        let metadata = file.metadata().map_err(io_err("read", iso))?;
         let modified = metadata
             .modified()
             .ok()
@@ -180,13 +182,10 @@ fn now() -> u64 {
 }
 
 pub(crate) fn data_partition(file: &mut File, path: &Path) -> Result<FoundPartition> {
-    let size = file
-        .seek(SeekFrom::End(0))
-        .map_err(io_error("cannot read", path))?;
-    let table = inspect::read_table(file, size).map_err(|source| RunError::Io {
-        action: "cannot read the partition table".into(),
+    let size = file.seek(SeekFrom::End(0)).map_err(io_err("read", path))?;
+    let table = inspect::read_table(file, size).map_err(|source| RunError::PartitionTable {
         path: path.to_path_buf(),
-        source: io::Error::other(source),
+        source,
     })?;
     table
         .and_then(|(_, parts)| parts.into_iter().find(|p| p.is_data()))
@@ -226,7 +225,7 @@ pub fn session_report(image: &Path, id: &str) -> Result<Report> {
 
 /// Reads one file of a session directory from the image, without mounting.
 pub fn read_session_file(image: &Path, id: &str, name: &str) -> Result<Option<Vec<u8>>> {
-    let mut file = File::open(image).map_err(io_error("cannot open", image))?;
+    let mut file = File::open(image).map_err(io_err("open", image))?;
     let partition = data_partition(&mut file, image)?;
     let exfat_error = |source| RunError::Exfat {
         path: image.to_path_buf(),
