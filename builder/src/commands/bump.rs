@@ -56,7 +56,6 @@ impl std::fmt::Display for Check {
 /// every check failed.
 pub fn check(project: &Project, names: &[String]) -> Result<Vec<Check>> {
     let manifest = &project.manifest;
-    let ctx = &project.settings;
     let (_, profile) = project.profile()?;
     let mirrors = &project.mirrors;
     let fetcher = project.fetcher()?;
@@ -73,7 +72,7 @@ pub fn check(project: &Project, names: &[String]) -> Result<Vec<Check>> {
             latest,
             error,
         };
-        ctx.say(check.to_string());
+        project.settings.say(check.to_string());
         checks.push(check);
     }
     if !checks.is_empty() && checks.iter().all(|c| c.error.is_some()) {
@@ -95,7 +94,6 @@ pub fn bump_to(
     expected: Option<(String, u64)>,
 ) -> Result<Pin> {
     let manifest = &project.manifest;
-    let ctx = &project.settings;
     let source = manifest.source(name)?;
     let mirrors = &project.mirrors;
     let mut request = source_request(name, source, version, &mirrors.urls)?;
@@ -117,7 +115,7 @@ pub fn bump_to(
         size: fetched.size,
     };
     write_pins(&manifest.path, std::slice::from_ref(&pin))?;
-    ctx.say(format!(
+    project.settings.say(format!(
         "{name}: {} → {version} (sha256 {}, {})",
         source.version,
         fetched.sha256,
@@ -129,13 +127,12 @@ pub fn bump_to(
 /// `bump NAME --latest`: ask the watch, then [`bump_to`] if newer.
 pub fn bump_latest(project: &Project, name: &str) -> Result<Option<Pin>> {
     let manifest = &project.manifest;
-    let ctx = &project.settings;
     let source = manifest.source(name)?;
     let mirrors = &project.mirrors;
     let fetcher = project.fetcher()?;
     let candidate = Watcher::new(&fetcher, &manifest.debian, &mirrors.urls).latest(name, source)?;
     if !compare_versions(&candidate.version, &source.version).is_gt() {
-        ctx.say(format!(
+        project.settings.say(format!(
             "{name}: {} (up to date; newest found {})",
             source.version, candidate.version
         ));

@@ -24,7 +24,6 @@ pub fn source_requests(project: &Project, names: &[String]) -> Result<Vec<FetchR
 pub fn fetch(settings: &Settings, names: &[String]) -> Result<Vec<Fetched>> {
     let project = Project::load(settings.clone())?;
     let manifest = &project.manifest;
-    let ctx = settings;
     let requests = source_requests(&project, names)?;
     let unpinned: Vec<&str> = requests
         .iter()
@@ -43,7 +42,7 @@ pub fn fetch(settings: &Settings, names: &[String]) -> Result<Vec<Fetched>> {
     let fetcher = project.fetcher()?;
     let fetched = fetcher.fetch_all(&requests)?;
     let total: u64 = fetched.iter().map(|f| f.size).sum();
-    ctx.say(format!(
+    settings.say(format!(
         "{} source(s) verified in {} ({})",
         fetched.len(),
         fetcher.store().root().display(),
@@ -57,11 +56,10 @@ pub fn fetch(settings: &Settings, names: &[String]) -> Result<Vec<Fetched>> {
 pub fn pin(settings: &Settings, names: &[String], force: bool) -> Result<()> {
     let project = Project::load(settings.clone())?;
     let manifest = &project.manifest;
-    let ctx = settings;
     let mut requests = source_requests(&project, names)?;
     requests.retain(|r| force || r.sha256.is_none());
     if requests.is_empty() {
-        ctx.say("every selected source is already pinned (use --force to re-pin)");
+        settings.say("every selected source is already pinned (use --force to re-pin)");
         return Ok(());
     }
     for request in &mut requests {
@@ -85,7 +83,7 @@ pub fn pin(settings: &Settings, names: &[String], force: bool) -> Result<()> {
             .sha256
             .as_deref()
             .unwrap_or("none");
-        ctx.say(format!("{}: sha256 {old} → {}", pin.name, pin.sha256));
+        settings.say(format!("{}: sha256 {old} → {}", pin.name, pin.sha256));
     }
     Ok(())
 }

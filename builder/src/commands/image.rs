@@ -116,7 +116,6 @@ fn esp_for_image(project: &Project, steps: &BuiltSteps) -> Result<Option<BuiltEs
 pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
     let project = Project::load(settings.clone())?;
     let manifest = &project.manifest;
-    let ctx = settings;
     let size = match &args.size {
         Some(text) => {
             ByteSize::parse(text)
@@ -143,14 +142,14 @@ pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
         steps.tools.as_deref(),
     )?;
     let spec = image_spec(manifest, table_kind(args.table, manifest), size, &trees);
-    let settings = format!(
+    let image_settings = format!(
         "{} {} {} {:?} {:?} {}",
         spec.table, spec.size, spec.seed, spec.data_label, spec.esp_label, spec.source_date_epoch
     );
-    let key = trees::image_key(&settings, &trees.esp, &trees.data)?;
+    let key = trees::image_key(&image_settings, &trees.esp, &trees.data)?;
     let cache = project.store()?.root().to_path_buf();
     if let Some(state) = build_record::ImageState::up_to_date(&cache, &args.output, &key) {
-        ctx.say(format!(
+        settings.say(format!(
             "{} is up to date (image sha256 {})",
             args.output.display(),
             state.sha256
@@ -163,7 +162,7 @@ pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
     let image_sha256 =
         build_record::seal_image(&args.output, (layout.esp.offset, layout.esp.end()))?;
     build_record::ImageState::of(&args.output, &key, &image_sha256)?.save(&cache, &args.output)?;
-    ctx.say(format!(
+    settings.say(format!(
         "wrote {} ({} bytes, {}): data partition exFAT {} UUID {} at {}..{}, ESP {:?} at {}..{}",
         args.output.display(),
         layout.disk_size,
@@ -176,7 +175,7 @@ pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
         layout.esp.offset,
         layout.esp.end(),
     ));
-    ctx.say(format!(
+    settings.say(format!(
         "image sha256 {image_sha256} (recorded in {} as `{}`)",
         BUILD_JSON,
         build_record::IMAGE_SHA256

@@ -38,7 +38,6 @@ fn confirm(device: &Path) -> Result<()> {
 pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
     let project = Project::load(settings.clone())?;
     let manifest = &project.manifest;
-    let ctx = settings;
     let (_, built) = payload(&project, args.esp_tree.as_deref())?;
     let trees = PayloadTrees::stage(
         &project,
@@ -48,7 +47,7 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
             .or(args.esp_tree.as_deref()),
         args.data_tree.as_deref(),
     )?;
-    let progress = |step: &str| ctx.say(step);
+    let progress = |step: &str| settings.say(step);
     if args.update {
         let plan = device::plan_update(
             &args.device,
@@ -59,7 +58,7 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
             args.force,
         )
         .map_err(DiskError::from)?;
-        if args.dry_run || !args.yes || ctx.verbosity >= 0 {
+        if args.dry_run || !args.yes || settings.verbosity >= 0 {
             println!("{plan}");
         }
         if args.dry_run {
@@ -69,7 +68,7 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
             confirm(&args.device)?;
         }
         device::execute_update(&plan, progress).map_err(DiskError::from)?;
-        ctx.say(format!(
+        settings.say(format!(
             "updated the ESP on {}; the data partition was not touched",
             args.device.display()
         ));
@@ -80,7 +79,7 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
         spec.data_label = label.clone();
     }
     let plan = device::plan_install(&args.device, &spec, args.force).map_err(DiskError::from)?;
-    if args.dry_run || !args.yes || ctx.verbosity >= 0 {
+    if args.dry_run || !args.yes || settings.verbosity >= 0 {
         println!("{plan}");
     }
     if args.dry_run {
@@ -95,7 +94,7 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    ctx.say(format!(
+    settings.say(format!(
         "installed: {} bytes written, {} regions verified, partitions {}",
         report.bytes_written,
         report.verified_regions,

@@ -65,8 +65,8 @@ pub struct RunOutcome {
 }
 
 /// `hiperiso-build run`.
-pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError> {
-    let store = Store::open_default(ctx.cache_dir.as_deref()).map_err(RunError::Store)?;
+pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError> {
+    let store = Store::open_default(settings.cache_dir.as_deref()).map_err(RunError::Store)?;
     let original = match &options.image {
         Some(image) => image.clone(),
         None => last_image(store.root())?,
@@ -83,7 +83,7 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
         original.clone()
     } else {
         let copy = scratch.path().join("stick.img");
-        ctx.say(format!(
+        settings.say(format!(
             "working on a copy-on-write copy of {} (--keep changes the image itself)",
             original.display()
         ));
@@ -94,7 +94,7 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
     let mut stick = StickImage::open(&image)?;
     for iso in &options.isos {
         let name = stick.add_iso(iso)?;
-        ctx.say(format!("added /ISOs/{name}"));
+        settings.say(format!("added /ISOs/{name}"));
     }
     if let Some(name) = &options.boot {
         let name = Path::new(name)
@@ -102,7 +102,7 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
             .and_then(|n| n.to_str())
             .unwrap_or(name);
         stick.boot_once(name)?;
-        ctx.say(format!("GRUB will boot /ISOs/{name} without waiting"));
+        settings.say(format!("GRUB will boot /ISOs/{name} without waiting"));
     }
     drop(stick);
     let before = session_ids(&image).unwrap_or_default();
@@ -112,11 +112,11 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
     fs::copy(&ovmf_vars_template, &ovmf_vars).map_err(io_err("copy", &ovmf_vars_template))?;
     let accel = match probe_kvm(scratch.path()) {
         Ok(()) => {
-            ctx.say("accelerator: KVM");
+            settings.say("accelerator: KVM");
             Accel::Kvm
         }
         Err(reason) => {
-            ctx.say(format!(
+            settings.say(format!(
                 "accelerator: TCG with -cpu EPYC, so the stick still gets KVM (SVM) for its guest; KVM is not usable here: {reason}"
             ));
             Accel::tcg_with_svm()
@@ -141,7 +141,7 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
         qmp: None,
     };
     let timeout = options.timeout.unwrap_or(DEFAULT_TIMEOUT);
-    ctx.say(format!(
+    settings.say(format!(
         "booting {} as a USB stick (OVMF, {} MiB, {} CPU); serial console follows, timeout {} s",
         image.display(),
         vm.ram_mb,
@@ -167,11 +167,11 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
             });
         }
         Some(status) if !status.success() => {
-            ctx.say(format!("QEMU exited with {status}"));
+            settings.say(format!("QEMU exited with {status}"));
             if vm.accel != Accel::Kvm
                 && std::os::unix::process::ExitStatusExt::signal(&status) == Some(6)
             {
-                ctx.say(
+                settings.say(
                     "QEMU aborted: its TCG, emulating SVM for the stick's KVM, asserts when a nested \
                      UEFI guest writes CR8 (`tcg_handle_interrupt: assertion failed`, a QEMU bug; \
                      see README). Set HIPERISO_QEMU to a QEMU built by tests/support/outer-qemu.sh.",
@@ -186,8 +186,8 @@ pub fn run(ctx: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError>
         return Err(RunError::NoSession { image });
     };
     let report = session_report(&image, &id)?;
-    ctx.say(format!("\nsession {id} (read back from the image):"));
-    ctx.say(analyze::render_text(&report));
+    settings.say(format!("\nsession {id} (read back from the image):"));
+    settings.say(analyze::render_text(&report));
     if report.result != BootResult::Booted {
         return Err(RunError::NotBooted {
             id,
