@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::cli::StepsArgs;
-use crate::commands::Result;
+use crate::commands::error::Result;
 use crate::model::recipe::Recipes;
 use crate::project::Project;
 use crate::settings::Settings;

@@ -4,7 +4,7 @@
 
 use hiperiso_stick::error_chain;
 
-use crate::commands::{Error, Result};
+use crate::commands::error::{Error, Result};
 use crate::project::Project;
 use crate::settings::Settings;
 use crate::sources::fetch::human_bytes;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::commands::{Error, Result};
+use crate::commands::error::{Error, Result};
 use crate::project::Project;
 use crate::settings::Settings;
 use crate::sources::fetch::{FetchRequest, Fetched, human_bytes};

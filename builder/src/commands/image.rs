@@ -1,45 +1,24 @@
 //! `hiperiso-build image`: the profile's steps, built, its ESP payload
 //! and the data tree, written into a disk image by `hiperiso-installer`.
 
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use hiperiso_installer::device::DeviceError;
-use hiperiso_installer::image::{self, ImageError, ImageSpec};
-use hiperiso_installer::inspect::InspectError;
+use hiperiso_installer::image::{self, ImageSpec};
 use hiperiso_installer::layout::TableKind;
 use hiperiso_stick::paths::esp::BUILD_JSON;
 
 use crate::cli::{ImageArgs, TableArg};
-use crate::commands::Result;
+use crate::commands::error::{DiskError, Result};
 use crate::debian::closure::LockMode;
 use crate::model::build_record;
 use crate::model::manifest::{ByteSize, Manifest, PartitionTable, PayloadFrom};
 use crate::payload::base::{BuiltEsp, EspError, temp_dir};
-use crate::payload::trees::{self, PayloadTrees, StageError};
+use crate::payload::trees::{self, PayloadTrees};
 use crate::payload::{from_packages, from_steps};
 use crate::project::Project;
 use crate::settings::Settings;
 use crate::steps::profile::{BuiltSteps, build_profile_steps};
 use crate::vm::record_last_image;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DiskError {
-    #[error("writing the image")]
-    Image(#[from] ImageError),
-    #[error("writing to the device")]
-    Device(#[from] DeviceError),
-    #[error("inspecting the image or device")]
-    Inspect(#[from] InspectError),
-    #[error("--size {text:?}: {message}")]
-    Size { text: String, message: String },
-    #[error("staging the image's trees")]
-    Stage(#[from] StageError),
-    #[error("reading the confirmation from stdin")]
-    Confirm(#[source] io::Error),
-    #[error("not confirmed: nothing was written to {0}")]
-    NotConfirmed(PathBuf),
-}
 
 pub(crate) fn table_kind(arg: Option<TableArg>, manifest: &Manifest) -> TableKind {
     match arg {

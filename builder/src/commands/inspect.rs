@@ -3,8 +3,8 @@
 use hiperiso_installer::inspect;
 
 use crate::cli::InspectArgs;
-use crate::commands::Result;
-use crate::commands::image::DiskError;
+use crate::commands::error::DiskError;
+use crate::commands::error::Result;
 
 /// `hiperiso-build inspect`.
 pub fn inspect(args: &InspectArgs) -> Result<()> {

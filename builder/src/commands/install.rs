@@ -7,8 +7,9 @@ use std::path::Path;
 use hiperiso_installer::device;
 
 use crate::cli::InstallArgs;
-use crate::commands::Result;
-use crate::commands::image::{DiskError, image_spec, payload, table_kind};
+use crate::commands::error::DiskError;
+use crate::commands::error::Result;
+use crate::commands::image::{image_spec, payload, table_kind};
 use crate::payload::trees::PayloadTrees;
 use crate::project::Project;
 use crate::settings::Settings;

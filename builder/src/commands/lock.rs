@@ -2,35 +2,16 @@
 //! packages, the tools tree's and the runtime step's toolchain, pinned in
 //! hiperiso.lock.
 
-use std::path::PathBuf;
-
-use crate::commands::Result;
+use crate::commands::error::{LockVerbError, Result};
 use crate::debian::closure::{
     ClosureError, deb_fetcher, keyring_source, lock_inputs, repository_for, resolve_closure,
     universe,
 };
 use crate::model::lock::{self, Lock, ToolchainLock, ToolsLock};
-use crate::model::manifest::ManifestError;
 use crate::project::Project;
 use crate::settings::Settings;
-use crate::steps::runtime::{self, RuntimeError};
+use crate::steps::runtime::{self};
 use crate::steps::tools;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LockVerbError {
-    #[error("selecting the profile")]
-    Profile(#[from] ManifestError),
-    #[error(transparent)]
-    Closure(#[from] ClosureError),
-    #[error(
-        "{}: profile \"{profile}\" lists no Debian packages and there is no lock yet; \
-         lock the profile that has them first, e.g. `hiperiso-build --profile debian lock`",
-        manifest.display()
-    )]
-    NoPackages { manifest: PathBuf, profile: String },
-    #[error("pinning the runtime step's Rust toolchain")]
-    Toolchain(#[source] RuntimeError),
-}
 
 /// `hiperiso-build lock [--update [NAME…]]`: resolves the active
 /// profile's packages and the tools tree's (`[tools]`) into the lock, each

@@ -1,6 +1,6 @@
 //! `hiperiso-build run`: boot an image in the outer VM (vm/).
 
-use crate::commands::Result;
+use crate::commands::error::Result;
 use crate::settings::Settings;
 use crate::vm::{self, RunOptions};
 
