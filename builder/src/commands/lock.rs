@@ -4,8 +4,8 @@
 
 use crate::commands::error::{LockVerbError, Result};
 use crate::debian::closure::{
-    ClosureError, deb_fetcher, keyring_source, lock_inputs, repository_for, resolve_closure,
-    universe,
+    ClosureError, deb_fetcher, keyring_source, lock_inputs, locked, repository_for,
+    resolve_closure, universe,
 };
 use crate::model::lock::{self, Lock, ToolchainLock, ToolsLock};
 use crate::project::Project;
@@ -62,7 +62,7 @@ pub fn run_lock(
                 .map(|lock| lock.preferences(update))
                 .unwrap_or_default();
             let closure = resolve_closure(&universe, &inputs, prefer)?;
-            Lock::new(&inputs, &release_date, &closure)
+            Lock::new(&inputs, &release_date, locked(&closure))
         }
     };
     let previous_tools = previous.as_ref().and_then(|p| p.tools.as_ref());
@@ -75,7 +75,11 @@ pub fn run_lock(
             .map(|t| lock::preferences(&t.packages, update))
             .unwrap_or_default();
         let closure = resolve_closure(&universe, &tools_inputs, prefer)?;
-        Some(ToolsLock::new(&tools_inputs, &release_date, &closure))
+        Some(ToolsLock::new(
+            &tools_inputs,
+            &release_date,
+            locked(&closure),
+        ))
     };
     // The runtime step's toolchain: kept unless `--update` (all) or
     // `--update rustc` asks to re-pin it to the host's.

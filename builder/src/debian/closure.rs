@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use hiperiso_stick::io::{IoError, io_err};
 use sha2::{Digest, Sha256};
 
+use crate::debian::packages::BinaryPackage;
 use crate::debian::repo::{self, KeyringSource, RepoError, Repository};
 use crate::debian::resolve::{self, Request, ResolveError, Universe};
-use crate::model::lock::{Lock, LockError, LockInputs};
+use crate::model::lock::{Lock, LockError, LockInputs, LockedPackage};
 use crate::model::manifest::{Manifest, ManifestError, Profile};
 use crate::project::Project;
 use crate::sources::fetch::Fetcher;
@@ -31,6 +32,25 @@ pub enum ClosureError {
     Store(#[source] StoreError),
     #[error("unpacking the locked packages")]
     Io(#[source] IoError),
+}
+
+impl From<&BinaryPackage> for LockedPackage {
+    fn from(package: &BinaryPackage) -> Self {
+        Self {
+            name: package.name.clone(),
+            version: package.version.to_string(),
+            architecture: package.architecture.clone(),
+            filename: package.filename.clone(),
+            size: package.size,
+            sha256: package.sha256.clone(),
+            source: package.source.clone(),
+        }
+    }
+}
+
+/// A resolved closure as the lock records it.
+pub fn locked(closure: &[BinaryPackage]) -> Vec<LockedPackage> {
+    closure.iter().map(LockedPackage::from).collect()
 }
 
 /// The suite's verified package universe and its Release date.
@@ -84,7 +104,7 @@ pub fn resolve_lock(
         .map(|lock| lock.preferences(update))
         .unwrap_or_default();
     let closure = resolve_closure(&universe, inputs, prefer)?;
-    let mut lock = Lock::new(inputs, &release_date, &closure);
+    let mut lock = Lock::new(inputs, &release_date, locked(&closure));
     lock.tools = previous.and_then(|p| p.tools.clone());
     lock.toolchain = previous.and_then(|p| p.toolchain.clone());
     Ok(lock)
