@@ -1,24 +1,26 @@
 //! `hiperiso-build`: the declarative builder for hiperiso sticks.
 //!
-//! Layers, each importing only from the ones below it:
+//! Layers, top to bottom; each imports only from the ones below it (no
+//! cycles between files or folders):
 //!
 //! ```text
 //! main.rs, cli.rs   clap structs and dispatch (the only files that see the CLI crates)
-//! commands/         one file per verb; CLI arguments -> Settings; loads the Project once
-//! vm/               the outer VM of `hiperiso-build run`
-//! payload/          initramfs, ESP (from built steps or Debian packages), image trees
-//! steps/            step keys, cache, runner, verify, gc, sandbox, tools tree, runtime step
+//! commands/         one file per verb; CLI arguments -> Settings (settings.rs);
+//!                   loads the Project once; error.rs gathers every error
+//! vm/               the outer VM of `hiperiso-build run` (QEMU, the stick image)
+//! payload/          initramfs (cpio, ELF, kmod), the ESP from built steps or from
+//!                   Debian packages, the image's staged trees
+//! steps/            step keys, cache, runner, verify, gc, sandbox, tools tree,
+//!                   runtime step, a profile's built steps
 //! debian/           archive formats, repository, closure and lock engine
-//! project.rs        manifest + active profile + mirrors + lock + recipes, loaded once
+//! project.rs        settings + manifest + active profile + mirrors + lock + recipes,
+//!                   loaded once and passed down by reference
 //! settings.rs       the global options as plain values
-//! sources/          store, fetcher, mirrors, watches, source pins
-//! model/            manifest, lock, recipes, build record
+//! sources/          store, fetcher (http, progress), mirrors, watches, source pins
+//! model/            manifest (schema, sources, located errors), lock, recipes,
+//!                   build record
 //! hash.rs           sha256 hex helpers
 //! ```
-//!
-//! `debian/`'s format parsers (control, version, packages) sit below
-//! `model/` (the lock records resolved packages); its repository and
-//! closure engine sit above `project.rs`.
 
 pub mod cli;
 pub mod commands;

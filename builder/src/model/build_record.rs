@@ -168,7 +168,7 @@ pub fn check_image(image: &Path, esp: (u64, u64), recorded: &str) -> Result<Stri
 /// the file's identity and modification time stand for its content.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageState {
-    /// [`image_key`] of the inputs.
+    /// `payload::trees::image_key` of the inputs.
     pub key: String,
     pub sha256: String,
     pub size: u64,
