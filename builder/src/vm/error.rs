@@ -46,8 +46,11 @@ pub enum RunError {
     NotAnIso { path: PathBuf },
     #[error("--boot {name}: no /ISOs/{name} on the data partition (there: {available})")]
     NoSuchIso { name: String, available: String },
-    #[error("{0}")]
-    GrubEnv(String),
+    #[error(
+        "{}: cannot write the GRUB environment block",
+        hiperiso_stick::paths::data::GRUBENV
+    )]
+    GrubEnv(#[source] hiperiso_runtime::grubenv::TooLarge),
     #[error(
         "no OVMF firmware found (tried {tried}); install the `ovmf` package or set HIPERISO_OVMF_CODE and HIPERISO_OVMF_VARS"
     )]

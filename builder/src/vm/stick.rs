@@ -170,7 +170,7 @@ impl StickImage {
             ("hiperiso_default", found.clone()),
             ("hiperiso_hold", "0".into()),
         ])
-        .map_err(|e| RunError::GrubEnv(format!("{GRUBENV_PATH}: {e}")))?;
+        .map_err(RunError::GrubEnv)?;
         self.put_bytes(GRUBENV_PATH, &block, now())
     }
 }
