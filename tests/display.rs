@@ -224,7 +224,7 @@ fn viewer_speaks_rfb_with_qemu() {
 // ---------------------------------------------------------------------
 // The stick in the outer test VM.
 
-use hiperiso_build::run::{self as stick_run, Accel as OuterAccel, Console, StickImage, Vm};
+use hiperiso_build::vm::{self as stick_run, Accel as OuterAccel, Console, StickImage, Vm};
 use hiperiso_runtime::qmp::Qmp;
 use hiperiso_tests::stick;
 use serde_json::json;

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use hiperiso_build::Context;
-use hiperiso_build::run::{
-    self, Accel, Console, RunOptions, StickImage, Vm, read_session_file, session_ids,
+use hiperiso_build::settings::Settings;
+use hiperiso_build::vm::{
+    self as run, Accel, Console, RunOptions, StickImage, Vm, read_session_file, session_ids,
     session_report,
 };
 use hiperiso_installer::device::BUILD_JSON;
@@ -301,7 +301,7 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
     // 1. `run`, as a user would call it (console shown live).
     let outcome = {
         let _guard = vm_lock();
-        let mut ctx = Context::new(workspace_root().join("hiperiso.toml"));
+        let mut ctx = Settings::new(workspace_root().join("hiperiso.toml"));
         ctx.cache_dir = Some(dir.path().join("cache"));
         run::run(
             &ctx,

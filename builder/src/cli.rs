@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::CACHE_DIR_ENV;
+use crate::sources::store::CACHE_DIR_ENV;
 
 const ABOUT_LONG: &str = "\
 hiperiso-build makes a USB stick image that boots any ISO inside a recording
@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// The manifest to read.
-    #[arg(long, global = true, value_name = "PATH", default_value = crate::manifest::DEFAULT_MANIFEST)]
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::model::manifest::DEFAULT_MANIFEST)]
     pub manifest: PathBuf,
     /// Manifest profile to use (default: the manifest's [image] profile).
     #[arg(long, global = true, value_name = "P")]
@@ -309,7 +309,7 @@ pub struct RunArgs {
     pub keep: bool,
 }
 
-impl From<RunArgs> for crate::run::RunOptions {
+impl From<RunArgs> for crate::vm::RunOptions {
     fn from(args: RunArgs) -> Self {
         Self {
             image: args.image,

@@ -1,0 +1,260 @@
+//! The outer VM: QEMU with OVMF, the stick as usb-storage on xHCI, KVM
+//! when a probe VM really runs, else TCG.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::vm::error::{Result, RunError};
+
+/// The QEMU binary; `$HIPERISO_QEMU` overrides it.
+const QEMU: &str = "qemu-system-x86_64";
+/// How long the KVM probe VM gets to finish SeaBIOS's POST.
+const KVM_PROBE_TIME: Duration = Duration::from_secs(6);
+/// OVMF code/vars pairs tried in order (`$HIPERISO_OVMF_CODE` and
+/// `$HIPERISO_OVMF_VARS` override them).
+const OVMF_CANDIDATES: &[(&str, &str)] = &[
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/x64/OVMF_CODE.fd",
+        "/usr/share/edk2/x64/OVMF_VARS.fd",
+    ),
+];
+
+/// How the outer VM is accelerated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    /// TCG with this CPU model (`EPYC` gives the stick SVM, so its KVM works).
+    Tcg {
+        cpu: String,
+    },
+}
+
+impl Accel {
+    /// TCG with an SVM-capable CPU.
+    pub fn tcg_with_svm() -> Self {
+        Accel::Tcg { cpu: "EPYC".into() }
+    }
+}
+
+/// Where the serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Console {
+    /// Shown live on stdout (and typed into from stdin), and logged.
+    Live { log: PathBuf },
+    /// Only logged.
+    File { log: PathBuf },
+}
+
+impl Console {
+    pub fn log(&self) -> &Path {
+        match self {
+            Console::Live { log } | Console::File { log } => log,
+        }
+    }
+}
+
+/// The outer VM: a PC with UEFI firmware and the image plugged in as a USB stick.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    /// The QEMU binary ([`qemu_program`] unless a caller needs another).
+    pub qemu: String,
+    pub image: PathBuf,
+    pub ram_mb: u64,
+    pub cpus: u32,
+    pub accel: Accel,
+    pub console: Console,
+    pub ovmf_code: PathBuf,
+    /// A writable copy of the OVMF variable store.
+    pub ovmf_vars: PathBuf,
+    /// A QMP socket, for tests that pull the plug.
+    pub qmp: Option<PathBuf>,
+}
+
+impl Vm {
+    /// The QEMU command line.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.qemu);
+        let (accel, cpu) = match &self.accel {
+            Accel::Kvm => ("kvm", "host"),
+            Accel::Tcg { cpu } => ("tcg", cpu.as_str()),
+        };
+        cmd.args(["-machine", "q35", "-accel", accel, "-cpu", cpu])
+            .arg("-m")
+            .arg(self.ram_mb.to_string())
+            .arg("-smp")
+            .arg(self.cpus.to_string())
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-vga",
+                "std",
+                "-no-reboot",
+            ])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                qemu_path(&self.ovmf_code)
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                qemu_path(&self.ovmf_vars)
+            ))
+            .args(["-device", "qemu-xhci,id=xhci"])
+            .arg("-drive")
+            .arg(format!(
+                "if=none,id=stick,format=raw,file={}",
+                qemu_path(&self.image)
+            ))
+            .args([
+                "-device",
+                "usb-storage,bus=xhci.0,drive=stick,removable=on,bootindex=1",
+            ]);
+        match &self.console {
+            Console::Live { log } => cmd
+                .arg("-chardev")
+                .arg(format!("stdio,id=console,logfile={}", qemu_path(log))),
+            Console::File { log } => cmd
+                .arg("-chardev")
+                .arg(format!("file,id=console,path={}", qemu_path(log))),
+        };
+        cmd.args(["-serial", "chardev:console", "-monitor", "none"]);
+        if let Some(qmp) = &self.qmp {
+            cmd.arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", qemu_path(qmp)));
+        }
+        cmd
+    }
+
+    /// Starts QEMU; stdin/stdout are the terminal for a live console.
+    pub fn spawn(&self) -> Result<Child> {
+        let mut cmd = self.command();
+        match self.console {
+            Console::Live { .. } => cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()),
+            Console::File { .. } => cmd.stdin(Stdio::null()).stdout(Stdio::null()),
+        };
+        cmd.spawn().map_err(|source| RunError::QemuMissing {
+            program: self.qemu.clone(),
+            source,
+        })
+    }
+}
+
+/// QEMU option values separate with commas; a comma in a path is doubled.
+fn qemu_path(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
+/// The QEMU binary: `$HIPERISO_QEMU`, else `qemu-system-x86_64`.
+pub fn qemu_program() -> String {
+    std::env::var("HIPERISO_QEMU").unwrap_or_else(|_| QEMU.to_string())
+}
+
+/// The host's OVMF code and vars images.
+pub fn find_ovmf() -> Result<(PathBuf, PathBuf)> {
+    if let (Some(code), Some(vars)) = (
+        std::env::var_os("HIPERISO_OVMF_CODE"),
+        std::env::var_os("HIPERISO_OVMF_VARS"),
+    ) {
+        return Ok((code.into(), vars.into()));
+    }
+    OVMF_CANDIDATES
+        .iter()
+        .map(|(code, vars)| (PathBuf::from(code), PathBuf::from(vars)))
+        .find(|(code, vars)| code.is_file() && vars.is_file())
+        .ok_or_else(|| RunError::NoOvmf {
+            tried: OVMF_CANDIDATES
+                .iter()
+                .map(|(code, _)| *code)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Whether KVM really runs a VM here: opening `/dev/kvm` is not enough on
+/// hosts with broken nested virtualization, so a tiny VM must get SeaBIOS
+/// through its POST (it then reports "No bootable device" on its debug
+/// port) within a few seconds. `Err` carries the reason for TCG.
+pub fn probe_kvm(scratch: &Path) -> Result<(), String> {
+    if let Err(error) = OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        return Err(match error.kind() {
+            io::ErrorKind::NotFound => "/dev/kvm does not exist".to_string(),
+            io::ErrorKind::PermissionDenied => {
+                "no permission to open /dev/kvm (join the `kvm` group)".to_string()
+            }
+            _ => format!("cannot open /dev/kvm: {error}"),
+        });
+    }
+    let debug_log = scratch.join("kvm-probe.log");
+    let mut child = Command::new(qemu_program())
+        .args(["-accel", "kvm", "-machine", "pc", "-m", "32", "-nodefaults"])
+        .args(["-display", "none", "-no-reboot", "-chardev"])
+        .arg(format!("file,id=debug,path={}", qemu_path(&debug_log)))
+        .args(["-device", "isa-debugcon,iobase=0x402,chardev=debug"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot start {}: {error}", qemu_program()))?;
+    let deadline = Instant::now() + KVM_PROBE_TIME;
+    let verdict = loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            let reason = stderr
+                .lines()
+                .find(|l| !l.contains("warning:"))
+                .unwrap_or("QEMU exited at once")
+                .to_string();
+            break Err(format!("QEMU with -accel kvm failed: {reason}"));
+        }
+        let log = fs::read_to_string(&debug_log).unwrap_or_default();
+        if log.contains("No bootable device") || log.contains("Booting from") {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            break Err(format!(
+                "a KVM test VM made no progress in {} s (nested virtualization unusable?)",
+                KVM_PROBE_TIME.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    verdict
+}
+
+/// Waits for `child` to exit, killing it after `timeout`.
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
