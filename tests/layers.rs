@@ -34,14 +34,17 @@ fn no_crate_has_a_module_cycle() {
 fn only_the_builders_top_layer_sees_the_cli_the_manifest_file_and_the_lock_file() {
     let src = workspace_root().join("builder/src");
     let top = |rel: &str| {
-        rel == "main.rs"
-            || rel == "cli.rs"
-            || rel == "project.rs"
-            || rel.starts_with("commands/")
+        rel == "main.rs" || rel == "cli.rs" || rel == "project.rs" || rel.starts_with("commands/")
     };
     let mut found = Vec::new();
     for (rel, text) in rust_files(&src) {
-        for needle in ["clap::", "anyhow", "load_manifest", "Manifest::load", "Lock::read"] {
+        for needle in [
+            "clap::",
+            "anyhow",
+            "load_manifest",
+            "Manifest::load",
+            "Lock::read",
+        ] {
             // model/ defines the loaders; only the top layer may call them.
             let defines = rel.starts_with("model/") && needle != "clap::" && needle != "anyhow";
             if text.contains(needle) && !top(&rel) && !defines {
@@ -49,7 +52,11 @@ fn only_the_builders_top_layer_sees_the_cli_the_manifest_file_and_the_lock_file(
             }
         }
     }
-    assert!(found.is_empty(), "outside the top layer:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "outside the top layer:\n{}",
+        found.join("\n")
+    );
 }
 
 /// Files stay small enough to read whole: about 600 lines, tests included.
@@ -75,9 +82,12 @@ fn the_checker_sees_a_cycle() {
     let files = vec![
         ("lib.rs".into(), "mod a; mod b; mod c;".into()),
         ("a.rs".into(), "use crate::{b::Thing, c};".into()),
-        ("b.rs".into(), "fn f() { crate::a::g::h(); }".into()),
+        (
+            "b.rs".into(),
+            "fn f() { crate::a::g::h(); }\n#[cfg(test)]\nmod tests { use crate::d::Z; }".into(),
+        ),
         ("c.rs".into(), "pub struct Y;".into()),
-        ("d/mod.rs".into(), "use crate::c::Y;".into()),
+        ("d/mod.rs".into(), "use crate::{c::Y, b};".into()),
     ];
     assert_eq!(
         cycles(&graph(&files)),
@@ -98,7 +108,11 @@ fn rust_files(dir: &Path) -> Vec<(String, String)> {
                     stack.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((rel, fs::read_to_string(&path).unwrap()));
             }
         }
@@ -139,13 +153,52 @@ fn graph(files: &[(String, String)]) -> Graph {
     graph
 }
 
-/// Every `crate::a::b…` path in `text`, `{…}` groups expanded.
-fn crate_paths(text: &str) -> Vec<String> {
+/// `text` without comments and without inline `#[cfg(test)] mod … { … }`
+/// blocks: a unit test's imports are not the module's structure.
+fn code_of(text: &str) -> String {
     let code: String = text
         .lines()
         .map(|l| l.split("//").next().unwrap_or(""))
         .collect::<Vec<_>>()
         .join("\n");
+    let mut out = String::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        let (Some(brace), Some(semi)) = (after.find('{'), after.find(';')) else {
+            rest = &after[1..];
+            continue;
+        };
+        if semi < brace {
+            // `#[cfg(test)] mod tests;` or an item without a body
+            rest = &after[semi + 1..];
+            continue;
+        }
+        let mut depth = 0;
+        let mut end = after.len();
+        for (i, c) in after[brace..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = brace + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every `crate::a::b…` path in `text`, `{…}` groups expanded.
+fn crate_paths(text: &str) -> Vec<String> {
+    let code = code_of(text);
     let mut out = Vec::new();
     let mut rest = code.as_str();
     while let Some(at) = rest.find("crate::") {

@@ -57,7 +57,3 @@ pub mod modules;
 pub mod qmp;
 #[cfg(feature = "init")]
 pub mod sys;
-
-/// The old name of [`session_list`], until the builder's imports follow.
-#[doc(hidden)]
-pub use session_list as sessions;

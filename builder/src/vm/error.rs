@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use hiperiso_stick::io::IoError;
 
 use hiperiso_installer::exfat::ExfatError;
-use hiperiso_runtime::sessions::SessionsError;
+use hiperiso_runtime::session_list::SessionsError;
 
 use crate::sources::store::StoreError;
 

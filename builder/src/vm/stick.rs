@@ -13,7 +13,7 @@ use hiperiso_installer::inspect::{self, FoundPartition};
 use hiperiso_installer::slice::Slice;
 use hiperiso_runtime::analyze::Report;
 use hiperiso_runtime::grubenv;
-use hiperiso_runtime::sessions::Logs;
+use hiperiso_runtime::session_list::Logs;
 
 use hiperiso_stick::paths::data;
 
