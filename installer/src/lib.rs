@@ -10,3 +10,4 @@ pub mod inspect;
 pub mod layout;
 pub mod mbr;
 pub mod slice;
+pub mod table;
