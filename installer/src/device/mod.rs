@@ -2,11 +2,12 @@
 //! (mountinfo, swaps, holders, the system disk), `install` and
 //! `install --update`, and making the kernel see the new partitions.
 //!
-//! - [`probe`]: sysfs, mountinfo, swaps: [`BlockDevice`].
-//! - [`refusals`]: what neither command will touch.
-//! - [`install`]: plan and execute a full install.
-//! - [`update`]: recognise a stick, plan and execute `--update`.
-//! - [`blkpg`]: make the kernel see the new partitions.
+//! - `probe`: sysfs, mountinfo, swaps: the [`BlockDevice`].
+//! - `refusals`: what neither command will touch.
+//! - `install`: plan and execute a full install ([`plan_install`]).
+//! - `update`: recognise a stick, plan and execute `--update`
+//!   ([`plan_update`]).
+//! - `blkpg`: make the kernel see the new partitions.
 
 mod blkpg;
 mod install;

@@ -44,7 +44,7 @@ pub enum NotAStick {
     NoMarker {
         found: String,
         #[source]
-        source: EspMarkerError,
+        source: Box<EspMarkerError>,
     },
 }
 
@@ -182,7 +182,7 @@ pub fn recognise<D: Read + Seek>(
     let marker = read_marker(Slice::new(&mut *disk, esp.offset, esp.len)).map_err(|source| {
         NotAStick::NoMarker {
             found: describe(),
-            source,
+            source: Box::new(source),
         }
     })?;
     Ok((table, data_extent, esp_extent, Some(marker)))

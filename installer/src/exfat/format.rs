@@ -14,7 +14,7 @@ use super::{
     SECTOR_SHIFT, attributes, boot_checksum, is_valid_name_unit, unix_to_exfat,
 };
 
-/// What [`format`] needs besides the device and the tree.
+/// What [`format`](fn@format) needs besides the device and the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExfatOptions {
     /// Volume label, at most 11 UTF-16 code units (e.g. `HIPERISO`).
@@ -27,7 +27,7 @@ pub struct ExfatOptions {
 
 /// Boundary the FAT and the cluster heap are aligned to, as mkfs.exfat does.
 const ALIGNMENT: u64 = 1 << 20;
-/// Smallest volume [`format`] accepts.
+/// Smallest volume [`format`](fn@format) accepts.
 const MIN_VOLUME_SIZE: u64 = 4 << 20;
 /// Sectors in one boot region.
 const BOOT_REGION_SECTORS: u64 = 12;

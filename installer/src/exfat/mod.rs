@@ -1,4 +1,4 @@
-//! exFAT: a deterministic writer ([`format`]), a reader ([`ExfatReader`])
+//! exFAT: a deterministic writer ([`format`](fn@format)), a reader ([`ExfatReader`])
 //! and an editor adding files to an existing volume ([`ExfatEditor`]),
 //! written from Microsoft's exFAT file system specification.
 //!
@@ -14,7 +14,7 @@
 //! Cluster numbers start at 2. The allocation bitmap, not the FAT, says which
 //! clusters are in use; the FAT only links clusters of fragmented chains.
 //!
-//! Files: [`format`] (the writer), `boot` (reading the boot region),
+//! Files: [`format`](fn@format) (the writer), `boot` (reading the boot region),
 //! `entries` (directory entries both sides share), `reader`,
 //! `file_reader`, `append` (the editor), `upcase`.
 

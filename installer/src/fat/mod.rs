@@ -3,10 +3,10 @@
 //! the volume id, label and every timestamp come from the options, so the
 //! same tree always gives the same bytes.
 //!
-//! - [`writer`]: scans a tree and lays it out ([`format`], [`required_size`]).
-//! - [`entries`]: 8.3 and long names, DOS dates, labels: the 32-byte
+//! - `writer`: scans a tree and lays it out ([`format`](fn@format), [`required_size`]).
+//! - `entries`: 8.3 and long names, DOS dates, labels: the 32-byte
 //!   directory entries both sides share.
-//! - [`reader`]: [`FatReader`].
+//! - `reader`: the [`FatReader`].
 
 mod entries;
 mod reader;
