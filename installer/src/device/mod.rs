@@ -5,13 +5,14 @@
 //! - `probe`: sysfs, mountinfo, swaps: the [`BlockDevice`].
 //! - `refusals`: what neither command will touch.
 //! - `install`: plan and execute a full install ([`plan_install`]).
-//! - `update`: recognise a stick, plan and execute `--update`
-//!   ([`plan_update`]).
+//! - `recognise`: is this a hiperiso stick ([`recognise()`])?
+//! - `update`: plan and execute `--update` ([`plan_update`]).
 //! - `blkpg`: make the kernel see the new partitions.
 
 mod blkpg;
 mod install;
 mod probe;
+mod recognise;
 mod refusals;
 mod update;
 
@@ -26,7 +27,8 @@ pub use blkpg::refresh_partitions;
 pub use hiperiso_stick::paths::esp::BUILD_JSON;
 pub use install::{InstallPlan, InstallReport, Region, WriteStep, execute_install, plan_install};
 pub use probe::{BlockDevice, KernelPartition};
-pub use update::{EspMarkerError, NotAStick, UpdatePlan, execute_update, plan_update, recognise};
+pub use recognise::{EspMarkerError, NotAStick, recognise};
+pub use update::{UpdatePlan, execute_update, plan_update};
 
 use crate::fat::FatError;
 use crate::image::ImageError;

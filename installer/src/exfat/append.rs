@@ -11,9 +11,9 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::entries::{entry_count, file_entry_set, parse_file_set};
+use super::entries::{DirEntry, Stream, entry_count, file_entry_set, parse_file_set};
 use super::format::{encode_name, write_at};
-use super::reader::{DirEntry, ExfatReader, Stream};
+use super::reader::ExfatReader;
 use super::{
     ENTRY_SIZE, ExfatError, FAT_END_OF_CHAIN, FIRST_CLUSTER, FLAG_ALLOCATION_POSSIBLE,
     FLAG_NO_FAT_CHAIN, MAX_DIRECTORY_SIZE, attributes, entry_set_checksum, entry_type,

@@ -3,11 +3,37 @@
 //! label, allocation bitmap and up-case table entries, and the File entry
 //! set (File, Stream Extension, File Name entries).
 
-use super::reader::{DirEntry, Stream};
 use super::{
     ENTRY_SIZE, FLAG_ALLOCATION_POSSIBLE, FLAG_NO_FAT_CHAIN, NAME_UNITS_PER_ENTRY, attributes,
     entry_set_checksum, entry_type, exfat_to_unix, le16, le32, le64, name_hash,
 };
+
+/// One file or directory as listed by [`super::ExfatReader::read_dir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name as stored (case preserved).
+    pub name: String,
+    pub is_dir: bool,
+    /// DataLength: a file's size in bytes (for a directory, its allocation).
+    pub size: u64,
+    /// FileAttributes (see [`super::attributes`]).
+    pub attributes: u16,
+    /// Last modification, Unix seconds (UTC when the volume recorded an offset).
+    pub modified: i64,
+    pub(super) units: Vec<u16>,
+    pub(super) stream: Stream,
+}
+
+/// Where a file's or directory's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stream {
+    pub(super) first_cluster: u32,
+    /// Bytes to follow; `None` for the root directory, whose chain ends at
+    /// the end-of-chain mark.
+    pub(super) data_length: Option<u64>,
+    pub(super) valid_data_length: u64,
+    pub(super) no_fat_chain: bool,
+}
 
 /// Number of directory entries of a file's entry set.
 pub(super) fn entry_count(name: &[u16]) -> usize {

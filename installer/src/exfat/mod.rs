@@ -32,9 +32,10 @@ use std::path::PathBuf;
 use hiperiso_stick::time::{civil_from_days, days_from_civil};
 
 pub use append::ExfatEditor;
+pub use entries::DirEntry;
 pub use file_reader::FileReader;
 pub use format::{ExfatOptions, format};
-pub use reader::{DirEntry, ExfatReader, Usage};
+pub use reader::{ExfatReader, Usage};
 
 /// Every error the exFAT writer and reader report.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@
 use std::io::{Read, Seek, Write};
 
 use super::boot::{Volume, read_boot_region, read_exact_at};
-use super::entries::parse_file_set;
+use super::entries::{DirEntry, Stream, parse_file_set};
 use super::file_reader::FileReader;
 use super::upcase::Upcase;
 use super::{
@@ -19,33 +19,6 @@ use super::{
 const FAT_CACHE_ENTRIES: u64 = 4096;
 /// Largest up-case table accepted (a full uncompressed table is 128 KiB).
 const MAX_UPCASE_SIZE: u64 = 256 << 10;
-
-/// One file or directory as listed by [`ExfatReader::read_dir`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntry {
-    /// The name as stored (case preserved).
-    pub name: String,
-    pub is_dir: bool,
-    /// DataLength: a file's size in bytes (for a directory, its allocation).
-    pub size: u64,
-    /// FileAttributes (see [`super::attributes`]).
-    pub attributes: u16,
-    /// Last modification, Unix seconds (UTC when the volume recorded an offset).
-    pub modified: i64,
-    pub(super) units: Vec<u16>,
-    pub(super) stream: Stream,
-}
-
-/// Where a file's or directory's data lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stream {
-    pub(super) first_cluster: u32,
-    /// Bytes to follow; `None` for the root directory, whose chain ends at
-    /// the end-of-chain mark.
-    pub(super) data_length: Option<u64>,
-    pub(super) valid_data_length: u64,
-    pub(super) no_fat_chain: bool,
-}
 
 /// Cluster usage from the allocation bitmap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
