@@ -6,6 +6,8 @@ use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use hiperiso_stick::fs_identity::EXFAT_OEM_NAME;
+
 use super::entries::{bitmap_entry, entry_count, file_entry_set, upcase_entry, volume_label_entry};
 use super::upcase::{self, Upcase};
 use super::{
@@ -440,7 +442,7 @@ fn boot_region(geometry: &Geometry, root_cluster: u32, serial: u32, percent_in_u
     let mut region = vec![0u8; BOOT_REGION_SECTORS as usize * sector];
     let boot = &mut region[..sector];
     boot[0..3].copy_from_slice(&[0xEB, 0x76, 0x90]);
-    boot[3..11].copy_from_slice(b"EXFAT   ");
+    boot[3..11].copy_from_slice(EXFAT_OEM_NAME);
     // MustBeZero (11..64) stays zero; PartitionOffset 0 means "ignore".
     boot[72..80].copy_from_slice(&geometry.volume_sectors.to_le_bytes());
     boot[80..84].copy_from_slice(&geometry.fat_offset.to_le_bytes());
