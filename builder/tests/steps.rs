@@ -596,7 +596,8 @@ fn busybox_on_the_locked_tools_tree() {
 /// build.json.
 #[test]
 fn image_records_steps_and_its_own_sha256() {
-    use hiperiso_installer::{device::BUILD_JSON, fat::FatReader, inspect, slice::Slice};
+    use hiperiso_installer::{fat::FatReader, inspect, slice::Slice};
+    use hiperiso_stick::paths::esp::BUILD_JSON;
     let p = Project::new();
     p.recipe("hello", HELLO);
     p.recipe("upper", UPPER);

@@ -16,7 +16,7 @@ use crate::gpt;
 use crate::slice::Slice;
 // Callers in builder/ and runtime/ still name these `inspect::…`.
 use crate::table::PartitionEntry;
-pub use crate::table::{DiskTable, PartitionEntry as FoundPartition, read_table};
+use crate::table::{DiskTable, read_table};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {

@@ -9,7 +9,7 @@
 //!   [`patterns`]) and the traces ([`trace_events`] catalogs,
 //!   [`simpletrace`] and [`logtrace`] readers, [`trace_summary`]).
 //! - [`config`] (`hiperiso.json`, with [`glob`] overrides), [`cmdline`]
-//!   (the kernel command line), [`grubenv`], [`eltorito`], [`blockid`],
+//!   (the kernel command line), [`grubenv`], [`eltorito`],
 //!   [`qemu`] (the QEMU command line).
 //!
 //! PID 1 side (feature `init`, on by default; binary `hiperiso-init`):
@@ -27,7 +27,6 @@
 //! `default-features = false` and compiles none of the PID 1 side.
 
 pub mod analyze;
-pub mod blockid;
 pub mod cmdline;
 pub mod config;
 pub mod eltorito;

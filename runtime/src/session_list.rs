@@ -10,7 +10,6 @@ use crate::analyze::{self, AnalyzeError, Report};
 use crate::session::{IndexEntry, files};
 use hiperiso_installer::exfat::{ExfatError, ExfatReader};
 use hiperiso_installer::gpt::GptError;
-use hiperiso_installer::inspect;
 use hiperiso_installer::slice::Slice;
 use serde::Serialize;
 use std::fs::File;
@@ -126,7 +125,7 @@ impl Logs {
             meta.len()
         };
         let table =
-            inspect::read_table(&mut file, size).map_err(|source| SessionsError::Table {
+            hiperiso_installer::table::read_table(&mut file, size).map_err(|source| SessionsError::Table {
                 path: path.to_path_buf(),
                 source,
             })?;

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hiperiso_installer::exfat::{ExfatEditor, ExfatError, ExfatReader};
-use hiperiso_installer::inspect::{self, FoundPartition};
+use hiperiso_installer::table::{self, PartitionEntry};
 use hiperiso_installer::slice::Slice;
 use hiperiso_runtime::analyze::Report;
 use hiperiso_runtime::grubenv;
@@ -181,9 +181,9 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-pub(crate) fn data_partition(file: &mut File, path: &Path) -> Result<FoundPartition> {
+pub(crate) fn data_partition(file: &mut File, path: &Path) -> Result<PartitionEntry> {
     let size = file.seek(SeekFrom::End(0)).map_err(io_err("read", path))?;
-    let table = inspect::read_table(file, size).map_err(|source| RunError::PartitionTable {
+    let table = table::read_table(file, size).map_err(|source| RunError::PartitionTable {
         path: path.to_path_buf(),
         source,
     })?;

@@ -24,7 +24,6 @@ use hiperiso_stick::io::IoError;
 pub use blkpg::refresh_partitions;
 // The path's home is `hiperiso_stick::paths::esp::BUILD_JSON`; kept here
 // for builder/ and tests/ that still name `device::BUILD_JSON`.
-pub use hiperiso_stick::paths::esp::BUILD_JSON;
 pub use install::{InstallPlan, InstallReport, Region, WriteStep, execute_install, plan_install};
 pub use probe::{BlockDevice, KernelPartition};
 pub use recognise::{EspMarkerError, NotAStick, recognise};

@@ -2,7 +2,7 @@
 //! or device path, as the kernel command line names them) and mounting them.
 
 use super::console::say;
-use crate::blockid::{self, FsIdentity};
+use hiperiso_stick::fs_identity::{self, FsIdentity};
 use crate::cmdline::PartitionSpec;
 use crate::sys;
 use std::fs::{self, File};
@@ -55,7 +55,7 @@ pub fn scan_for(spec: &PartitionSpec) -> Option<ProbedPartition> {
         let Ok(mut file) = File::open(&device) else {
             continue;
         };
-        if let Ok(Some(identity)) = blockid::identify(&mut file)
+        if let Ok(Some(identity)) = fs_identity::identify(&mut file)
             && spec_matches(spec, &device, &identity)
         {
             return Some(ProbedPartition { device, identity });
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn partition_spec_matching() {
         let id = FsIdentity {
-            fs_type: blockid::FsType::Exfat,
+            fs_type: fs_identity::FsType::Exfat,
             uuid: "12AB-34CD".into(),
             label: Some("HIPERISO".into()),
         };
