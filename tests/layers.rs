@@ -34,14 +34,17 @@ fn no_crate_has_a_module_cycle() {
 fn only_the_builders_top_layer_sees_the_cli_the_manifest_file_and_the_lock_file() {
     let src = workspace_root().join("builder/src");
     let top = |rel: &str| {
-        rel == "main.rs"
-            || rel == "cli.rs"
-            || rel == "project.rs"
-            || rel.starts_with("commands/")
+        rel == "main.rs" || rel == "cli.rs" || rel == "project.rs" || rel.starts_with("commands/")
     };
     let mut found = Vec::new();
     for (rel, text) in rust_files(&src) {
-        for needle in ["clap::", "anyhow", "load_manifest", "Manifest::load", "Lock::read"] {
+        for needle in [
+            "clap::",
+            "anyhow",
+            "load_manifest",
+            "Manifest::load",
+            "Lock::read",
+        ] {
             // model/ defines the loaders; only the top layer may call them.
             let defines = rel.starts_with("model/") && needle != "clap::" && needle != "anyhow";
             if text.contains(needle) && !top(&rel) && !defines {
@@ -49,7 +52,11 @@ fn only_the_builders_top_layer_sees_the_cli_the_manifest_file_and_the_lock_file(
             }
         }
     }
-    assert!(found.is_empty(), "outside the top layer:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "outside the top layer:\n{}",
+        found.join("\n")
+    );
 }
 
 /// Files stay small enough to read whole: about 600 lines, tests included.
@@ -98,7 +105,11 @@ fn rust_files(dir: &Path) -> Vec<(String, String)> {
                     stack.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((rel, fs::read_to_string(&path).unwrap()));
             }
         }

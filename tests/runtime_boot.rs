@@ -36,6 +36,8 @@ const MODULES: &[&str] = &[
     "vfat",
     "nls_utf8",
     "nls_cp437",
+    "evdev",
+    "button",
 ];
 
 /// Two single-vCPU outer VMs at a time: the machine has two cores.

@@ -77,6 +77,13 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
     };
     let failed = vm::run_qemu(&mut rec, boot, &guest);
     rec.finish();
+    // The host's power button means "turn the stick's machine off", whatever
+    // hiperiso.after says.
+    let after = if rec.info.outcome == session::Outcome::Stopped {
+        AfterAction::Poweroff
+    } else {
+        after
+    };
     if after == AfterAction::Menu {
         write_grubenv(&config, true);
     }

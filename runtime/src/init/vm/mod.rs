@@ -2,7 +2,10 @@
 //! QEMU process and its QMP monitor, then `supervise` until it exits, and
 //! the verdict on how it ended.
 
+mod power;
+mod screen;
 mod supervise;
+mod timeline;
 
 use super::boot::{Boot, ESP_MOUNT, RUN_DIR};
 use super::firmware::{self, first_existing};
