@@ -562,7 +562,10 @@ impl SessionFiles {
         let timeline: Vec<TimelineEntry> = self
             .text("screenshots/timeline.jsonl")
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .map(|l| {
+                eprintln!("timeline: {l}");
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))
+            })
             .collect();
         let files = self.list("screenshots");
         let pngs: Vec<&String> = files.iter().filter(|f| f.ends_with(".png")).collect();
@@ -590,7 +593,9 @@ impl SessionFiles {
             .rev()
             .find_map(|e| e.text.clone())
             .unwrap_or_else(|| panic!("no text-mode picture: {timeline:?}"));
-        self.text(&format!("screenshots/{name}"))
+        let text = self.text(&format!("screenshots/{name}"));
+        eprintln!("screenshots/{name}:\n{text}");
+        text
     }
 
     fn check_failure(&mut self, kind: FailureKind, fatal: bool) -> String {
