@@ -31,8 +31,6 @@ const GUEST_INVENTORY_DELAY: Duration = Duration::from_secs(3);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a guest asked to power down (ACPI) gets before QEMU quits.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Where the host's input devices are.
-const INPUT_DIR: &str = "/dev/input";
 
 /// The running VM and what has been seen of it.
 pub struct Supervisor {
@@ -65,20 +63,13 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(
-        rec: &mut Recording,
+        rec: &Recording,
         child: Child,
         qmp: Option<Qmp>,
         started: Instant,
         config: &Config,
+        power_buttons: PowerButtons,
     ) -> Supervisor {
-        let power_buttons = PowerButtons::open(Path::new(INPUT_DIR));
-        let buttons = power_buttons.names();
-        let message = if buttons.is_empty() {
-            "no power button input device; only the guest, session_timeout or a hotkey end the session".into()
-        } else {
-            format!("power button: {}", buttons.join(", "))
-        };
-        rec.say(&message);
         Supervisor {
             child,
             qmp_connected: qmp.is_some(),
