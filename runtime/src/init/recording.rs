@@ -233,3 +233,17 @@ impl Recording {
 fn report_log(dir: &Path, output: &str) -> String {
     format!("$ hiperiso-log analyze {}\n{output}", dir.display())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_log_is_the_command_then_its_output() {
+        let log = report_log(Path::new("/mnt/data/hiperiso/logs/x"), "verdict: booted\n");
+        assert_eq!(
+            log,
+            "$ hiperiso-log analyze /mnt/data/hiperiso/logs/x\nverdict: booted\n"
+        );
+    }
+}

@@ -1,6 +1,11 @@
 //! Running the guest: the QEMU command line from the settings, swtpm, the
 //! QEMU process and its QMP monitor, then `supervise` until it exits, and
 //! the verdict on how it ended.
+//!
+//! - [`power`]: the host's ACPI power button (evdev), which ends a session;
+//! - `supervise`: QMP events, the timeline, heartbeat, the ends init decides;
+//! - `timeline`: `screenshots/` and `timeline.jsonl`;
+//! - `screen`: PPM screendumps to PNG, the VGA text buffer decoded.
 
 pub mod power;
 mod screen;
