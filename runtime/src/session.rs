@@ -31,6 +31,8 @@ pub mod files {
     pub const TIMING_JSON: &str = "timing.json";
     pub const HW_DIR: &str = "hw";
     pub const SCREENSHOTS_DIR: &str = "screenshots";
+    /// In `screenshots/`: one [`super::TimelineEntry`] per saved picture.
+    pub const TIMELINE_JSONL: &str = "timeline.jsonl";
     pub const NETWORK_PCAP: &str = "network.pcap";
     pub const REPORT_JSON: &str = "report.json";
     pub const REPORT_TXT: &str = "report.txt";
@@ -79,6 +81,12 @@ pub enum Outcome {
     Success,
     /// A fatal failure stopped the session; see `failures`.
     Failure,
+    /// The host was asked to stop (its ACPI power button, e.g. `hiperiso-build
+    /// run --timeout`): the guest was powered down or quit, the session
+    /// finalized.
+    Stopped,
+    /// `control.session_timeout` ran out; the guest was stopped.
+    Timeout,
 }
 
 /// What went wrong; each kind has its own failure path in `hiperiso-init`.
@@ -162,6 +170,31 @@ pub struct SessionInfo {
     pub screenshots: u32,
 }
 
+/// One line of `screenshots/timeline.jsonl`: a picture of the guest's
+/// screen. Pictures are taken when the screen changed, and at most every
+/// [`TIMELINE_UNCHANGED_EVERY_S`] seconds while it did not (`changed: false`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// `NNNN.png` in `screenshots/`.
+    pub file: String,
+    /// The host's uptime when the picture was taken (as in `timing.json`).
+    pub uptime_ms: u64,
+    pub utc: String,
+    pub width: u32,
+    pub height: u32,
+    /// `NNNN.txt` in `screenshots/` when the guest was in VGA text mode:
+    /// the text buffer read exactly (CP437 as UTF-8, one line per row,
+    /// trailing spaces trimmed).
+    pub text: Option<String>,
+    /// False for a picture of an unchanged screen.
+    pub changed: bool,
+}
+
+/// An unchanged screen is pictured again after this many seconds.
+pub const TIMELINE_UNCHANGED_EVERY_S: u64 = 60;
+/// At most this many pictures per session; later changes are not saved.
+pub const MAX_SCREENSHOTS: u32 = 2000;
+
 /// The stage of a session, in order; `status.json` names the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -174,6 +207,9 @@ pub enum Stage {
     QemuStarting,
     QemuRunning,
     GuestInventory,
+    /// Init is stopping the guest: the host's power button, or
+    /// `session_timeout`.
+    Stopping,
     QemuExited,
     Analysis,
     Complete,

@@ -77,6 +77,8 @@ pub const KERNEL_MODULES: &[&str] = &[
     // Framebuffer and input
     "bochs",
     "evdev",
+    // The ACPI power button: hiperiso-init finalizes the session on it
+    "button",
     "psmouse",
     "usbhid",
     "hid_generic",

@@ -43,6 +43,7 @@ pub mod key {
     pub const P: u16 = 25;
     pub const A: u16 = 30;
     pub const ENTER: u16 = 28;
+    pub const POWER: u16 = 116;
 }
 
 /// One `struct input_event`.
@@ -91,6 +92,9 @@ pub struct Capabilities {
     /// Absolute X/Y with buttons but no touch: a graphics tablet or a
     /// virtual machine's USB tablet.
     pub tablet: bool,
+    /// Sends `KEY_POWER`: the ACPI power button ("Power Button"), or a
+    /// keyboard's power key.
+    pub power_button: bool,
 }
 
 fn bit(bits: &[u8], n: u16) -> bool {
@@ -108,6 +112,7 @@ impl Capabilities {
             mouse: bit(ev, EV_REL) && bit(rel, REL_X) && bit(rel, REL_Y) && bit(keys, BTN_LEFT),
             touchpad: absolute && bit(keys, BTN_TOUCH),
             tablet: absolute && !bit(keys, BTN_TOUCH) && bit(keys, BTN_LEFT),
+            power_button: has_keys && bit(keys, key::POWER),
         }
     }
 

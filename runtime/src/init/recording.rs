@@ -94,7 +94,8 @@ impl Recording {
         }
     }
 
-    fn save_info(&mut self) {
+    /// Rewrite `session.json` as it stands.
+    pub fn save_info(&mut self) {
         let info = self.info.clone();
         self.write_json(files::SESSION_JSON, &info);
     }
@@ -182,16 +183,23 @@ impl Recording {
     }
 
     /// `report.*` from the session's files; a minimal report when the
-    /// analysis fails.
+    /// analysis fails. `report.log` is what `hiperiso-log analyze` prints
+    /// for the session (or its error).
     fn analyze(&mut self) {
         self.stage(Stage::Analysis, "analyzing the session");
         let start = sys::uptime_ms();
-        if let Err(e) = crate::analyze::analyze(&self.dir) {
-            self.warn(format!("analysis failed: {}", error_chain(&e)));
-            if let Err(e) = session::write_minimal_report(&self.dir, &self.info) {
-                self.warn(error_chain(&e));
+        let log = match crate::analyze::analyze(&self.dir) {
+            Ok(report) => crate::analyze::render_text(&report),
+            Err(e) => {
+                let message = format!("analysis failed: {}", error_chain(&e));
+                self.warn(message.clone());
+                if let Err(e) = session::write_minimal_report(&self.dir, &self.info) {
+                    self.warn(error_chain(&e));
+                }
+                format!("error: {message}\n")
             }
-        }
+        };
+        self.write_file(files::REPORT_LOG, report_log(&self.dir, &log).as_bytes());
         self.phase("analysis", start);
     }
 
@@ -218,5 +226,24 @@ impl Recording {
         if let Err(e) = write_atomic(&self.dir.join(name), content) {
             say(&error_chain(&e));
         }
+    }
+}
+
+/// `report.log`: the analyze command as run on the stick, then its output.
+fn report_log(dir: &Path, output: &str) -> String {
+    format!("$ hiperiso-log analyze {}\n{output}", dir.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_log_is_the_command_then_its_output() {
+        let log = report_log(Path::new("/mnt/data/hiperiso/logs/x"), "verdict: booted\n");
+        assert_eq!(
+            log,
+            "$ hiperiso-log analyze /mnt/data/hiperiso/logs/x\nverdict: booted\n"
+        );
     }
 }

@@ -7,6 +7,7 @@ use super::console::say;
 use super::firmware;
 use super::partitions::ProbedPartition;
 use super::recording::Recording;
+use super::vm::power::PowerButtons;
 use super::vm::{self, Guest};
 use crate::cmdline::{AfterAction, KernelCmdline};
 use crate::config::{Config, EffectiveSettings, Firmware, LoadedConfig};
@@ -23,12 +24,24 @@ use hiperiso_stick::paths::data;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// Where the host's input devices are (the ACPI power button among them).
+const INPUT_DIR: &str = "/dev/input";
+
 /// Record a whole session; returns what to do afterwards and whether it failed.
 pub fn run(boot: &Boot) -> (AfterAction, bool) {
     let default_after = boot.cmdline.after.unwrap_or(AfterAction::Poweroff);
     let Some(mut rec) = start_recording(boot) else {
         return (default_after, true);
     };
+    // Opened early, so a press before QEMU runs is not lost.
+    let mut power_buttons = PowerButtons::open(Path::new(INPUT_DIR));
+    let buttons = power_buttons.names();
+    rec.say(&if buttons.is_empty() {
+        "no power button input device; only the guest, session_timeout or a hotkey end the session"
+            .into()
+    } else {
+        format!("power button: {}", buttons.join(", "))
+    });
     // Config (never fatal).
     let t = sys::uptime_ms();
     let (loaded, config_state) = load_config(boot.data.is_some());
@@ -75,8 +88,23 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
         settings: &settings,
         config: &config,
     };
-    let failed = vm::run_qemu(&mut rec, boot, &guest);
+    let failed = if power_buttons.pressed() {
+        rec.warn(
+            "the host's power button was pressed before the guest started; not starting it".into(),
+        );
+        rec.info.outcome = session::Outcome::Stopped;
+        false
+    } else {
+        vm::run_qemu(&mut rec, boot, &guest, power_buttons)
+    };
     rec.finish();
+    // The host's power button means "turn the stick's machine off", whatever
+    // hiperiso.after says.
+    let after = if rec.info.outcome == session::Outcome::Stopped {
+        AfterAction::Poweroff
+    } else {
+        after
+    };
     if after == AfterAction::Menu {
         write_grubenv(&config, true);
     }

@@ -1,8 +1,16 @@
 //! Running the guest: the QEMU command line from the settings, swtpm, the
 //! QEMU process and its QMP monitor, then `supervise` until it exits, and
 //! the verdict on how it ended.
+//!
+//! - [`power`]: the host's ACPI power button (evdev), which ends a session;
+//! - `supervise`: QMP events, the timeline, heartbeat, the ends init decides;
+//! - `timeline`: `screenshots/` and `timeline.jsonl`;
+//! - `screen`: PPM screendumps to PNG, the VGA text buffer decoded.
 
+pub mod power;
+mod screen;
 mod supervise;
+mod timeline;
 
 use super::boot::{Boot, ESP_MOUNT, RUN_DIR};
 use super::firmware::{self, first_existing};
@@ -17,6 +25,7 @@ use crate::qmp::Qmp;
 use crate::session::{FailureKind, Stage, files};
 use crate::sys;
 use hiperiso_stick::error_chain;
+use power::PowerButtons;
 use std::fs::{self, File};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -66,7 +75,12 @@ struct Prepared {
 }
 
 /// Build the command line, run QEMU, watch it; returns whether it failed.
-pub(super) fn run_qemu(rec: &mut Recording, boot: &Boot, guest: &Guest) -> bool {
+pub(super) fn run_qemu(
+    rec: &mut Recording,
+    boot: &Boot,
+    guest: &Guest,
+    power_buttons: PowerButtons,
+) -> bool {
     let t = sys::uptime_ms();
     let Some(prepared) = prepare(rec, boot, guest) else {
         return true;
@@ -107,7 +121,7 @@ pub(super) fn run_qemu(rec: &mut Recording, boot: &Boot, guest: &Guest) -> bool 
     } else if exit.is_none() {
         rec.warn("QMP did not answer; no screenshots or guest inventory".into());
     }
-    let mut supervisor = Supervisor::new(rec, child, qmp, started, guest.config);
+    let mut supervisor = Supervisor::new(rec, child, qmp, started, guest.config, power_buttons);
     let exit = supervisor.run(rec, &mut display, exit);
     display.stop(rec, started);
     if let Some(tpm) = swtpm.as_mut() {

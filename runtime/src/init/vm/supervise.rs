@@ -1,7 +1,11 @@
 //! Watching the running guest until QEMU exits: QMP events (shutdown,
-//! crashes), the guest inventory, screenshots, the hotkeys' requests, the
-//! heartbeat, and the timeouts.
+//! crashes), the guest inventory, the screen timeline, the hotkeys'
+//! requests, the heartbeat, and the ends that init decides: the host's power
+//! button and `session_timeout` (the guest is asked to power down, then
+//! QEMU quits after [`STOP_GRACE`]).
 
+use super::power::PowerButtons;
+use super::timeline::{Timeline, Trigger};
 use crate::config::Config;
 use crate::display::viewer::Request;
 use crate::hw;
@@ -9,13 +13,13 @@ use crate::init::boot::RUN_DIR;
 use crate::init::guest_display::GuestDisplay;
 use crate::init::recording::Recording;
 use crate::qmp::Qmp;
-use crate::session::{Stage, files};
+use crate::session::{Outcome, Stage, files};
 use crate::sys;
 use hiperiso_stick::error_chain;
 use hiperiso_stick::time::utc_rfc3339;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -25,6 +29,8 @@ pub const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Seconds after QEMU starts before the guest inventory is taken.
 const GUEST_INVENTORY_DELAY: Duration = Duration::from_secs(3);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a guest asked to power down (ACPI) gets before QEMU quits.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The running VM and what has been seen of it.
 pub struct Supervisor {
@@ -41,9 +47,11 @@ pub struct Supervisor {
     /// init quits it.
     guest_shut_down: bool,
     quit_sent: bool,
-    screenshots_dir: PathBuf,
-    shot_tmp: PathBuf,
-    last_shot: Vec<u8>,
+    /// Init is stopping the guest (power button, timeout): QEMU quits at
+    /// this instant unless the guest powered off before.
+    stop_deadline: Option<Instant>,
+    power_buttons: PowerButtons,
+    timeline: Timeline,
     shot_every: Duration,
     next_shot: Instant,
     next_heartbeat: Instant,
@@ -60,9 +68,8 @@ impl Supervisor {
         qmp: Option<Qmp>,
         started: Instant,
         config: &Config,
+        power_buttons: PowerButtons,
     ) -> Supervisor {
-        let screenshots_dir = rec.dir.join(files::SCREENSHOTS_DIR);
-        let _ = fs::create_dir_all(&screenshots_dir);
         Supervisor {
             child,
             qmp_connected: qmp.is_some(),
@@ -72,9 +79,9 @@ impl Supervisor {
             guest_inventory_done: false,
             guest_shut_down: false,
             quit_sent: false,
-            screenshots_dir,
-            shot_tmp: Path::new(RUN_DIR).join("screen.png"),
-            last_shot: Vec::new(),
+            stop_deadline: None,
+            power_buttons,
+            timeline: Timeline::new(&rec.dir, Path::new(RUN_DIR)),
             shot_every: Duration::from_secs(u64::from(config.control.screenshot_interval)),
             next_shot: Instant::now() + Duration::from_secs(1),
             next_heartbeat: Instant::now(),
@@ -193,37 +200,22 @@ impl Supervisor {
         rec.stage(Stage::GuestInventory, "guest inventory written to hw/");
     }
 
-    /// The guest's screen as PNG, through QMP.
-    fn grab_screen(&mut self) -> Option<Vec<u8>> {
+    /// A look at the screen for the timeline (QMP connected).
+    fn screenshot(&mut self, rec: &mut Recording, trigger: Trigger) -> Option<String> {
         let q = self.qmp.as_mut()?;
-        let _ = fs::remove_file(&self.shot_tmp);
-        q.screendump_png(&self.shot_tmp).ok()?;
-        fs::read(&self.shot_tmp).ok()
+        self.timeline.capture(rec, q, trigger)
     }
 
-    /// Keep `png` as the next `screenshots/NNNN.png`; its name.
-    fn save_screenshot(&mut self, rec: &mut Recording, png: Vec<u8>) -> Option<String> {
-        let name = format!("{:04}.png", rec.info.screenshots + 1);
-        fs::write(self.screenshots_dir.join(&name), &png).ok()?;
-        rec.info.screenshots += 1;
-        self.last_shot = png;
-        Some(name)
-    }
-
-    /// Every `screenshot_interval` seconds and at shutdown, when the
-    /// screen changed.
+    /// Every `screenshot_interval` seconds, and a last look at shutdown.
     fn periodic_screenshot(&mut self, rec: &mut Recording) {
-        if self.shot_every.is_zero()
-            || !(Instant::now() >= self.next_shot || (self.guest_shut_down && !self.quit_sent))
-            || self.qmp.is_none()
-        {
+        if self.shot_every.is_zero() || self.qmp.is_none() {
             return;
         }
-        self.next_shot = Instant::now() + self.shot_every;
-        if let Some(png) = self.grab_screen()
-            && png != self.last_shot
-        {
-            self.save_screenshot(rec, png);
+        if self.guest_shut_down && !self.quit_sent {
+            self.screenshot(rec, Trigger::Final);
+        } else if Instant::now() >= self.next_shot {
+            self.next_shot = Instant::now() + self.shot_every;
+            self.screenshot(rec, Trigger::Interval);
         }
     }
 
@@ -231,9 +223,7 @@ impl Supervisor {
     fn serve(&mut self, rec: &mut Recording, request: Request) {
         match request {
             Request::Screenshot => {
-                if let Some(png) = self.grab_screen()
-                    && let Some(name) = self.save_screenshot(rec, png)
-                {
+                if let Some(name) = self.screenshot(rec, Trigger::Hotkey) {
                     rec.say(&format!("screenshot {name} taken (hotkey)"));
                 }
             }
@@ -285,9 +275,44 @@ impl Supervisor {
         }
     }
 
-    /// The guest shut down, QMP never answered, or the session timed out.
+    /// Init ends the session: a last screenshot, the guest's ACPI power
+    /// button, and QEMU quits after [`STOP_GRACE`] (or when the guest is
+    /// off, whichever is first).
+    fn begin_stop(&mut self, rec: &mut Recording, outcome: Outcome, why: &str) {
+        if self.stop_deadline.is_some() || self.quit_sent {
+            return;
+        }
+        rec.warn(format!(
+            "{why}; asking the guest to power down, QEMU quits in {} s at the latest",
+            STOP_GRACE.as_secs()
+        ));
+        rec.info.outcome = outcome;
+        rec.stage(Stage::Stopping, why);
+        self.screenshot(rec, Trigger::Final);
+        self.stop_deadline = Some(Instant::now() + STOP_GRACE);
+        let asked = self
+            .qmp
+            .as_mut()
+            .is_some_and(|q| q.execute("system_powerdown", None).is_ok());
+        if !asked {
+            self.stop_guest();
+        }
+    }
+
+    /// The guest shut down, QMP never answered, the host's power button,
+    /// or the session timed out.
     fn check_stop_conditions(&mut self, rec: &mut Recording) {
+        if self.power_buttons.pressed() {
+            self.begin_stop(rec, Outcome::Stopped, "the host's power button was pressed");
+        }
         if self.guest_shut_down && !self.quit_sent {
+            self.stop_guest();
+        }
+        if self
+            .stop_deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+            && !self.quit_sent
+        {
             self.stop_guest();
         }
         if !self.qmp_connected && !self.quit_sent && self.started.elapsed() > QMP_CONNECT_TIMEOUT {
@@ -309,10 +334,11 @@ impl Supervisor {
             && !self.quit_sent
             && self.started.elapsed() >= Duration::from_secs(u64::from(timeout))
         {
-            rec.warn(format!(
-                "session_timeout of {timeout} s reached; stopping the guest"
-            ));
-            self.stop_guest();
+            self.begin_stop(
+                rec,
+                Outcome::Timeout,
+                &format!("session_timeout of {timeout} s reached"),
+            );
         }
     }
 }
