@@ -20,10 +20,11 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hiperiso_build::context::Context;
-use hiperiso_build::initramfs::Compression;
-use hiperiso_build::payload::{self, PayloadOptions};
-use hiperiso_build::profile_debian;
+use hiperiso_build::debian::closure;
+use hiperiso_build::payload::esp::{self as payload, PayloadOptions};
+use hiperiso_build::payload::initramfs::Compression;
+use hiperiso_build::project::Project;
+use hiperiso_build::settings::Settings;
 use hiperiso_stick::qemu::{Accel, Drive, Firmware, Machine, QemuCommand};
 use hiperiso_tests::workspace_root;
 
@@ -34,14 +35,12 @@ struct Prepared {
 fn prepared() -> &'static Prepared {
     static PREPARED: OnceLock<Prepared> = OnceLock::new();
     PREPARED.get_or_init(|| {
-        let context = Context::new(workspace_root().join("hiperiso.toml"));
+        let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
+        settings.profile = Some("debian".into());
+        let project = Project::load(settings).expect("loading the manifest");
         let scratch_lock = std::env::temp_dir().join("hiperiso-debian-boot-test.lock");
-        let prepared = profile_debian::prepare(
-            &context,
-            Some("debian"),
-            profile_debian::LockMode::Scratch(&scratch_lock),
-        )
-        .unwrap_or_else(|e| panic!("preparing the debian tree: {e:#}"));
+        let prepared = closure::prepare(&project, closure::LockMode::Scratch(&scratch_lock))
+            .unwrap_or_else(|e| panic!("preparing the debian tree: {e:#}"));
         Prepared {
             tree: prepared.tree,
         }

@@ -2,10 +2,11 @@
 //! command that re-pins it; and (opt-in, HIPERISO_ONLINE_TESTS=1) a fresh
 //! resolution of the default manifest against the real Debian archive.
 
-use hiperiso_build::context::Context;
+use hiperiso_build::debian::closure;
 use hiperiso_build::debian::repo::Repository;
-use hiperiso_build::lock::LockedPackage;
-use hiperiso_build::profile_debian;
+use hiperiso_build::model::lock::LockedPackage;
+use hiperiso_build::project::Project;
+use hiperiso_build::settings::Settings;
 use hiperiso_tests::http::TestServer;
 use hiperiso_tests::workspace_root;
 
@@ -27,10 +28,11 @@ fn decayed_pin_names_the_package_and_lock_update() {
     let first = TestServer::start();
     let second = TestServer::start();
     let cache = tempfile::tempdir().unwrap();
-    let mut context = Context::new(workspace_root().join("hiperiso.toml"));
-    context.cache_dir = Some(cache.path().to_path_buf());
-    context.verbosity = -1;
-    let fetcher = profile_debian::deb_fetcher(&context).unwrap();
+    let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
+    settings.cache_dir = Some(cache.path().to_path_buf());
+    settings.verbosity = -1;
+    let project = Project::load(settings).unwrap();
+    let fetcher = closure::deb_fetcher(&project).unwrap();
     let present = locked("present", b"a deb that is still there");
     let gone = locked("gone-tool", b"a deb the mirror dropped");
     second.serve(
@@ -71,12 +73,14 @@ fn fresh_lock_against_the_real_archive() {
         );
         return;
     }
-    let context = Context::new(workspace_root().join("hiperiso.toml"));
+    let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
+    settings.profile = Some("debian".into());
+    let project = Project::load(settings).unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let first = scratch.path().join("first.lock");
     let second = scratch.path().join("second.lock");
-    let a = profile_debian::resolve_scratch(&context, Some("debian"), &first).unwrap();
-    let b = profile_debian::resolve_scratch(&context, Some("debian"), &second).unwrap();
+    let a = closure::resolve_scratch(&project, &first).unwrap();
+    let b = closure::resolve_scratch(&project, &second).unwrap();
     assert_eq!(
         std::fs::read(&first).unwrap(),
         std::fs::read(&second).unwrap(),

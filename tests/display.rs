@@ -16,10 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hiperiso_runtime::cmdline::TraceLevel;
-use hiperiso_runtime::fbdev::{Canvas, Channel, Layout};
+use hiperiso_runtime::display::fbdev::{Canvas, Channel, Layout};
+use hiperiso_runtime::display::rfb::{self, Event, Screen};
+use hiperiso_runtime::display::scale::Fit;
 use hiperiso_runtime::qemu::{Accel, FirmwareFiles, QemuPlan};
-use hiperiso_runtime::rfb::{self, Event, Screen};
-use hiperiso_runtime::scale::Fit;
 use hiperiso_tests::isos::{self, DISPLAY_DRAWN, DISPLAY_QUADRANTS};
 
 struct Killed(Child);
@@ -224,7 +224,7 @@ fn viewer_speaks_rfb_with_qemu() {
 // ---------------------------------------------------------------------
 // The stick in the outer test VM.
 
-use hiperiso_build::run::{self as stick_run, Accel as OuterAccel, Console, StickImage, Vm};
+use hiperiso_build::vm::{self as stick_run, Accel as OuterAccel, Console, StickImage, Vm};
 use hiperiso_runtime::qmp::Qmp;
 use hiperiso_tests::stick;
 use serde_json::json;
@@ -342,6 +342,7 @@ fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
         ovmf_code: code,
         ovmf_vars,
         qmp: Some(dir.join("qmp.sock")),
+        snapshot: false,
     };
     let outer = Killed(
         vm.command()

@@ -4,12 +4,13 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use hiperiso_build::Context;
-use hiperiso_build::bump;
-use hiperiso_build::fetch::{
+use hiperiso_build::commands::bump;
+use hiperiso_build::project::Project;
+use hiperiso_build::settings::Settings;
+use hiperiso_build::sources::fetch::{
     AttemptFailure, FetchError, FetchOptions, FetchRequest, Fetcher, Progress,
 };
-use hiperiso_build::store::{Store, sha256_hex};
+use hiperiso_build::sources::store::{Store, sha256_hex};
 use hiperiso_tests::http::TestServer;
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
@@ -338,13 +339,18 @@ sources = ["foo", "bar"] # both
 struct Fixture {
     server: TestServer,
     dir: tempfile::TempDir,
-    ctx: Context,
+    ctx: Settings,
     foo10: Vec<u8>,
     foo11: Vec<u8>,
     bar01: Vec<u8>,
 }
 
 impl Fixture {
+    /// The project as it is on disk now (bumps rewrite the manifest).
+    fn project(&self) -> Project {
+        Project::load(self.ctx.clone()).unwrap()
+    }
+
     fn new() -> Self {
         let server = TestServer::start();
         let (foo10, foo11, bar01) = (payload(5000, 10), payload(6000, 11), payload(7000, 12));
@@ -367,7 +373,7 @@ impl Fixture {
                 .replace("SHA10", &sha256_hex(&foo10)),
         )
         .unwrap();
-        let mut ctx = Context::new(&manifest);
+        let mut ctx = Settings::new(&manifest);
         ctx.cache_dir = Some(dir.path().join("cache"));
         ctx.verbosity = -1;
         Self {
@@ -398,7 +404,7 @@ impl Fixture {
 #[test]
 fn bump_to_rewrites_only_version_and_sha256() {
     let fx = Fixture::new();
-    let pin = bump::bump_to(&fx.ctx, "foo", "1.1", None).unwrap();
+    let pin = bump::bump_to(&fx.project(), "foo", "1.1", None).unwrap();
     assert_eq!(pin.sha256, sha256_hex(&fx.foo11));
     assert_eq!(
         fx.manifest_text(),
@@ -413,7 +419,7 @@ fn bump_to_rewrites_only_version_and_sha256() {
 fn bump_to_a_missing_version_changes_nothing() {
     let fx = Fixture::new();
     let before = fx.manifest_text();
-    let err = bump::bump_to(&fx.ctx, "foo", "9.9", None).unwrap_err();
+    let err = bump::bump_to(&fx.project(), "foo", "9.9", None).unwrap_err();
     assert!(err.to_string().contains("HTTP 404"), "{err}");
     assert_eq!(fx.manifest_text(), before);
 }
@@ -422,7 +428,7 @@ fn bump_to_a_missing_version_changes_nothing() {
 fn bump_check_reads_the_index_and_changes_nothing() {
     let fx = Fixture::new();
     let before = fx.manifest_text();
-    let checks = bump::check(&fx.ctx, &["foo".to_string()]).unwrap();
+    let checks = bump::check(&fx.project(), &["foo".to_string()]).unwrap();
     assert_eq!(checks.len(), 1);
     assert_eq!(checks[0].current, "1.0");
     assert_eq!(checks[0].latest.as_deref(), Some("1.1"));
@@ -438,7 +444,7 @@ fn bump_check_reads_the_index_and_changes_nothing() {
 #[test]
 fn bump_latest_follows_the_watch() {
     let fx = Fixture::new();
-    let pin = bump::bump_latest(&fx.ctx, "foo")
+    let pin = bump::bump_latest(&fx.project(), "foo")
         .unwrap()
         .expect("a newer version");
     assert_eq!(pin.version.as_deref(), Some("1.1"));
@@ -447,7 +453,7 @@ fn bump_latest_follows_the_watch() {
         fx.expected("1.1", &sha256_hex(&fx.foo11))
     );
     assert!(
-        bump::bump_latest(&fx.ctx, "foo").unwrap().is_none(),
+        bump::bump_latest(&fx.project(), "foo").unwrap().is_none(),
         "now up to date"
     );
 }
@@ -455,7 +461,7 @@ fn bump_latest_follows_the_watch() {
 #[test]
 fn pin_fills_in_missing_sha256_only() {
     let fx = Fixture::new();
-    hiperiso_build::sources::pin(&fx.ctx, &[], false).unwrap();
+    hiperiso_build::commands::fetch::pin(&fx.ctx, &[], false).unwrap();
     let expected = fx.expected("1.0", &sha256_hex(&fx.foo10)).replace(
         &"bar-{version}.tar.gz\"\n".to_string(),
         &format!(
@@ -469,7 +475,7 @@ fn pin_fills_in_missing_sha256_only() {
         "foo was already pinned"
     );
     // Now everything is pinned: fetch verifies both.
-    let fetched = hiperiso_build::sources::fetch(&fx.ctx, &[]).unwrap();
+    let fetched = hiperiso_build::commands::fetch::fetch(&fx.ctx, &[]).unwrap();
     assert_eq!(fetched.len(), 2);
 }
 

@@ -11,9 +11,12 @@
 //! builder provides one.
 
 use hiperiso_installer::exfat::{self, ExfatOptions, ExfatReader};
-use hiperiso_runtime::session::{FailureKind, IndexEntry, Outcome, SessionInfo, Status};
+use hiperiso_runtime::qmp::Qmp;
+use hiperiso_runtime::session::{
+    FailureKind, IndexEntry, Outcome, SessionInfo, Status, TimelineEntry,
+};
 use hiperiso_stick::qemu::{Accel, Chardev, Drive, Firmware, Machine, QemuCommand};
-use hiperiso_tests::{isos, outer_qemu, workspace_root};
+use hiperiso_tests::{isos, outer_qemu, real_isos, workspace_root};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,9 @@ const DATA_UUID: &str = "4849-5045";
 const BIOS_MARKER: &str = "HIPERISO-MARKER-BIOS";
 const UEFI_MARKER: &str = "HIPERISO-MARKER-UEFI";
 const PANIC_MARKER: &str = "HIPERISO-MARKER-PANIC";
+const HANG_MARKER: &str = "HIPERISO-MARKER-HANG";
+/// What init prints once the guest runs.
+const GUEST_RUNNING: &str = "hiperiso: guest running";
 const OUTER_TIMEOUT: Duration = Duration::from_secs(400);
 /// Modules the outer VM's kernel needs (dependencies are added).
 const MODULES: &[&str] = &[
@@ -37,6 +43,8 @@ const MODULES: &[&str] = &[
     "vfat",
     "nls_utf8",
     "nls_cp437",
+    "evdev",
+    "button",
 ];
 
 /// Two single-vCPU outer VMs at a time: the machine has two cores.
@@ -301,6 +309,8 @@ fn fixture() -> &'static Fixture {
         fs::copy(&bios, isos.join("startfail.iso")).unwrap();
         let panic = isos::boot_sector_iso(&work, "panic", PANIC_MARKER, isos::After::Panic);
         fs::copy(panic.unwrap(), isos.join("panic.iso")).unwrap();
+        let hang = isos::boot_sector_iso(&work, "hang", HANG_MARKER, isos::After::Hang);
+        fs::copy(hang.unwrap(), isos.join("hang.iso")).unwrap();
         let uefi = isos::uefi_iso(&work, "uefi", UEFI_MARKER).unwrap();
         fs::copy(uefi, isos.join("uefi.iso")).unwrap();
         fs::write(isos.join("junk.iso"), vec![0xAAu8; 1 << 20]).unwrap();
@@ -332,14 +342,33 @@ fn boot(cmdline: &str, cpu: &str, config: &str) -> BootResult {
 
 /// [`boot`] with the outer VM on `qemu`.
 fn boot_on(qemu: &Path, cmdline: &str, cpu: &str, config: &str) -> BootResult {
+    boot_with(qemu, cmdline, cpu, config, &Extras::default())
+}
+
+/// More for one boot than the usual.
+#[derive(Default)]
+struct Extras {
+    /// Images copied to `/ISOs/` besides the fixture's.
+    isos: Vec<PathBuf>,
+    /// Press the outer machine's ACPI power button (QMP `system_powerdown`)
+    /// this long after init says the guest runs.
+    power_button_after: Option<Duration>,
+    data_mib: Option<u64>,
+}
+
+/// [`boot_on`] with [`Extras`].
+fn boot_with(qemu: &Path, cmdline: &str, cpu: &str, config: &str, extras: &Extras) -> BootResult {
     let fx = fixture();
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     fs::create_dir_all(tree.join("hiperiso")).unwrap();
     run(Command::new("cp").arg("-r").arg(&fx.isos).arg(&tree));
+    for iso in &extras.isos {
+        fs::copy(iso, tree.join("ISOs").join(iso.file_name().unwrap())).unwrap();
+    }
     fs::write(tree.join("hiperiso/hiperiso.json"), config).unwrap();
     let image = dir.path().join("data.img");
-    let size = 64u64 << 20;
+    let size = extras.data_mib.unwrap_or(64) << 20;
     let mut file = File::create(&image).unwrap();
     file.set_len(size).unwrap();
     let opts = ExfatOptions {
@@ -352,6 +381,7 @@ fn boot_on(qemu: &Path, cmdline: &str, cpu: &str, config: &str) -> BootResult {
     drop(file);
 
     let console = dir.path().join("console.log");
+    let qmp_socket = dir.path().join("outer-qmp.sock");
     let _slot = VmSlot::acquire();
     let mut outer = QemuCommand::new(qemu);
     outer
@@ -369,7 +399,8 @@ fn boot_on(qemu: &Path, cmdline: &str, cpu: &str, config: &str) -> BootResult {
             &format!("console=ttyS0 panic=-1 quiet hiperiso.pause=0 {cmdline}"),
         )
         .drive(&Drive::virtio(&image))
-        .serial_chardev("console", &Chardev::File(console.clone()));
+        .serial_chardev("console", &Chardev::File(console.clone()))
+        .qmp("qmp", &qmp_socket);
     let mut child = outer
         .command()
         .stdin(Stdio::null())
@@ -378,9 +409,28 @@ fn boot_on(qemu: &Path, cmdline: &str, cpu: &str, config: &str) -> BootResult {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + OUTER_TIMEOUT;
+    let mut guest_running_at: Option<Instant> = None;
+    let mut pressed = false;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
+        }
+        if let Some(delay) = extras.power_button_after
+            && !pressed
+        {
+            if guest_running_at.is_none()
+                && String::from_utf8_lossy(&fs::read(&console).unwrap_or_default())
+                    .contains(GUEST_RUNNING)
+            {
+                guest_running_at = Some(Instant::now());
+            }
+            if guest_running_at.is_some_and(|t| t.elapsed() >= delay) {
+                let mut q =
+                    Qmp::connect(&qmp_socket, Duration::from_secs(10)).expect("the outer VM's QMP");
+                q.execute("system_powerdown", None)
+                    .expect("pressing the outer power button");
+                pressed = true;
+            }
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -394,6 +444,9 @@ fn boot_on(qemu: &Path, cmdline: &str, cpu: &str, config: &str) -> BootResult {
     };
     let console = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
     assert!(status.success(), "outer QEMU: {status}\n{console}");
+    if extras.power_button_after.is_some() {
+        assert!(pressed, "the guest never ran:\n{console}");
+    }
     BootResult {
         console,
         image,
@@ -480,6 +533,7 @@ impl SessionFiles {
             "timing.dat",
             "report.json",
             "report.txt",
+            "report.log",
             "analysis.meta",
         ] {
             assert!(self.exists(name), "{name} missing in {}", self.dir);
@@ -502,6 +556,48 @@ impl SessionFiles {
         };
         assert_eq!(serde_json::to_value(status.stage).unwrap(), expected_stage);
         assert_eq!(self.exists("FAILURE.txt"), !self.info.failures.is_empty());
+    }
+
+    /// `screenshots/timeline.jsonl`, its pictures and texts, and the count
+    /// in `session.json` agree; the timeline's lines.
+    fn check_timeline(&mut self) -> Vec<TimelineEntry> {
+        let timeline: Vec<TimelineEntry> = self
+            .text("screenshots/timeline.jsonl")
+            .lines()
+            .map(|l| {
+                eprintln!("timeline: {l}");
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))
+            })
+            .collect();
+        let files = self.list("screenshots");
+        let pngs: Vec<&String> = files.iter().filter(|f| f.ends_with(".png")).collect();
+        assert_eq!(pngs.len(), timeline.len(), "{files:?}");
+        assert_eq!(self.info.screenshots as usize, pngs.len(), "{files:?}");
+        for (i, entry) in timeline.iter().enumerate() {
+            assert_eq!(entry.file, format!("{:04}.png", i + 1));
+            let png = read_all(
+                &mut self.reader,
+                &format!("{}/screenshots/{}", self.dir, entry.file),
+            );
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{}", entry.file);
+            if let Some(text) = &entry.text {
+                assert_eq!(text, &format!("{:04}.txt", i + 1));
+                assert!(files.contains(text), "{text} missing: {files:?}");
+            }
+        }
+        timeline
+    }
+
+    /// The text of the last text-mode picture.
+    fn last_screen_text(&mut self, timeline: &[TimelineEntry]) -> String {
+        let name = timeline
+            .iter()
+            .rev()
+            .find_map(|e| e.text.clone())
+            .unwrap_or_else(|| panic!("no text-mode picture: {timeline:?}"));
+        let text = self.text(&format!("screenshots/{name}"));
+        eprintln!("screenshots/{name}:\n{text}");
+        text
     }
 
     fn check_failure(&mut self, kind: FailureKind, fatal: bool) -> String {
@@ -1003,5 +1099,82 @@ fn grub_menu_boots_the_first_iso_with_the_uuids_it_probed() {
     assert!(
         vars.contains(&("hiperiso_default".into(), "bios.iso".into())),
         "{vars:?}"
+    );
+}
+
+/// The outer machine's power button pressed mid-session (what
+/// `hiperiso-build run --timeout` does): init asks the guest (a BIOS boot
+/// sector that halts forever) to power down, quits QEMU, finalizes the
+/// session with outcome `stopped` and a report, and powers off. The guest
+/// is in VGA text mode under SeaBIOS, so its screen is read exactly.
+#[test]
+fn the_host_power_button_finalizes_the_session() {
+    let out = boot_with(
+        Path::new("qemu-system-x86_64"),
+        "hiperiso.iso=/ISOs/hang.iso hiperiso.data=UUID=4849-5045",
+        "EPYC",
+        GOOD_CONFIG,
+        &Extras {
+            power_button_after: Some(Duration::from_secs(12)),
+            ..Extras::default()
+        },
+    );
+    let mut s = SessionFiles::open(&out);
+    s.check_always_present();
+    assert_eq!(s.info.outcome, Outcome::Stopped, "{:?}", s.info);
+    assert!(s.info.failures.is_empty(), "{:?}", s.info.failures);
+    assert!(s.text("serial.log").contains(HANG_MARKER));
+    assert!(
+        out.console.contains("the host's power button was pressed"),
+        "{}",
+        out.console
+    );
+    let report: serde_json::Value = serde_json::from_str(&s.text("report.json")).unwrap();
+    assert!(report.is_object(), "{report}");
+    let log = s.text("report.log");
+    assert!(log.starts_with("$ hiperiso-log analyze "), "{log}");
+    let timeline = s.check_timeline();
+    assert!(!timeline.is_empty());
+    let text = s.last_screen_text(&timeline);
+    assert!(
+        text.contains("Booting from DVD/CD"),
+        "SeaBIOS's screen:\n{text}"
+    );
+    assert!(text.lines().count() >= 25, "{text}");
+}
+
+/// `control.session_timeout` ends a guest that never powers off (GRUB's
+/// rescue CD, a real third-party image waiting in its menu) the same way:
+/// outcome `timeout`, finalized, report written. GRUB's menu is on the VGA
+/// text screen under SeaBIOS and is read exactly.
+#[test]
+fn session_timeout_finalizes_the_session_and_reads_grubs_text_menu() {
+    let grub = real_isos::fetch(&real_isos::GRUB_RESCUE).expect("GRUB's rescue CD");
+    let config = r#"{
+  "control": {"default_ram": 256, "default_cpus": 1, "screenshot_interval": 2, "session_timeout": 25}
+}"#;
+    let out = boot_with(
+        Path::new("qemu-system-x86_64"),
+        "hiperiso.iso=/ISOs/grub-rescue-cdrom.iso hiperiso.data=UUID=4849-5045",
+        "EPYC",
+        config,
+        &Extras {
+            isos: vec![grub],
+            data_mib: Some(128),
+            ..Extras::default()
+        },
+    );
+    let mut s = SessionFiles::open(&out);
+    s.check_always_present();
+    assert_eq!(s.info.outcome, Outcome::Timeout, "{:?}", s.info);
+    assert!(s.info.failures.is_empty(), "{:?}", s.info.failures);
+    assert!(s.exists("report.log"));
+    let timeline = s.check_timeline();
+    let text = s.last_screen_text(&timeline);
+    assert!(text.contains("GNU GRUB"), "GRUB's screen:\n{text}");
+    assert!(
+        s.info.guest_events.iter().any(|e| e.contains("POWERDOWN")),
+        "the guest was asked to power down: {:?}",
+        s.info.guest_events
     );
 }

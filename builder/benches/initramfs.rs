@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hiperiso_build::initramfs::{Compression, Initramfs};
+use hiperiso_build::payload::initramfs::{Compression, Initramfs};
 
 fn pack_ours(base: &Path, dirs: &[String], compression: Compression) -> (Duration, usize) {
     let start = Instant::now();

@@ -1,37 +1,39 @@
 //! `hiperiso-build`: the declarative builder for hiperiso sticks.
 //!
-//! The CLI (`cli.rs`) only parses arguments; every verb's logic lives in a
-//! library module so it can be tested without a process boundary.
+//! Layers, top to bottom; each imports only from the ones below it (no
+//! cycles between files or folders):
+//!
+//! ```text
+//! main.rs, cli.rs   clap structs and dispatch (the only files that see the CLI crates)
+//! commands/         one file per verb; CLI arguments -> Settings (settings.rs);
+//!                   loads the Project once; error.rs gathers every error
+//! vm/               the outer VM of `hiperiso-build run` (QEMU, the stick image)
+//! payload/          initramfs (cpio, ELF, kmod), the ESP from built steps or from
+//!                   Debian packages, the image's staged trees
+//! steps/            step keys, cache, runner, verify, gc, sandbox, tools tree,
+//!                   runtime step, a profile's built steps
+//! debian/           archive formats, repository, closure and lock engine
+//! project.rs        settings + manifest + active profile + mirrors + lock + recipes,
+//!                   loaded once and passed down by reference
+//! settings.rs       the global options as plain values
+//! sources/          store, fetcher (http, progress), mirrors, watches, source pins
+//! model/            manifest (schema, sources, located errors), lock, recipes,
+//!                   build record
+//! hash.rs           sha256 hex helpers
+//! ```
 
-pub mod build_cmd;
-pub mod build_record;
-pub mod bump;
 pub mod cli;
-pub mod context;
-pub mod cpio;
+pub mod commands;
 pub mod debian;
-pub mod disk_cmd;
-pub mod elf;
-pub mod error;
-pub mod fetch;
-pub mod initramfs;
-pub mod kmod;
-pub mod lock;
-pub mod manifest;
-pub mod mirrors;
+pub mod hash;
+pub mod model;
 pub mod payload;
-pub mod profile_debian;
-pub mod profile_source;
-pub mod recipe;
-pub mod run;
-pub mod runtime_step;
-pub mod sandbox;
+pub mod project;
+pub mod settings;
 pub mod sources;
 pub mod steps;
-pub mod store;
-pub mod tools;
-pub mod tree;
-pub mod watch;
+pub mod vm;
 
-pub use context::Context;
-pub use error::{Error, Result, not_implemented};
+pub use commands::{Error, Result};
+pub use project::Project;
+pub use settings::Settings;

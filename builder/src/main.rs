@@ -1,37 +1,34 @@
 //! `hiperiso-build`: parse arguments, dispatch one verb, report errors.
-//! Keep one match arm per verb calling a library function.
+//! Keep one match arm per verb calling a `commands` function.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use hiperiso_build::cli::{Cli, Command};
-use hiperiso_build::{
-    Context, build_cmd, bump, disk_cmd, not_implemented, profile_debian, run, sources,
+use hiperiso_build::commands::{
+    self, build, bump, fetch, image, inspect, install, lock, run as run_verb,
 };
 
-fn run(cli: Cli) -> hiperiso_build::Result<()> {
-    let ctx = Context::from_args(&cli.global);
+fn run(cli: Cli) -> commands::Result<()> {
+    let settings = commands::settings(&cli.global);
+    let s = &settings;
     match cli.command {
-        Command::Summary => sources::summary(&ctx),
-        Command::Fetch(args) => sources::fetch(&ctx, &args.names).map(|_| ()),
-        Command::Pin(args) => sources::pin(&ctx, &args.names, args.force),
-        Command::Bump(args) => bump::run(
-            &ctx,
-            &args.names,
-            args.to.as_deref(),
-            args.latest,
-            args.check,
-        ),
-        Command::Lock(args) => profile_debian::lock_verb(&ctx, args.update.as_deref()),
-        Command::Build(args) => build_cmd::build(&ctx, &args),
-        Command::Verify(args) => build_cmd::verify(&ctx, &args),
-        Command::Image(args) => disk_cmd::image(&ctx, &args),
-        Command::Install(args) => disk_cmd::install(&ctx, &args),
-        Command::Inspect(args) => disk_cmd::inspect(&ctx, &args),
-        Command::Run(args) => run::run(&ctx, &args.into()).map(|_| ()),
-        Command::Clean => build_cmd::clean(&ctx),
-        Command::Gc => build_cmd::gc(&ctx),
-        Command::Doctor => not_implemented("doctor", 8),
+        Command::Summary => fetch::summary(s),
+        Command::Fetch(args) => fetch::fetch(s, &args.names).map(|_| ()),
+        Command::Pin(args) => fetch::pin(s, &args.names, args.force),
+        Command::Bump(args) => {
+            bump::run(s, &args.names, args.to.as_deref(), args.latest, args.check)
+        }
+        Command::Lock(args) => lock::lock(s, args.update.as_deref()),
+        Command::Build(args) => build::build(s, &args),
+        Command::Verify(args) => build::verify(s, &args),
+        Command::Image(args) => image::image(s, &args),
+        Command::Install(args) => install::install(s, &args),
+        Command::Inspect(args) => inspect::inspect(&args),
+        Command::Run(args) => run_verb::run(s, &args.into()),
+        Command::Clean => build::clean(s),
+        Command::Gc => build::gc(s),
+        Command::Doctor => commands::doctor(s),
     }
 }
 
@@ -42,12 +39,13 @@ fn main() -> ExitCode {
         Err(error) => {
             // The message and its causes, without a backtrace even when
             // RUST_BACKTRACE is set: these are user-facing errors.
+            let code = error.exit_code();
             let error = anyhow::Error::from(error);
             eprintln!("error: {error}");
             for cause in error.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

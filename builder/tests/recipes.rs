@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use hiperiso_build::lock::Lock;
-use hiperiso_build::manifest::{Manifest, PayloadFrom};
-use hiperiso_build::recipe::Recipes;
-use hiperiso_build::runtime_step;
-use hiperiso_build::tools;
+use hiperiso_build::model::lock::Lock;
+use hiperiso_build::model::manifest::{Manifest, PayloadFrom};
+use hiperiso_build::model::recipe::Recipes;
+use hiperiso_build::steps::runtime;
+use hiperiso_build::steps::tools;
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -18,7 +18,7 @@ fn repo() -> &'static Path {
 fn recipe_steps(steps: &[String]) -> Vec<String> {
     steps
         .iter()
-        .filter(|s| *s != runtime_step::NAME)
+        .filter(|s| *s != runtime::NAME)
         .cloned()
         .collect()
 }

@@ -430,7 +430,7 @@ fn busybox_on_the_locked_tools_tree() {
         banner.starts_with("BusyBox v1.35.0 (2024-01-01 00:00:00 UTC)"),
         "{banner}"
     );
-    let elf = hiperiso_build::elf::parse("busybox", &fs::read(&busybox).unwrap())
+    let elf = hiperiso_build::payload::elf::parse("busybox", &fs::read(&busybox).unwrap())
         .unwrap()
         .expect("busybox is an ELF file");
     assert_eq!(elf.interpreter, None, "busybox is not static");
@@ -596,7 +596,8 @@ fn busybox_on_the_locked_tools_tree() {
 /// build.json.
 #[test]
 fn image_records_steps_and_its_own_sha256() {
-    use hiperiso_installer::{device::BUILD_JSON, fat::FatReader, inspect, slice::Slice};
+    use hiperiso_installer::{fat::FatReader, inspect, slice::Slice};
+    use hiperiso_stick::paths::esp::BUILD_JSON;
     let p = Project::new();
     p.recipe("hello", HELLO);
     p.recipe("upper", UPPER);
@@ -649,7 +650,8 @@ fn image_records_steps_and_its_own_sha256() {
     assert!(out.contains(&format!("image sha256 {recorded}")), "{out}");
     assert_ne!(recorded, "0".repeat(64));
     // It is the image's hash with the placeholder put back.
-    let checked = hiperiso_build::build_record::check_image(&image, range, &recorded).unwrap();
+    let checked =
+        hiperiso_build::model::build_record::check_image(&image, range, &recorded).unwrap();
     assert_eq!(checked, recorded);
     // A no-op `image` writes nothing...
     let first = fs::read(&image).unwrap();

@@ -7,14 +7,16 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use hiperiso_stick::build_json::{BUILD_JSON, BuildMarker};
+use hiperiso_stick::fs_identity::{is_exfat_boot_sector, serial_uuid};
+
 use crate::exfat::ExfatReader;
 use crate::fat::{FatReader, FatType};
-use crate::gpt::{self, Gpt, Guid};
-use crate::layout::{DATA_PARTITION_NAME, SECTOR, TableKind};
-use crate::mbr::{self, Mbr};
+use crate::gpt;
 use crate::slice::Slice;
-
-pub type DiskTable = TableKind;
+// Callers in builder/ and runtime/ still name these `inspect::…`.
+use crate::table::PartitionEntry;
+use crate::table::{DiskTable, read_table};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -30,110 +32,6 @@ pub enum InspectError {
         #[source]
         source: gpt::GptError,
     },
-}
-
-/// A partition found in a table.
-#[derive(Debug, Clone)]
-pub struct FoundPartition {
-    pub number: u32,
-    pub offset: u64,
-    pub len: u64,
-    pub type_name: String,
-    pub gpt_type: Option<Guid>,
-    pub mbr_type: Option<u8>,
-    pub name: Option<String>,
-}
-
-impl FoundPartition {
-    pub fn is_data(&self) -> bool {
-        self.gpt_type == Some(gpt::BASIC_DATA) || self.mbr_type == Some(mbr::TYPE_EXFAT)
-    }
-    pub fn is_esp(&self) -> bool {
-        self.gpt_type == Some(gpt::EFI_SYSTEM) || self.mbr_type == Some(mbr::TYPE_EFI)
-    }
-    /// Whether the GPT name is the one hiperiso gives its data partition
-    /// (None on MBR, which has no names).
-    pub fn name_is_hiperiso(&self) -> Option<bool> {
-        self.name.as_ref().map(|n| n == DATA_PARTITION_NAME)
-    }
-}
-
-fn gpt_type_name(guid: Guid) -> String {
-    match guid {
-        g if g == gpt::BASIC_DATA => "Microsoft basic data".into(),
-        g if g == gpt::EFI_SYSTEM => "EFI system".into(),
-        g => g.to_string(),
-    }
-}
-
-fn mbr_type_name(id: u8) -> String {
-    match id {
-        mbr::TYPE_EXFAT => "0x07 (exFAT/NTFS)".into(),
-        mbr::TYPE_EFI => "0xef (EFI system)".into(),
-        0x0b | 0x0c => format!("{id:#04x} (FAT32)"),
-        0x83 => "0x83 (Linux)".into(),
-        other => format!("{other:#04x}"),
-    }
-}
-
-/// Reads the partition table of a disk of `size` bytes, if it has one.
-pub fn read_table<D: Read + Seek>(
-    disk: &mut D,
-    size: u64,
-) -> Result<Option<(DiskTable, Vec<FoundPartition>)>, gpt::GptError> {
-    let mut sector = [0u8; 512];
-    disk.seek(SeekFrom::Start(0))?;
-    disk.read_exact(&mut sector)?;
-    let Ok(mbr) = Mbr::parse(&sector) else {
-        return Ok(None);
-    };
-    if mbr
-        .partitions
-        .iter()
-        .any(|p| p.type_id == mbr::TYPE_GPT_PROTECTIVE)
-    {
-        let gpt = Gpt::read(disk, size / SECTOR)?;
-        let parts = gpt
-            .partitions
-            .iter()
-            .zip(1..)
-            .map(|(p, number)| FoundPartition {
-                number,
-                offset: p.first_lba * SECTOR,
-                len: (p.last_lba + 1 - p.first_lba) * SECTOR,
-                type_name: gpt_type_name(p.type_guid),
-                gpt_type: Some(p.type_guid),
-                mbr_type: None,
-                name: Some(p.name.clone()),
-            })
-            .collect();
-        return Ok(Some((TableKind::Gpt, parts)));
-    }
-    // A FAT or exFAT boot sector also ends in 55AA: only call it an MBR when
-    // the entries look like one.
-    let sane = !mbr.partitions.is_empty()
-        && mbr
-            .partitions
-            .iter()
-            .all(|p| p.sectors > 0 && (p.first_lba as u64 + p.sectors as u64) * SECTOR <= size);
-    if !sane || &sector[3..11] == b"EXFAT   " {
-        return Ok(None);
-    }
-    let parts = mbr
-        .partitions
-        .iter()
-        .zip(1..)
-        .map(|(p, number)| FoundPartition {
-            number,
-            offset: p.first_lba as u64 * SECTOR,
-            len: p.sectors as u64 * SECTOR,
-            type_name: mbr_type_name(p.type_id),
-            gpt_type: None,
-            mbr_type: Some(p.type_id),
-            name: None,
-        })
-        .collect();
-    Ok(Some((TableKind::Mbr, parts)))
 }
 
 /// A filesystem found on a partition.
@@ -152,23 +50,23 @@ pub struct Inspection {
     pub source: PathBuf,
     pub size: u64,
     pub table: Option<DiskTable>,
-    pub partitions: Vec<(FoundPartition, Option<FoundFilesystem>)>,
-    /// The `"hiperiso"` object of the ESP's build.json.
-    pub build: Option<serde_json::Value>,
+    pub partitions: Vec<(PartitionEntry, Option<FoundFilesystem>)>,
+    /// The `"hiperiso"` marker of the ESP's build.json.
+    pub build: Option<BuildMarker>,
 }
 
 fn probe_filesystem<D: Read + Seek>(part: &mut Slice<D>) -> Option<FoundFilesystem> {
     let mut boot = [0u8; 512];
     part.seek(SeekFrom::Start(0)).ok()?;
     part.read_exact(&mut boot).ok()?;
-    if &boot[3..11] == b"EXFAT   " {
+    if is_exfat_boot_sector(&boot) {
         let mut reader = ExfatReader::open(&mut *part).ok()?;
         let usage = reader.usage().ok()?;
         let serial = reader.volume_serial();
         return Some(FoundFilesystem {
             kind: "exFAT".into(),
             label: reader.label().to_string(),
-            uuid: format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff),
+            uuid: serial_uuid(serial),
             total: usage.total_bytes(),
             used: usage.used_bytes(),
         });
@@ -182,7 +80,7 @@ fn probe_filesystem<D: Read + Seek>(part: &mut Slice<D>) -> Option<FoundFilesyst
             FatType::Fat32 => "FAT32".into(),
         },
         label: reader.label().to_string(),
-        uuid: format!("{:04X}-{:04X}", id >> 16, id & 0xffff),
+        uuid: serial_uuid(id),
         total: reader.total_clusters() * reader.cluster_size(),
         used,
     })
@@ -218,10 +116,9 @@ pub fn inspect<D: Read + Seek>(
             && let Ok(mut fat) = FatReader::open(&mut slice)
         {
             build = fat
-                .read_file(crate::device::BUILD_JSON)
+                .read_file(BUILD_JSON)
                 .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v.get("hiperiso").cloned());
+                .and_then(|bytes| BuildMarker::parse(&bytes).ok());
         }
         partitions.push((part, fs));
     }
@@ -257,50 +154,6 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{:.1} MiB", bytes as f64 / MIB)
     }
-}
-
-/// One line about a build record: version and every hash in it.
-pub fn build_summary(build: &serde_json::Value) -> String {
-    let version = build
-        .get("version")
-        .and_then(|v| v.as_str())
-        .unwrap_or("unknown");
-    format!("hiperiso {version}")
-}
-
-/// Every string leaf whose key mentions a hash, with its JSON path.
-pub fn build_hashes(build: &serde_json::Value) -> Vec<(String, String)> {
-    fn walk(value: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (key, v) in map {
-                    let p = if path.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{path}.{key}")
-                    };
-                    let lower = key.to_ascii_lowercase();
-                    match v {
-                        serde_json::Value::String(s)
-                            if lower.contains("sha256") || lower.contains("hash") =>
-                        {
-                            out.push((p, s.clone()))
-                        }
-                        _ => walk(v, p, out),
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => {
-                for (i, v) in items.iter().enumerate() {
-                    walk(v, format!("{path}[{i}]"), out);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(build, String::new(), &mut out);
-    out
 }
 
 impl fmt::Display for Inspection {
@@ -349,36 +202,16 @@ impl fmt::Display for Inspection {
         }
         match &self.build {
             Some(build) => {
-                writeln!(f, "build: {}", build_summary(build))?;
-                for (path, hash) in build_hashes(build) {
+                writeln!(f, "build: {}", build.summary())?;
+                for (path, hash) in build.hashes() {
                     writeln!(f, "  {path}: {hash}")?;
                 }
             }
             None => writeln!(
                 f,
-                "build: no {} with a \"hiperiso\" key on an ESP",
-                crate::device::BUILD_JSON
+                "build: no {BUILD_JSON} with a \"hiperiso\" key on an ESP"
             )?,
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_are_found_with_their_paths() {
-        let v: serde_json::Value = serde_json::json!({
-            "version": "0.1.0",
-            "outputs": {"vmlinuz": {"sha256": "aa"}, "list": [{"hash": "bb"}]},
-            "lock_sha256": "cc"
-        });
-        assert_eq!(build_summary(&v), "hiperiso 0.1.0");
-        let hashes = build_hashes(&v);
-        assert!(hashes.contains(&("outputs.vmlinuz.sha256".into(), "aa".into())));
-        assert!(hashes.contains(&("outputs.list[0].hash".into(), "bb".into())));
-        assert!(hashes.contains(&("lock_sha256".into(), "cc".into())));
     }
 }

@@ -116,7 +116,7 @@ impl Identity {
     /// `hiperiso.data=UUID=...`).
     pub fn data_fs_uuid(&self) -> String {
         let s = self.data_volume_serial;
-        format!("{:04X}-{:04X}", s >> 16, s & 0xffff)
+        hiperiso_stick::fs_identity::serial_uuid(s)
     }
 }
 

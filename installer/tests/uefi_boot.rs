@@ -88,7 +88,7 @@ fn boot(image: &Path, vars: &Path) -> String {
             vars: vars.to_path_buf(),
             secure: false,
         })
-        .usb_stick(image);
+        .usb_stick(image, false);
     let mut child = qemu
         .command()
         .stdin(Stdio::null())

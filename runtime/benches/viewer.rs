@@ -10,9 +10,9 @@ use std::hint::black_box;
 use std::io::Cursor;
 use std::time::Instant;
 
-use hiperiso_runtime::fbdev::{Canvas, Channel, Layout};
-use hiperiso_runtime::rfb::{self, Screen};
-use hiperiso_runtime::scale::Fit;
+use hiperiso_runtime::display::fbdev::{Canvas, Channel, Layout};
+use hiperiso_runtime::display::rfb::{self, Screen};
+use hiperiso_runtime::display::scale::Fit;
 
 fn layout(width: u32, height: u32, bits: u32) -> Layout {
     let (red, green, blue) = if bits == 16 {

@@ -46,7 +46,9 @@ pub struct Control {
 /// `control_ext`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlExt {
-    /// User-mode networking for every image (off by default).
+    /// User-mode networking (QEMU's slirp, an e1000e NIC) for every image:
+    /// on by default, as `mkosi vm` and quickemu do; `false` here or in an
+    /// override turns it off.
     pub net: bool,
     /// Record the guest's network traffic to `network.pcap`.
     pub net_dump: bool,
@@ -92,7 +94,7 @@ impl Default for Config {
                 session_timeout: 0,
             },
             control_ext: ControlExt {
-                net: false,
+                net: true,
                 net_dump: false,
                 fallback_tcg: false,
                 firmware_log: true,
@@ -553,6 +555,6 @@ mod tests {
 
         let s = loaded.config.settings_for("/ISOs/image.img");
         assert!(s.matched.is_empty());
-        assert_eq!((s.ram_mb, s.cpus, s.tpm, s.net), (2048, 2, false, false));
+        assert_eq!((s.ram_mb, s.cpus, s.tpm, s.net), (2048, 2, false, true));
     }
 }

@@ -1,30 +1,58 @@
-//! The stick's runtime: session files, runtime config, QEMU command line,
-//! trace and serial parsers. Binaries: `hiperiso-init` and `hiperiso-log`.
+//! The stick's runtime: `hiperiso-init` (PID 1 on the stick) and the
+//! analysis behind `hiperiso-log`.
+//!
+//! Analysis side (always compiled; what the builder uses):
+//! - [`session`]: the session directory's files and their JSON schemas;
+//!   [`session_list`]: finding and listing recorded sessions (on a mounted
+//!   data partition or inside a stick image).
+//! - [`analyze`]: a session's report, from [`serial`] (console scan against
+//!   [`patterns`]) and the traces ([`trace_events`] catalogs,
+//!   [`simpletrace`] and [`logtrace`] readers, [`trace_summary`]).
+//! - [`config`] (`hiperiso.json`, with [`glob`] overrides), [`cmdline`]
+//!   (the kernel command line), [`grubenv`], [`eltorito`],
+//!   [`qemu`] (the QEMU command line).
+//!
+//! PID 1 side (feature `init`, on by default; binary `hiperiso-init`):
+//! - `init`: `boot` (mounts, modules, finding the partitions in
+//!   `partitions`), `steps` (one session, step by step, recorded by
+//!   `recording::Recording`), `firmware` (UEFI or BIOS, OVMF/SeaBIOS),
+//!   `vm` (spawning and supervising QEMU), `guest_display` (the viewer or
+//!   the serial mirror while the guest runs).
+//! - `display`: the guest's screen on the host's framebuffer (`rfb`,
+//!   `scale`, `fbdev`), keyboard and mouse (`evdev`), hotkeys (`viewer`).
+//! - `hw` (host and guest inventory), `kvm`, `qmp`, `modules`, `sys`
+//!   (the system calls PID 1 needs).
+//!
+//! A crate that only analyzes sessions depends on this one with
+//! `default-features = false` and compiles none of the PID 1 side.
 
 pub mod analyze;
-pub mod blockid;
 pub mod cmdline;
 pub mod config;
 pub mod eltorito;
-pub mod evdev;
-pub mod fbdev;
 pub mod glob;
 pub mod grubenv;
-pub mod hw;
-pub mod init;
-pub mod kvm;
 pub mod logtrace;
-pub mod modules;
 pub mod patterns;
 pub mod qemu;
-pub mod qmp;
-pub mod rfb;
-pub mod scale;
 pub mod serial;
 pub mod session;
-pub mod sessions;
+pub mod session_list;
 pub mod simpletrace;
-pub mod sys;
 pub mod trace_events;
 pub mod trace_summary;
-pub mod viewer;
+
+#[cfg(feature = "init")]
+pub mod display;
+#[cfg(feature = "init")]
+pub mod hw;
+#[cfg(feature = "init")]
+pub mod init;
+#[cfg(feature = "init")]
+pub mod kvm;
+#[cfg(feature = "init")]
+pub mod modules;
+#[cfg(feature = "init")]
+pub mod qmp;
+#[cfg(feature = "init")]
+pub mod sys;

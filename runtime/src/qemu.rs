@@ -50,7 +50,7 @@ pub struct QemuPlan {
     /// Record firmware debug output from port 0x402.
     pub firmware_log: bool,
     /// Serve the display on this Unix socket with QEMU's VNC server, for
-    /// the viewer that shows it on the host's screen (`viewer.rs`).
+    /// the viewer that shows it on the host's screen (`display::viewer`).
     pub vnc_socket: Option<PathBuf>,
 }
 
@@ -289,9 +289,10 @@ mod tests {
             .filter(|n| !n.is_empty() && !n.starts_with('#') && !n.contains(' '))
             .collect();
         assert!(known.len() > 1000);
-        let dir = concat!(
+        let dir = format!(
+            "{}/../overlays/esp/{}",
             env!("CARGO_MANIFEST_DIR"),
-            "/../overlays/esp/EFI/hiperiso/trace"
+            hiperiso_stick::paths::esp::TRACE_DIR
         );
         let mut previous: Vec<String> = Vec::new();
         for level in ["standard", "detailed", "full"] {

@@ -125,11 +125,21 @@ impl Qmp {
         Ok(ret.as_str().unwrap_or_default().to_string())
     }
 
-    /// Save the guest display as PNG to `path` (a path QEMU can write).
-    pub fn screendump_png(&mut self, path: &Path) -> Result<(), QmpError> {
+    /// Save the guest display to `path` in QEMU's default format, PPM, which
+    /// every QEMU build has (PNG needs QEMU built with libpng).
+    pub fn screendump_ppm(&mut self, path: &Path) -> Result<(), QmpError> {
         self.execute(
             "screendump",
-            Some(json!({ "filename": path.display().to_string(), "format": "png" })),
+            Some(json!({ "filename": path.display().to_string() })),
+        )
+        .map(|_| ())
+    }
+
+    /// Save `size` bytes of guest-physical memory from `address` to `path`.
+    pub fn pmemsave(&mut self, address: u64, size: usize, path: &Path) -> Result<(), QmpError> {
+        self.execute(
+            "pmemsave",
+            Some(json!({ "val": address, "size": size, "filename": path.display().to_string() })),
         )
         .map(|_| ())
     }

@@ -6,6 +6,8 @@
 //! Every struct here is the schema documented in the README; readers (such as
 //! `hiperiso-log`) deserialize the same structs.
 
+use hiperiso_stick::io::{IoError, write_atomic};
+use hiperiso_stick::time::utc_compact;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write};
@@ -29,6 +31,8 @@ pub mod files {
     pub const TIMING_JSON: &str = "timing.json";
     pub const HW_DIR: &str = "hw";
     pub const SCREENSHOTS_DIR: &str = "screenshots";
+    /// In `screenshots/`: one [`super::TimelineEntry`] per saved picture.
+    pub const TIMELINE_JSONL: &str = "timeline.jsonl";
     pub const NETWORK_PCAP: &str = "network.pcap";
     pub const REPORT_JSON: &str = "report.json";
     pub const REPORT_TXT: &str = "report.txt";
@@ -44,8 +48,8 @@ pub mod files {
 /// Errors while writing session files.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("cannot write {path}")]
-    Write {
+    #[error("cannot append to {path}")]
+    Append {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -56,6 +60,9 @@ pub enum SessionError {
         #[source]
         source: io::Error,
     },
+    /// Writing a whole file atomically ([`write_atomic`]).
+    #[error(transparent)]
+    WriteFile(#[from] IoError),
     #[error("cannot serialize {what}")]
     Serialize {
         what: &'static str,
@@ -74,6 +81,12 @@ pub enum Outcome {
     Success,
     /// A fatal failure stopped the session; see `failures`.
     Failure,
+    /// The host was asked to stop (its ACPI power button, e.g. `hiperiso-build
+    /// run --timeout`): the guest was powered down or quit, the session
+    /// finalized.
+    Stopped,
+    /// `control.session_timeout` ran out; the guest was stopped.
+    Timeout,
 }
 
 /// What went wrong; each kind has its own failure path in `hiperiso-init`.
@@ -157,6 +170,31 @@ pub struct SessionInfo {
     pub screenshots: u32,
 }
 
+/// One line of `screenshots/timeline.jsonl`: a picture of the guest's
+/// screen. Pictures are taken when the screen changed, and at most every
+/// [`TIMELINE_UNCHANGED_EVERY_S`] seconds while it did not (`changed: false`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// `NNNN.png` in `screenshots/`.
+    pub file: String,
+    /// The host's uptime when the picture was taken (as in `timing.json`).
+    pub uptime_ms: u64,
+    pub utc: String,
+    pub width: u32,
+    pub height: u32,
+    /// `NNNN.txt` in `screenshots/` when the guest was in VGA text mode:
+    /// the text buffer read exactly (CP437 as UTF-8, one line per row,
+    /// trailing spaces trimmed).
+    pub text: Option<String>,
+    /// False for a picture of an unchanged screen.
+    pub changed: bool,
+}
+
+/// An unchanged screen is pictured again after this many seconds.
+pub const TIMELINE_UNCHANGED_EVERY_S: u64 = 60;
+/// At most this many pictures per session; later changes are not saved.
+pub const MAX_SCREENSHOTS: u32 = 2000;
+
 /// The stage of a session, in order; `status.json` names the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,6 +207,9 @@ pub enum Stage {
     QemuStarting,
     QemuRunning,
     GuestInventory,
+    /// Init is stopping the guest: the host's power button, or
+    /// `session_timeout`.
+    Stopping,
     QemuExited,
     Analysis,
     Complete,
@@ -283,7 +324,8 @@ pub fn write_minimal_report(dir: &Path, info: &SessionInfo) -> Result<(), Sessio
     write_atomic(
         &dir.join(files::REPORT_JSON),
         to_json("report.json", &report)?.as_bytes(),
-    )
+    )?;
+    Ok(())
 }
 
 /// The text of `FAILURE.txt`: one paragraph per failure.
@@ -334,38 +376,6 @@ pub fn iso_stem(iso: &str) -> String {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn utc_parts(unix_seconds: i64) -> (i64, u32, u32, i64, i64, i64) {
-    let (y, mo, d) = civil_from_days(unix_seconds.div_euclid(86_400));
-    let secs = unix_seconds.rem_euclid(86_400);
-    (y, mo, d, secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
-/// `YYYYMMDDTHHMMSSZ`.
-pub fn utc_compact(unix_seconds: i64) -> String {
-    let (y, mo, d, h, mi, s) = utc_parts(unix_seconds);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
-}
-
-/// RFC 3339, `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn utc_rfc3339(unix_seconds: i64) -> String {
-    let (y, mo, d, h, mi, s) = utc_parts(unix_seconds);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-}
-
 /// Serialize `value` as pretty JSON (with a trailing newline).
 pub fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, SessionError> {
     let mut text = serde_json::to_string_pretty(value)
@@ -374,24 +384,9 @@ pub fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, Se
     Ok(text)
 }
 
-/// Write a file atomically (temporary file, fsync, rename), so a power cut
-/// leaves either the old or the new content.
-pub fn write_atomic(path: &Path, content: &[u8]) -> Result<(), SessionError> {
-    let err = |source| SessionError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp~");
-    let mut file = fs::File::create(&tmp).map_err(err)?;
-    file.write_all(content).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(err)
-}
-
 /// Append one line to a file and fsync it.
 pub fn append_line(path: &Path, line: &str) -> Result<(), SessionError> {
-    let err = |source| SessionError::Write {
+    let err = |source| SessionError::Append {
         path: path.to_path_buf(),
         source,
     };
@@ -431,6 +426,7 @@ pub fn create_session_dir(logs_dir: &Path, name: &str) -> Result<PathBuf, Sessio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hiperiso_stick::time::utc_rfc3339;
 
     #[test]
     fn utc_formats() {

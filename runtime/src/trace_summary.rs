@@ -472,21 +472,9 @@ pub fn summarize_stream<R: BufRead>(mut stream: TraceStream<R>, path: &Path) -> 
             Ok(Some(TraceItem::Event)) => builder.add(&event),
             Ok(Some(TraceItem::OtherLine)) => builder.add_other_line(),
             Ok(None) => return builder.finish(None),
-            Err(e) => return builder.finish(Some(error_chain(&e))),
+            Err(e) => return builder.finish(Some(hiperiso_stick::error_chain(&e))),
         }
     }
-}
-
-/// An error and its sources, joined with `: `.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether the first bytes look like a simpletrace file.

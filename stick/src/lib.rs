@@ -7,7 +7,12 @@
 //! - [`io`]: I/O errors that say what was being done to which path, atomic
 //!   writes, file hashes.
 //! - [`time`]: civil dates and the UTC formats of session names and files.
+//! - [`fs_identity`]: exFAT/FAT type, volume serial (as a UUID) and label
+//!   from a partition's first sectors.
+//! - [`build_json`]: the ESP's build record and its `"hiperiso"` marker.
 
+pub mod build_json;
+pub mod fs_identity;
 pub mod io;
 pub mod paths;
 pub mod qemu;

@@ -18,7 +18,7 @@ pub mod esp {
     pub const HIPERISO_LOG: &str = "EFI/hiperiso/hiperiso-log";
     /// `trace-{standard,detailed,full}.events`.
     pub const TRACE_DIR: &str = "EFI/hiperiso/trace";
-    /// The build record (`crate::build_record` once it lives here).
+    /// The build record; read through [`crate::build_json`].
     pub const BUILD_JSON: &str = "EFI/hiperiso/build.json";
 }
 

@@ -377,12 +377,16 @@ impl QemuCommand {
     /// A raw image as a removable USB stick (`stick`) on a new xHCI
     /// controller (`xhci`, bus [`USB_BUS`]), as a real stick is plugged
     /// into a PC; boot index 1.
-    pub fn usb_stick(&mut self, image: &Path) -> &mut Self {
-        let drive = Drive::new()
+    pub fn usb_stick(&mut self, image: &Path, snapshot: bool) -> &mut Self {
+        let mut drive = Drive::new()
             .opt("if", "none")
             .opt("id", "stick")
             .opt("format", "raw")
             .file(image);
+        if snapshot {
+            // writes go to a temporary overlay, the image stays as it was
+            drive = drive.opt("snapshot", "on");
+        }
         self.device("qemu-xhci,id=xhci")
             .drive(&drive)
             .device(&format!(

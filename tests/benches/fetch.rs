@@ -14,8 +14,9 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hiperiso_build::fetch::{FetchOptions, FetchRequest, Fetcher, Progress, sha256_stream};
-use hiperiso_build::store::{Store, sha256_hex};
+use hiperiso_build::sources::fetch::{FetchOptions, FetchRequest, Fetcher, Progress};
+use hiperiso_build::sources::http::sha256_stream;
+use hiperiso_build::sources::store::{Store, sha256_hex};
 use hiperiso_tests::http::TestServer;
 
 const FILES: usize = 8;

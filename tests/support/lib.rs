@@ -14,4 +14,5 @@ pub mod http;
 pub mod isos;
 pub mod linux_vm;
 pub mod outer_qemu;
+pub mod real_isos;
 pub mod stick;

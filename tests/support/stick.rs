@@ -8,9 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use hiperiso_build::context::Context;
-use hiperiso_build::payload::Payload;
-use hiperiso_build::profile_debian::{self, LockMode};
+use hiperiso_build::debian::closure::LockMode;
+use hiperiso_build::payload::esp::Payload;
+use hiperiso_build::payload::from_packages;
+use hiperiso_build::project::Project;
+use hiperiso_build::settings::Settings;
 
 use crate::workspace_root;
 
@@ -24,15 +26,12 @@ pub fn target_dir() -> PathBuf {
 /// Writes the debian profile's ESP tree into `esp` (which must not exist).
 /// Packages come through the default cache, shared with the other tests.
 pub fn build_esp(esp: &Path) -> Result<Payload> {
-    let context = Context::new(workspace_root().join("hiperiso.toml"));
+    let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
+    settings.profile = Some("debian".into());
+    let project = Project::load(settings).context("loading the manifest")?;
     let scratch_lock = target_dir().join("hiperiso-e2e.lock");
-    profile_debian::build_esp(
-        &context,
-        Some("debian"),
-        LockMode::Scratch(&scratch_lock),
-        esp,
-    )
-    .context("building the debian profile's ESP payload")
+    from_packages::build_esp(&project, LockMode::Scratch(&scratch_lock), esp)
+        .context("building the debian profile's ESP payload")
 }
 
 /// A 512 MiB stick image in `dir` (`hiperiso.img`) with the debian profile's
@@ -41,11 +40,11 @@ pub fn build_image(dir: &Path) -> Result<(PathBuf, Payload)> {
     let esp = dir.join("esp");
     let payload = build_esp(&esp)?;
     let image = dir.join("hiperiso.img");
-    let mut context = Context::new(workspace_root().join("hiperiso.toml"));
-    context.cache_dir = Some(dir.join("cache"));
-    context.verbosity = -1;
-    hiperiso_build::disk_cmd::image(
-        &context,
+    let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
+    settings.cache_dir = Some(dir.join("cache"));
+    settings.verbosity = -1;
+    hiperiso_build::commands::image::image(
+        &settings,
         &hiperiso_build::cli::ImageArgs {
             output: image.clone(),
             table: None,

@@ -1,6 +1,7 @@
 //! The Debian repository client: signed Release files, Packages and Sources
 //! indices, dependency closures and safe .deb unpacking.
 
+pub mod closure;
 pub mod control;
 pub mod deb;
 pub mod packages;

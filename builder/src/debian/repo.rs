@@ -5,12 +5,14 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use hiperiso_stick::io::{IoError, io_err};
+
 use super::deb::{self, DebError};
 use super::packages::{self, BinaryPackage, IndexError};
 use super::release::{Release, ReleaseError};
 use super::signature::{self, Keyring, SignatureError};
-use crate::fetch::{FetchError, FetchRequest, Fetcher};
-use crate::lock::LockedPackage;
+use crate::model::lock::LockedPackage;
+use crate::sources::fetch::{FetchError, FetchRequest, Fetcher};
 
 /// Where the archive keyring comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,35 +34,21 @@ pub const HOST_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 pub enum RepoError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    #[error(transparent)]
+    #[error("verifying the archive signature")]
     Signature(#[from] SignatureError),
-    #[error(transparent)]
+    #[error("reading the Release file")]
     Release(#[from] ReleaseError),
-    #[error(transparent)]
+    #[error("reading the Packages index")]
     Index(#[from] IndexError),
-    #[error(transparent)]
+    #[error("unpacking a package")]
     Deb(#[from] DebError),
     #[error(
         "no Debian mirror configured: set [mirrors] debian in the manifest or ${}",
-        crate::mirrors::DEBIAN_MIRROR_ENV
+        crate::sources::mirrors::DEBIAN_MIRROR_ENV
     )]
     NoMirror,
-    #[error("{context} {path}")]
-    Io {
-        context: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io_error(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RepoError {
-    let path = path.to_path_buf();
-    move |source| RepoError::Io {
-        context,
-        path,
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// The pool path of a binary package by name, version and architecture
@@ -106,7 +94,7 @@ impl Repository<'_> {
     pub fn keyring(&self, source: &KeyringSource) -> Result<Keyring, RepoError> {
         match source {
             KeyringSource::File(path) => {
-                let bytes = std::fs::read(path).map_err(io_error("reading keyring", path))?;
+                let bytes = std::fs::read(path).map_err(io_err("read the keyring", path))?;
                 Ok(Keyring::from_bytes(&path.display().to_string(), &bytes)?)
             }
             KeyringSource::Pinned { version, sha256 } => {
@@ -122,14 +110,15 @@ impl Repository<'_> {
                     sha256: Some(sha256.clone()),
                     size: None,
                 })?;
-                let bytes =
-                    std::fs::read(&fetched.path).map_err(io_error("reading", &fetched.path))?;
-                let scratch = tempfile::tempdir()
-                    .map_err(io_error("creating a temporary dir", Path::new("/tmp")))?;
+                let bytes = std::fs::read(&fetched.path).map_err(io_err("read", &fetched.path))?;
+                let scratch = tempfile::tempdir().map_err(io_err(
+                    "create a temporary directory in",
+                    &std::env::temp_dir(),
+                ))?;
                 deb::unpack("debian-archive-keyring", &bytes, scratch.path())?;
                 let keyring_path = scratch.path().join(KEYRING_IN_PACKAGE);
                 let keyring =
-                    std::fs::read(&keyring_path).map_err(io_error("reading", &keyring_path))?;
+                    std::fs::read(&keyring_path).map_err(io_err("read", &keyring_path))?;
                 Ok(Keyring::from_bytes(
                     &format!("debian-archive-keyring {version}"),
                     &keyring,
@@ -147,7 +136,7 @@ impl Repository<'_> {
             sha256: None,
             size: None,
         })?;
-        let bytes = std::fs::read(&fetched.path).map_err(io_error("reading", &fetched.path))?;
+        let bytes = std::fs::read(&fetched.path).map_err(io_err("read", &fetched.path))?;
         let verified = signature::verify_cleartext(&path, &bytes, keyring)?;
         Ok(SignedRelease {
             release: Release::parse(&verified.text)?,
@@ -167,13 +156,12 @@ impl Repository<'_> {
                 sha256: Some(entry.sha256.clone()),
                 size: Some(entry.size),
             })?;
-            let compressed =
-                std::fs::read(&fetched.path).map_err(io_error("reading", &fetched.path))?;
+            let compressed = std::fs::read(&fetched.path).map_err(io_err("read", &fetched.path))?;
             release.verify_index(&path, &compressed)?;
             let mut text = String::new();
             liblzma::read::XzDecoder::new(&compressed[..])
                 .read_to_string(&mut text)
-                .map_err(io_error("decompressing", &fetched.path))?;
+                .map_err(io_err("decompress", &fetched.path))?;
             all.extend(packages::parse_packages(
                 &format!("dists/{}/{path}", self.suite),
                 &text,
@@ -207,9 +195,9 @@ impl Repository<'_> {
 
 /// Unpacks .debs (in the given order) into a fresh tree at `root`.
 pub fn unpack_all(debs: &[(String, PathBuf)], root: &Path) -> Result<(), RepoError> {
-    std::fs::create_dir_all(root).map_err(io_error("creating", root))?;
+    std::fs::create_dir_all(root).map_err(io_err("create", root))?;
     for (name, path) in debs {
-        let bytes = std::fs::read(path).map_err(io_error("reading", path))?;
+        let bytes = std::fs::read(path).map_err(io_err("read", path))?;
         deb::unpack(name, &bytes, root)?;
     }
     Ok(())

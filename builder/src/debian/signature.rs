@@ -8,12 +8,20 @@ use pgp::types::KeyDetails;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignatureError {
-    #[error("keyring {keyring}: {reason}")]
-    Keyring { keyring: String, reason: String },
+    #[error("keyring {keyring}: cannot read it")]
+    Keyring {
+        keyring: String,
+        #[source]
+        source: Box<pgp::errors::Error>,
+    },
     #[error("keyring {0} holds no usable public key")]
     EmptyKeyring(String),
-    #[error("{file}: not an OpenPGP cleartext-signed message: {reason}")]
-    Malformed { file: String, reason: String },
+    #[error("{file}: not an OpenPGP cleartext-signed message")]
+    Malformed {
+        file: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(
         "{file}: no signature verifies against the keyring (signed by {issuers}); \
          the file was tampered with, or the keyring is too old for it"
@@ -30,15 +38,14 @@ impl Keyring {
     /// Loads a binary (or ASCII-armored) OpenPGP keyring. Keys whose self
     /// signatures do not verify are skipped.
     pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self, SignatureError> {
-        let keyring_error = |reason: String| SignatureError::Keyring {
+        let keyring_error = |source: pgp::errors::Error| SignatureError::Keyring {
             keyring: name.to_string(),
-            reason,
+            source: Box::new(source),
         };
         let mut keys = Vec::new();
-        let (iter, _) =
-            PublicOrSecret::from_reader_many(bytes).map_err(|e| keyring_error(e.to_string()))?;
+        let (iter, _) = PublicOrSecret::from_reader_many(bytes).map_err(keyring_error)?;
         for item in iter {
-            match item.map_err(|e| keyring_error(e.to_string()))? {
+            match item.map_err(keyring_error)? {
                 PublicOrSecret::Public(key) => keys.push(key),
                 PublicOrSecret::Secret(key) => keys.push(key.to_public_key()),
             }
@@ -74,13 +81,13 @@ pub fn verify_cleartext(
     signed: &[u8],
     keyring: &Keyring,
 ) -> Result<Verified, SignatureError> {
-    let malformed = |reason: String| SignatureError::Malformed {
+    let malformed = |source: Box<dyn std::error::Error + Send + Sync>| SignatureError::Malformed {
         file: file.to_string(),
-        reason,
+        source,
     };
-    let text = std::str::from_utf8(signed).map_err(|e| malformed(e.to_string()))?;
+    let text = std::str::from_utf8(signed).map_err(|e| malformed(Box::new(e)))?;
     let (message, _) =
-        CleartextSignedMessage::from_string(text).map_err(|e| malformed(e.to_string()))?;
+        CleartextSignedMessage::from_string(text).map_err(|e| malformed(Box::new(e)))?;
     for key in &keyring.keys {
         if message.verify(key).is_ok() {
             return Ok(verified(&message, key.fingerprint().as_bytes()));

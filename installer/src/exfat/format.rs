@@ -6,15 +6,17 @@ use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use hiperiso_stick::fs_identity::EXFAT_OEM_NAME;
+
+use super::entries::{bitmap_entry, entry_count, file_entry_set, upcase_entry, volume_label_entry};
 use super::upcase::{self, Upcase};
 use super::{
     ENTRY_SIZE, ExfatError, FAT_END_OF_CHAIN, FIRST_CLUSTER, FLAG_ALLOCATION_POSSIBLE,
     FLAG_NO_FAT_CHAIN, MAX_CLUSTER_COUNT, MAX_DIRECTORY_SIZE, MAX_LABEL_UNITS, MAX_NAME_UNITS,
-    NAME_UNITS_PER_ENTRY, SECTOR_SHIFT, attributes, boot_checksum, entry_set_checksum, entry_type,
-    is_valid_name_unit, name_hash, unix_to_exfat,
+    SECTOR_SHIFT, attributes, boot_checksum, is_valid_name_unit, unix_to_exfat,
 };
 
-/// What [`format`] needs besides the device and the tree.
+/// What [`format`](fn@format) needs besides the device and the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExfatOptions {
     /// Volume label, at most 11 UTF-16 code units (e.g. `HIPERISO`).
@@ -27,7 +29,7 @@ pub struct ExfatOptions {
 
 /// Boundary the FAT and the cluster heap are aligned to, as mkfs.exfat does.
 const ALIGNMENT: u64 = 1 << 20;
-/// Smallest volume [`format`] accepts.
+/// Smallest volume [`format`](fn@format) accepts.
 const MIN_VOLUME_SIZE: u64 = 4 << 20;
 /// Sectors in one boot region.
 const BOOT_REGION_SECTORS: u64 = 12;
@@ -129,11 +131,6 @@ impl Node {
             NodeKind::Directory { .. } => self.clusters * cluster_size,
         }
     }
-}
-
-/// Number of directory entries of a file's entry set.
-pub(super) fn entry_count(name: &[u16]) -> usize {
-    2 + name.len().div_ceil(NAME_UNITS_PER_ENTRY)
 }
 
 /// Bytes of directory entries describing `children` (plus `extra` entries).
@@ -445,7 +442,7 @@ fn boot_region(geometry: &Geometry, root_cluster: u32, serial: u32, percent_in_u
     let mut region = vec![0u8; BOOT_REGION_SECTORS as usize * sector];
     let boot = &mut region[..sector];
     boot[0..3].copy_from_slice(&[0xEB, 0x76, 0x90]);
-    boot[3..11].copy_from_slice(b"EXFAT   ");
+    boot[3..11].copy_from_slice(EXFAT_OEM_NAME);
     // MustBeZero (11..64) stays zero; PartitionOffset 0 means "ignore".
     boot[72..80].copy_from_slice(&geometry.volume_sectors.to_le_bytes());
     boot[80..84].copy_from_slice(&geometry.fat_offset.to_le_bytes());
@@ -475,34 +472,6 @@ fn boot_region(geometry: &Geometry, root_cluster: u32, serial: u32, percent_in_u
     region
 }
 
-fn volume_label_entry(label: &[u16]) -> [u8; ENTRY_SIZE] {
-    let mut entry = [0u8; ENTRY_SIZE];
-    entry[0] = entry_type::VOLUME_LABEL;
-    entry[1] = label.len() as u8;
-    for (index, unit) in label.iter().enumerate() {
-        entry[2 + index * 2..4 + index * 2].copy_from_slice(&unit.to_le_bytes());
-    }
-    entry
-}
-
-fn bitmap_entry(first_cluster: u32, length: u64) -> [u8; ENTRY_SIZE] {
-    let mut entry = [0u8; ENTRY_SIZE];
-    entry[0] = entry_type::ALLOCATION_BITMAP;
-    // BitmapFlags 0: the first allocation bitmap.
-    entry[20..24].copy_from_slice(&first_cluster.to_le_bytes());
-    entry[24..32].copy_from_slice(&length.to_le_bytes());
-    entry
-}
-
-fn upcase_entry(first_cluster: u32, table: &[u8]) -> [u8; ENTRY_SIZE] {
-    let mut entry = [0u8; ENTRY_SIZE];
-    entry[0] = entry_type::UPCASE_TABLE;
-    entry[4..8].copy_from_slice(&super::checksum32(0, table).to_le_bytes());
-    entry[20..24].copy_from_slice(&first_cluster.to_le_bytes());
-    entry[24..32].copy_from_slice(&(table.len() as u64).to_le_bytes());
-    entry
-}
-
 /// File, Stream Extension and File Name entries for one node.
 fn entry_set(node: &Node, upcase: &Upcase, stamp: (u32, u8), cluster_size: u64) -> Vec<u8> {
     let attributes = match node.kind {
@@ -522,57 +491,6 @@ fn entry_set(node: &Node, upcase: &Upcase, stamp: (u32, u8), cluster_size: u64) 
         node.data_length(cluster_size),
         stamp,
     )
-}
-
-/// A File entry set: File, Stream Extension and File Name entries, with
-/// every timestamp `stamp` (UTC) and its SetChecksum.
-pub(super) fn file_entry_set(
-    name: &[u16],
-    upcased: &[u16],
-    attributes: u16,
-    stream_flags: u8,
-    first_cluster: u32,
-    length: u64,
-    stamp: (u32, u8),
-) -> Vec<u8> {
-    let count = entry_count(name);
-    let mut set = vec![0u8; count * ENTRY_SIZE];
-    let (timestamp, increment) = stamp;
-    let utc = 0x80; // OffsetValid, UTC
-
-    let file = &mut set[..ENTRY_SIZE];
-    file[0] = entry_type::FILE;
-    file[1] = (count - 1) as u8;
-    file[4..6].copy_from_slice(&attributes.to_le_bytes());
-    for field in [8, 12, 16] {
-        file[field..field + 4].copy_from_slice(&timestamp.to_le_bytes());
-    }
-    file[20] = increment;
-    file[21] = increment;
-    file[22] = utc;
-    file[23] = utc;
-    file[24] = utc;
-
-    let stream = &mut set[ENTRY_SIZE..2 * ENTRY_SIZE];
-    stream[0] = entry_type::STREAM_EXTENSION;
-    stream[1] = stream_flags;
-    stream[3] = name.len() as u8;
-    stream[4..6].copy_from_slice(&name_hash(upcased).to_le_bytes());
-    stream[8..16].copy_from_slice(&length.to_le_bytes()); // ValidDataLength
-    stream[20..24].copy_from_slice(&first_cluster.to_le_bytes());
-    stream[24..32].copy_from_slice(&length.to_le_bytes()); // DataLength
-
-    for (index, part) in name.chunks(NAME_UNITS_PER_ENTRY).enumerate() {
-        let entry = &mut set[(2 + index) * ENTRY_SIZE..(3 + index) * ENTRY_SIZE];
-        entry[0] = entry_type::FILE_NAME;
-        for (position, unit) in part.iter().enumerate() {
-            entry[2 + position * 2..4 + position * 2].copy_from_slice(&unit.to_le_bytes());
-        }
-    }
-
-    let checksum = entry_set_checksum(&set);
-    set[2..4].copy_from_slice(&checksum.to_le_bytes());
-    set
 }
 
 /// Writes the data of `children` and, recursively, their subtrees, in
@@ -669,132 +587,4 @@ pub(super) fn write_at<D: Write + Seek>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Cursor;
-
-    fn options() -> ExfatOptions {
-        ExfatOptions {
-            label: "HIPERISO".into(),
-            volume_serial: 0x1234_5678,
-            timestamp: 1_700_000_000,
-        }
-    }
-
-    #[test]
-    fn geometry_follows_mkfs_exfat_defaults() {
-        // Values mkfs.exfat (exfatprogs 1.2.0) writes for a 64 MiB volume.
-        // (Later exfatprogs versions size the FAT a little tighter.)
-        let g = Geometry::for_size(64 << 20).unwrap();
-        assert_eq!(
-            (g.fat_offset, g.fat_length, g.heap_offset, g.cluster_count),
-            (2048, 128, 4096, 15872)
-        );
-        assert_eq!(g.cluster_size(), 4096);
-        assert_eq!(
-            Geometry::for_size(1 << 30).unwrap().cluster_size(),
-            32 << 10
-        );
-        assert_eq!(
-            Geometry::for_size(32 << 30).unwrap().cluster_size(),
-            32 << 10
-        );
-        assert_eq!(
-            Geometry::for_size(40 << 30).unwrap().cluster_size(),
-            128 << 10
-        );
-        assert_eq!(Geometry::for_size(5 << 20).unwrap().cluster_size(), 512);
-        assert!(matches!(
-            Geometry::for_size(1 << 20),
-            Err(ExfatError::VolumeTooSmall { .. })
-        ));
-    }
-
-    #[test]
-    fn boot_region_checksum_and_signatures() {
-        let g = Geometry::for_size(64 << 20).unwrap();
-        let region = boot_region(&g, 5, 0xABCD_EF01, 0);
-        assert_eq!(&region[3..11], b"EXFAT   ");
-        assert_eq!(&region[510..512], &[0x55, 0xAA]);
-        assert_eq!(&region[1020..1024], &[0, 0, 0x55, 0xAA]);
-        let checksum = boot_checksum(&region[..11 * 512]);
-        assert_eq!(super::super::le32(&region, 11 * 512), checksum);
-        assert_eq!(super::super::le32(&region, 12 * 512 - 4), checksum);
-        // VolumeFlags and PercentInUse are outside the checksum.
-        let mut changed = region.clone();
-        changed[106] = 1;
-        changed[112] = 50;
-        assert_eq!(boot_checksum(&changed[..11 * 512]), checksum);
-        changed[100] ^= 1;
-        assert_ne!(boot_checksum(&changed[..11 * 512]), checksum);
-    }
-
-    #[test]
-    fn empty_volume_is_deterministic() {
-        let size = 16 << 20;
-        let mut first = Cursor::new(vec![0u8; size]);
-        let mut second = Cursor::new(vec![0xAAu8; size]);
-        format(&mut first, size as u64, None, &options()).unwrap();
-        format(&mut second, size as u64, None, &options()).unwrap();
-        let g = Geometry::for_size(size as u64).unwrap();
-        // Everything format writes is identical, whatever was there before.
-        let heap = g.cluster_offset(2) as usize;
-        let written = [
-            (0, 24 * 512),
-            (g.fat_offset as usize * 512, g.fat_length as usize * 512),
-        ];
-        for (start, len) in written {
-            assert_eq!(
-                first.get_ref()[start..start + len],
-                second.get_ref()[start..start + len]
-            );
-        }
-        let system = 4 * g.cluster_size() as usize; // bitmap, up-case (2), root
-        assert_eq!(
-            first.get_ref()[heap..heap + system],
-            second.get_ref()[heap..heap + system]
-        );
-    }
-
-    #[test]
-    fn labels_and_names_are_checked() {
-        let size = 8u64 << 20;
-        let mut dev = Cursor::new(vec![0u8; size as usize]);
-        let mut opts = options();
-        opts.label = "TWELVE_CHARS".into();
-        assert!(matches!(
-            format(&mut dev, size, None, &opts),
-            Err(ExfatError::InvalidLabel { .. })
-        ));
-        opts.label = "a:b".into();
-        assert!(matches!(
-            format(&mut dev, size, None, &opts),
-            Err(ExfatError::InvalidLabel { .. })
-        ));
-
-        let tree = tempfile::tempdir().unwrap();
-        fs::write(tree.path().join("Readme.TXT"), b"one").unwrap();
-        fs::write(tree.path().join("readme.txt"), b"two").unwrap();
-        let err = format(&mut dev, size, Some(tree.path()), &options()).unwrap_err();
-        assert!(matches!(err, ExfatError::DuplicateName { .. }), "{err}");
-
-        let tree = tempfile::tempdir().unwrap();
-        fs::write(tree.path().join("a?b"), b"x").unwrap();
-        let err = format(&mut dev, size, Some(tree.path()), &options()).unwrap_err();
-        assert!(matches!(err, ExfatError::InvalidName { .. }), "{err}");
-        assert!(err.to_string().contains("a?b"));
-    }
-
-    #[test]
-    fn tree_that_does_not_fit_reports_the_shortfall() {
-        let size = 8u64 << 20;
-        let tree = tempfile::tempdir().unwrap();
-        fs::write(tree.path().join("big"), vec![1u8; 9 << 20]).unwrap();
-        let mut dev = Cursor::new(vec![0u8; size as usize]);
-        let err = format(&mut dev, size, Some(tree.path()), &options()).unwrap_err();
-        let ExfatError::NoSpace { shortfall, .. } = err else {
-            panic!("expected NoSpace, got {err}");
-        };
-        assert!(shortfall > 2 << 20, "{shortfall}");
-    }
-}
+mod tests;

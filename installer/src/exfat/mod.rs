@@ -1,4 +1,4 @@
-//! exFAT: a deterministic writer ([`format`]), a reader ([`ExfatReader`])
+//! exFAT: a deterministic writer ([`format`](fn@format)), a reader ([`ExfatReader`])
 //! and an editor adding files to an existing volume ([`ExfatEditor`]),
 //! written from Microsoft's exFAT file system specification.
 //!
@@ -13,8 +13,15 @@
 //!
 //! Cluster numbers start at 2. The allocation bitmap, not the FAT, says which
 //! clusters are in use; the FAT only links clusters of fragmented chains.
+//!
+//! Files: [`format`](fn@format) (the writer), `boot` (reading the boot region),
+//! `entries` (directory entries both sides share), `reader`,
+//! `file_reader`, `append` (the editor), `upcase`.
 
 mod append;
+mod boot;
+mod entries;
+mod file_reader;
 mod format;
 mod reader;
 mod upcase;
@@ -22,9 +29,13 @@ mod upcase;
 use std::io;
 use std::path::PathBuf;
 
+use hiperiso_stick::time::{civil_from_days, days_from_civil};
+
 pub use append::ExfatEditor;
+pub use entries::DirEntry;
+pub use file_reader::FileReader;
 pub use format::{ExfatOptions, format};
-pub use reader::{DirEntry, ExfatReader, FileReader, Usage};
+pub use reader::{ExfatReader, Usage};
 
 /// Every error the exFAT writer and reader report.
 #[derive(Debug, thiserror::Error)]
@@ -250,33 +261,6 @@ fn exfat_to_unix(timestamp: u32, increment: u8, utc_offset: u8) -> i64 {
         unix -= quarter_hours * 15 * 60;
     }
     unix
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// (year, month, day) to days since 1970-01-01, proleptic Gregorian.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year.rem_euclid(400);
-    let month = i64::from(month);
-    let day_of_year =
-        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]

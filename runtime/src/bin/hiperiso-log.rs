@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hiperiso_runtime::analyze;
 use hiperiso_runtime::patterns::Source;
 use hiperiso_runtime::serial::{self, SerialScan};
-use hiperiso_runtime::sessions::{Logs, SessionList};
+use hiperiso_runtime::session_list::{Logs, SessionList};
 use hiperiso_runtime::simpletrace::PythonStyleFormatter;
 use hiperiso_runtime::trace_events::{EventCatalog, TraceEvent, Value};
 use hiperiso_runtime::trace_summary::{self, TraceItem, TraceStream, TraceSummary};
@@ -199,7 +199,7 @@ fn trace(
                 eprintln!(
                     "hiperiso-log: decoding stopped at {}: {}",
                     stream.position(),
-                    trace_summary::error_chain(&err)
+                    hiperiso_stick::error_chain(&err)
                 );
                 return Ok(ExitCode::from(EXIT_PARTIAL));
             }

@@ -154,7 +154,7 @@ fn drives() {
 #[test]
 fn usb_stick_on_xhci() {
     let mut q = QemuCommand::new("qemu");
-    q.usb_stick(Path::new("/images/a,b.img"))
+    q.usb_stick(Path::new("/images/a,b.img"), false)
         .device(&format!("usb-tablet,bus={USB_BUS}"));
     assert_eq!(
         args(&q),
@@ -304,7 +304,7 @@ fn outer_vm_of_run() {
             vars: "/tmp/vars.fd".into(),
             secure: false,
         })
-        .usb_stick(Path::new("/images/a,b.img"))
+        .usb_stick(Path::new("/images/a,b.img"), false)
         .serial_chardev("console", &Chardev::File("/tmp/console.log".into()))
         .no_monitor()
         .qmp("qmp", Path::new("/tmp/qmp.sock"));

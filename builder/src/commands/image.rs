@@ -1,0 +1,165 @@
+//! `hiperiso-build image`: the profile's steps, built, its ESP payload
+//! and the data tree, written into a disk image by `hiperiso-installer`.
+
+use std::path::Path;
+
+use hiperiso_installer::image::{self, ImageSpec};
+use hiperiso_installer::layout::TableKind;
+use hiperiso_stick::paths::esp::BUILD_JSON;
+
+use crate::cli::{ImageArgs, TableArg};
+use crate::commands::error::{DiskError, Result};
+use crate::debian::closure::LockMode;
+use crate::model::build_record;
+use crate::model::manifest::{ByteSize, Manifest, PartitionTable, PayloadFrom};
+use crate::payload::base::{BuiltEsp, EspError, temp_dir};
+use crate::payload::trees::{self, PayloadTrees};
+use crate::payload::{from_packages, from_steps};
+use crate::project::Project;
+use crate::settings::Settings;
+use crate::steps::profile::{BuiltSteps, build_profile_steps};
+use crate::vm::record_last_image;
+
+pub(crate) fn table_kind(arg: Option<TableArg>, manifest: &Manifest) -> TableKind {
+    match arg {
+        Some(TableArg::Gpt) => TableKind::Gpt,
+        Some(TableArg::Mbr) => TableKind::Mbr,
+        None => match manifest.image.table {
+            PartitionTable::Gpt => TableKind::Gpt,
+            PartitionTable::Mbr => TableKind::Mbr,
+        },
+    }
+}
+
+pub(crate) fn image_spec(
+    manifest: &Manifest,
+    table: TableKind,
+    size: u64,
+    trees: &PayloadTrees,
+) -> ImageSpec {
+    ImageSpec {
+        table,
+        size,
+        seed: manifest.image.seed.clone(),
+        data_label: manifest.image.data_label.clone(),
+        esp_label: manifest.image.esp_label.clone(),
+        source_date_epoch: manifest.image.source_date_epoch,
+        esp_tree: trees.esp.clone(),
+        data_tree: trees.data.clone(),
+        esp_size: None,
+    }
+}
+
+/// The profile's steps, built, and the ESP payload made from them or from
+/// its packages; an explicit `--esp-tree` replaces both.
+pub(crate) fn payload(
+    project: &Project,
+    esp_tree: Option<&Path>,
+) -> Result<(BuiltSteps, Option<BuiltEsp>)> {
+    if esp_tree.is_some() {
+        return Ok((BuiltSteps::default(), None));
+    }
+    let steps = build_profile_steps(project)?;
+    let built = esp_for_image(project, &steps)?;
+    Ok((steps, built))
+}
+
+/// The active profile's ESP payload (None when the profile has no
+/// `payload`), from its built `steps` or its locked packages.
+fn esp_for_image(project: &Project, steps: &BuiltSteps) -> Result<Option<BuiltEsp>, EspError> {
+    let (name, profile) = project.profile().map_err(EspError::Profile)?;
+    let Some(from) = profile.payload else {
+        return Ok(None);
+    };
+    let dir = temp_dir("hiperiso-esp-")?;
+    let esp = dir.path().join("esp");
+    let payload = match from {
+        PayloadFrom::Packages => from_packages::build_esp(project, LockMode::Committed, &esp)?,
+        PayloadFrom::Steps => from_steps::build_esp(project, name, steps, &esp)?,
+    };
+    project.settings.say(format!(
+        "{name} payload: kernel {}, {} ESP files, {} bytes, {} kernel modules",
+        payload.kernel_version,
+        payload.files.len(),
+        payload.total_size(),
+        payload.modules.len()
+    ));
+    Ok(Some(BuiltEsp {
+        _dir: dir,
+        esp,
+        payload,
+    }))
+}
+
+/// `hiperiso-build image`.
+pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
+    let project = Project::load(settings.clone())?;
+    let manifest = &project.manifest;
+    let size = match &args.size {
+        Some(text) => {
+            ByteSize::parse(text)
+                .map_err(|message| DiskError::Size {
+                    text: text.clone(),
+                    message,
+                })?
+                .0
+        }
+        None => manifest.image.size.0,
+    };
+    let (steps, built) = payload(&project, args.esp_tree.as_deref())?;
+    let trees = PayloadTrees::stage(
+        &project,
+        built
+            .as_ref()
+            .map(|b| b.esp.as_path())
+            .or(args.esp_tree.as_deref()),
+        args.data_tree.as_deref(),
+    )?;
+    build_record::add_steps(
+        &trees.esp.join(BUILD_JSON),
+        &steps.trees,
+        steps.tools.as_deref(),
+    )?;
+    let spec = image_spec(manifest, table_kind(args.table, manifest), size, &trees);
+    let image_settings = format!(
+        "{} {} {} {:?} {:?} {}",
+        spec.table, spec.size, spec.seed, spec.data_label, spec.esp_label, spec.source_date_epoch
+    );
+    let key = trees::image_key(&image_settings, &trees.esp, &trees.data)?;
+    let cache = project.store()?.root().to_path_buf();
+    if let Some(state) = build_record::ImageState::up_to_date(&cache, &args.output, &key) {
+        settings.say(format!(
+            "{} is up to date (image sha256 {})",
+            args.output.display(),
+            state.sha256
+        ));
+        record_last_image(&cache, &args.output)?;
+        return Ok(());
+    }
+    let summary = image::write_image(&spec, &args.output).map_err(DiskError::from)?;
+    let layout = &summary.layout;
+    let image_sha256 =
+        build_record::seal_image(&args.output, (layout.esp.offset, layout.esp.end()))?;
+    build_record::ImageState::of(&args.output, &key, &image_sha256)?.save(&cache, &args.output)?;
+    settings.say(format!(
+        "wrote {} ({} bytes, {}): data partition exFAT {} UUID {} at {}..{}, ESP {:?} at {}..{}",
+        args.output.display(),
+        layout.disk_size,
+        layout.table,
+        spec.data_label,
+        summary.data_fs_uuid,
+        layout.data.offset,
+        layout.data.end(),
+        summary.esp.fat_type,
+        layout.esp.offset,
+        layout.esp.end(),
+    ));
+    settings.say(format!(
+        "image sha256 {image_sha256} (recorded in {} as `{}`)",
+        BUILD_JSON,
+        build_record::IMAGE_SHA256
+    ));
+    // `hiperiso-build run` boots this image when given none.
+    record_last_image(&cache, &args.output)?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `hiperiso-build install [--update] DEVICE`: the image's trees written
+//! to a device (or only its ESP updated), after a typed confirmation.
+
+use std::io::{self, BufRead, Write};
+use std::path::Path;
+
+use hiperiso_installer::device;
+
+use crate::cli::InstallArgs;
+use crate::commands::error::DiskError;
+use crate::commands::error::Result;
+use crate::commands::image::{image_spec, payload, table_kind};
+use crate::payload::trees::PayloadTrees;
+use crate::project::Project;
+use crate::settings::Settings;
+
+/// Asks the user to type the device's name (or path).
+fn confirm(device: &Path) -> Result<()> {
+    let name = device
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    eprint!("Type the device name ({name}) to confirm: ");
+    let _ = io::stderr().flush();
+    let mut answer = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(DiskError::Confirm)?;
+    let answer = answer.trim();
+    if answer == name || Path::new(answer) == device {
+        Ok(())
+    } else {
+        Err(DiskError::NotConfirmed(device.to_path_buf()).into())
+    }
+}
+
+/// `hiperiso-build install [--update]`.
+pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
+    let project = Project::load(settings.clone())?;
+    let manifest = &project.manifest;
+    let (_, built) = payload(&project, args.esp_tree.as_deref())?;
+    let trees = PayloadTrees::stage(
+        &project,
+        built
+            .as_ref()
+            .map(|b| b.esp.as_path())
+            .or(args.esp_tree.as_deref()),
+        args.data_tree.as_deref(),
+    )?;
+    let progress = |step: &str| settings.say(step);
+    if args.update {
+        let plan = device::plan_update(
+            &args.device,
+            &trees.esp,
+            &manifest.image.esp_label,
+            &manifest.image.seed,
+            manifest.image.source_date_epoch,
+            args.force,
+        )
+        .map_err(DiskError::from)?;
+        if args.dry_run || !args.yes || settings.verbosity >= 0 {
+            println!("{plan}");
+        }
+        if args.dry_run {
+            return Ok(());
+        }
+        if !args.yes {
+            confirm(&args.device)?;
+        }
+        device::execute_update(&plan, progress).map_err(DiskError::from)?;
+        settings.say(format!(
+            "updated the ESP on {}; the data partition was not touched",
+            args.device.display()
+        ));
+        return Ok(());
+    }
+    let mut spec = image_spec(manifest, table_kind(args.table, manifest), 0, &trees);
+    if let Some(label) = &args.label {
+        spec.data_label = label.clone();
+    }
+    let plan = device::plan_install(&args.device, &spec, args.force).map_err(DiskError::from)?;
+    if args.dry_run || !args.yes || settings.verbosity >= 0 {
+        println!("{plan}");
+    }
+    if args.dry_run {
+        return Ok(());
+    }
+    if !args.yes {
+        confirm(&args.device)?;
+    }
+    let report = device::execute_install(&plan, progress).map_err(DiskError::from)?;
+    let nodes: Vec<String> = report
+        .partition_nodes
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    settings.say(format!(
+        "installed: {} bytes written, {} regions verified, partitions {}",
+        report.bytes_written,
+        report.verified_regions,
+        nodes.join(" ")
+    ));
+    Ok(())
+}

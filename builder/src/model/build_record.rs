@@ -1,0 +1,253 @@
+//! The ESP's `EFI/hiperiso/build.json`, completed by `image`: the output
+//! tree hash of every build step the image was made from, the tools tree,
+//! and the final image's sha256.
+//!
+//! The image contains build.json, so its sha256 cannot be inside it as
+//! such. `image_sha256` is the sha256 of the image file whose build.json
+//! holds 64 `0`s in that field's place: `image` writes the image with the
+//! placeholder, hashes it, and writes the hash over the placeholder (same
+//! length, same place). [`check_image`] undoes that to check an image.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use hiperiso_stick::io::{IoError, io_err, write_atomic};
+
+/// The field's name in build.json.
+pub const IMAGE_SHA256: &str = "image_sha256";
+const PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("{path}: the top level is not a JSON object")]
+    NotAnObject { path: PathBuf },
+    #[error("{path}: not JSON")]
+    NotJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path}: expected exactly one `{IMAGE_SHA256}` field of build.json in bytes {start}..{end}, found {found}"
+    )]
+    Field {
+        path: PathBuf,
+        start: u64,
+        end: u64,
+        found: usize,
+    },
+}
+
+/// Adds `steps` (step name -> output tree hash), the tools tree's hash and
+/// the `image_sha256` placeholder to `build_json` (created when missing).
+pub fn add_steps(
+    build_json: &Path,
+    steps: &BTreeMap<String, String>,
+    tools_tree: Option<&str>,
+) -> Result<(), RecordError> {
+    let mut object = match fs::read(build_json) {
+        Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(object)) => object,
+            Ok(_) => {
+                return Err(RecordError::NotAnObject {
+                    path: build_json.to_path_buf(),
+                });
+            }
+            Err(source) => {
+                return Err(RecordError::NotJson {
+                    path: build_json.to_path_buf(),
+                    source,
+                });
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => serde_json::Map::new(),
+        Err(e) => return Err(io_err("read", build_json)(e).into()),
+    };
+    object.insert(
+        "steps".into(),
+        steps
+            .iter()
+            .map(|(name, tree)| (name.clone(), serde_json::Value::from(tree.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
+    if let Some(tools) = tools_tree {
+        object.insert("tools_tree".into(), tools.into());
+    }
+    object.insert(IMAGE_SHA256.into(), PLACEHOLDER.into());
+    let text =
+        serde_json::to_string_pretty(&serde_json::Value::Object(object)).expect("json") + "\n";
+    if let Some(parent) = build_json.parent() {
+        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    }
+    Ok(fs::write(build_json, text).map_err(io_err("write", build_json))?)
+}
+
+fn field(value: &str) -> Vec<u8> {
+    format!("\"{IMAGE_SHA256}\": \"{value}\"").into_bytes()
+}
+
+/// Where the field's value is in `range` of the image (exactly one match
+/// of `"image_sha256": "<value>"`).
+fn locate(image: &Path, range: (u64, u64), value: &str) -> Result<u64, RecordError> {
+    let mut file = File::open(image).map_err(io_err("open", image))?;
+    file.seek(SeekFrom::Start(range.0))
+        .map_err(io_err("read", image))?;
+    let mut bytes = Vec::new();
+    file.take(range.1 - range.0)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", image))?;
+    let needle = field(value);
+    let found: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    match found.as_slice() {
+        [at] => Ok(range.0 + (*at + needle.len() - 65) as u64),
+        _ => Err(RecordError::Field {
+            path: image.to_path_buf(),
+            start: range.0,
+            end: range.1,
+            found: found.len(),
+        }),
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String, RecordError> {
+    Ok(hiperiso_stick::io::sha256_file(path)?.0)
+}
+
+/// Hashes the image written with the placeholder and writes the hash in
+/// its place; `esp` is the ESP's byte range in the image. Returns the
+/// hash.
+pub fn seal_image(image: &Path, esp: (u64, u64)) -> Result<String, RecordError> {
+    let at = locate(image, esp, PLACEHOLDER)?;
+    let sha256 = sha256_file(image)?;
+    let mut file = File::options()
+        .write(true)
+        .open(image)
+        .map_err(io_err("open", image))?;
+    file.seek(SeekFrom::Start(at))
+        .map_err(io_err("write", image))?;
+    file.write_all(sha256.as_bytes())
+        .map_err(io_err("write", image))?;
+    file.sync_all().map_err(io_err("sync", image))?;
+    Ok(sha256)
+}
+
+/// Checks a sealed image: the recorded `image_sha256` is the hash of the
+/// image with the placeholder put back. Returns (recorded, computed).
+pub fn check_image(image: &Path, esp: (u64, u64), recorded: &str) -> Result<String, RecordError> {
+    let at = locate(image, esp, recorded)?;
+    let copy = image.with_extension("check.tmp");
+    fs::copy(image, &copy).map_err(io_err("copy", image))?;
+    let result = (|| {
+        let mut file = File::options()
+            .write(true)
+            .open(&copy)
+            .map_err(io_err("open", &copy))?;
+        file.seek(SeekFrom::Start(at))
+            .map_err(io_err("write", &copy))?;
+        file.write_all(PLACEHOLDER.as_bytes())
+            .map_err(io_err("write", &copy))?;
+        drop(file);
+        sha256_file(&copy)
+    })();
+    let _ = fs::remove_file(&copy);
+    result
+}
+
+/// What `image` remembers about an image file it wrote, so that a no-op
+/// `image` (same inputs, file untouched since) writes nothing: like make,
+/// the file's identity and modification time stand for its content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageState {
+    /// `payload::trees::image_key` of the inputs.
+    pub key: String,
+    pub sha256: String,
+    pub size: u64,
+    pub device: u64,
+    pub inode: u64,
+    pub mtime_ns: i128,
+}
+
+impl ImageState {
+    /// The state of `image` now, for `key` and its sealed `sha256`.
+    pub fn of(image: &Path, key: &str, sha256: &str) -> Result<Self, RecordError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(image).map_err(io_err("stat", image))?;
+        Ok(Self {
+            key: key.to_string(),
+            sha256: sha256.to_string(),
+            size: meta.len(),
+            device: meta.dev(),
+            inode: meta.ino(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        })
+    }
+
+    /// Where the state of the image at `image` is kept in the cache.
+    pub fn path(cache: &Path, image: &Path) -> PathBuf {
+        let absolute = std::path::absolute(image).unwrap_or_else(|_| image.to_path_buf());
+        let name = crate::hash::sha256_hex(absolute.as_os_str().as_encoded_bytes());
+        cache.join("state/images").join(format!("{name}.json"))
+    }
+
+    /// The recorded state if the image is still what was written for `key`.
+    pub fn up_to_date(cache: &Path, image: &Path, key: &str) -> Option<Self> {
+        let recorded: Self =
+            serde_json::from_slice(&fs::read(Self::path(cache, image)).ok()?).ok()?;
+        let now = Self::of(image, key, &recorded.sha256).ok()?;
+        (now == recorded).then_some(recorded)
+    }
+
+    pub fn save(&self, cache: &Path, image: &Path) -> Result<(), RecordError> {
+        let path = Self::path(cache, image);
+        let text = serde_json::to_string_pretty(self).expect("json") + "\n";
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        Ok(write_atomic(&path, text.as_bytes())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn seal_then_check_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("build.json");
+        fs::write(&json, "{\"manifest_sha256\": \"ab\"}").unwrap();
+        let steps = BTreeMap::from([("busybox".to_string(), "11".repeat(32))]);
+        add_steps(&json, &steps, Some("tt")).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+        assert_eq!(value["steps"]["busybox"], "11".repeat(32));
+        assert_eq!(value["manifest_sha256"], "ab");
+        assert_eq!(value["tools_tree"], "tt");
+        // An "image": 4 KiB of noise, build.json, more noise.
+        let mut image = vec![7u8; 4096];
+        image.extend(fs::read(&json).unwrap());
+        image.extend(vec![9u8; 4096]);
+        let path = dir.path().join("x.img");
+        fs::write(&path, &image).unwrap();
+        let expected = hex::encode(Sha256::digest(&image));
+        let len = image.len() as u64;
+        let sealed = seal_image(&path, (4000, len)).unwrap();
+        assert_eq!(sealed, expected);
+        let text = fs::read(&path).unwrap();
+        assert!(text.windows(64).any(|w| w == sealed.as_bytes()));
+        assert_eq!(check_image(&path, (0, len), &sealed).unwrap(), sealed);
+        // Outside the range, or a second sealing: a clear error.
+        let err = seal_image(&path, (0, len)).unwrap_err().to_string();
+        assert!(err.contains("found 0"), "{err}");
+    }
+}

@@ -1,0 +1,54 @@
+//! The debian profile's ESP: the locked Debian packages, unpacked
+//! (debian/closure.rs), with the static runtime, assembled into GRUB,
+//! kernel, initramfs and firmware.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::debian::closure::{self, LockMode};
+use crate::payload::base::{EspError, base_options};
+use crate::payload::esp::{self, Payload};
+use crate::project::Project;
+use crate::steps::runtime;
+
+/// The whole debian-profile ESP payload into `esp`: reads the lock (`mode`:
+/// committed, where stale stops, or a scratch one), fetches and unpacks the
+/// packages, builds the static runtime and assembles GRUB, kernel,
+/// initramfs and firmware. This is what `hiperiso-build --profile debian
+/// image` puts on the ESP (with the committed lock).
+pub fn build_esp(project: &Project, mode: LockMode<'_>, esp: &Path) -> Result<Payload, EspError> {
+    let (profile_name, _) = project.profile().map_err(EspError::Profile)?;
+    let prepared = closure::prepare(project, mode).map_err(EspError::Packages)?;
+    let runtime = runtime::build_pinned(project, &prepared.lock).map_err(EspError::Runtime)?;
+    let mut options = base_options(project, profile_name, &prepared.tree, &runtime.path)?;
+    if let Some(modules) = &project.manifest.debian.kernel_modules {
+        options.kernel_modules = modules.clone();
+    }
+    options
+        .build_info
+        .insert("runtime".into(), runtime.record.tree.into());
+    options.build_info.insert(
+        "lock_sha256".into(),
+        hex::encode(Sha256::digest(prepared.lock.to_toml())).into(),
+    );
+    options
+        .build_info
+        .insert("lock_inputs".into(), prepared.lock.inputs.clone().into());
+    options.build_info.insert(
+        "packages".into(),
+        prepared
+            .lock
+            .packages
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    serde_json::Value::from(format!("{} {}", p.version, p.sha256)),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
+    esp::build(&options, esp).map_err(EspError::Assemble)
+}

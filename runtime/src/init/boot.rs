@@ -1,0 +1,123 @@
+//! What PID 1 does and learns before the session exists: the basic
+//! mounts, the kernel command line, the kernel modules, the stick's
+//! partitions; and where things are mounted.
+
+use super::console::say;
+use super::partitions::{self, ProbedPartition};
+use crate::cmdline::KernelCmdline;
+use crate::modules;
+use crate::sys;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Where the data partition is mounted (read-write).
+pub const DATA_MOUNT: &str = "/mnt/data";
+/// Where the ESP is mounted (read-only), when `hiperiso.esp=` names it.
+pub const ESP_MOUNT: &str = "/mnt/esp";
+/// Scratch space on tmpfs: QMP socket, OVMF variables, swtpm state.
+pub const RUN_DIR: &str = "/run/hiperiso";
+/// The session goes here when there is no data partition.
+pub const TMPFS_LOGS: &str = "/run/hiperiso/logs";
+/// Default seconds to wait for the data partition (`hiperiso.wait=`).
+pub const DEFAULT_DATA_WAIT: u32 = 20;
+
+/// Mount the pseudo filesystems PID 1 needs.
+fn mount_basics() {
+    let mounts: &[(&str, &str, &str)] = &[
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+        ("tmpfs", "/run", "tmpfs"),
+        ("devpts", "/dev/pts", "devpts"),
+    ];
+    for (source, target, fstype) in mounts {
+        match sys::mount(source, Path::new(target), fstype, 0, "") {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => say(&format!("cannot mount {fstype} on {target}: {e}")),
+        }
+    }
+    let _ = fs::create_dir_all(RUN_DIR);
+}
+
+/// Load the initramfs' kernel modules: the list file when the builder
+/// shipped one, otherwise every `.ko` below `/lib/modules/<release>`.
+fn load_modules(release: &str) -> modules::LoadReport {
+    let base = PathBuf::from("/lib/modules").join(release);
+    if !base.is_dir() {
+        return modules::LoadReport::default();
+    }
+    let lists = [
+        PathBuf::from("/etc/hiperiso/modules.load"),
+        base.join("hiperiso.load"),
+        base.join("modules.load"),
+    ];
+    let list = lists
+        .iter()
+        .find_map(|p| fs::read_to_string(p).ok())
+        .map(|text| modules::read_list(&text, &base));
+    let mut wanted = list.unwrap_or_default();
+    // Whatever the list says, every module in the initramfs is a candidate:
+    // listed ones first, in order.
+    for found in modules::find_modules(&base) {
+        if !wanted.contains(&found) {
+            wanted.push(found);
+        }
+    }
+    modules::load_all(&wanted)
+}
+
+/// Everything learned before the session directory exists.
+pub struct Boot {
+    pub cmdline: KernelCmdline,
+    pub cmdline_text: String,
+    pub modules: modules::LoadReport,
+    pub data: Option<ProbedPartition>,
+    pub esp: Option<ProbedPartition>,
+    pub t_start: u64,
+    pub t_modules: u64,
+    pub t_data: u64,
+}
+
+/// Mounts, the kernel command line, modules, the stick's partitions.
+pub fn start() -> Boot {
+    let t_start = sys::uptime_ms();
+    mount_basics();
+    let cmdline_text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = KernelCmdline::parse(&cmdline_text);
+    say(&format!(
+        "hiperiso-init {} starting",
+        env!("CARGO_PKG_VERSION")
+    ));
+    for warning in &cmdline.warnings {
+        say(&format!("warning: {warning}"));
+    }
+    let release = sys::kernel_release();
+    let modules = load_modules(&release);
+    say(&format!(
+        "kernel {release}: {} modules loaded, {} not loadable",
+        modules.loaded.len(),
+        modules.failed.len()
+    ));
+    let t_modules = sys::uptime_ms();
+    let wait = cmdline.wait_seconds.unwrap_or(DEFAULT_DATA_WAIT);
+    say(&format!(
+        "looking for the data partition {} (up to {wait} s)",
+        cmdline.data
+    ));
+    let data = partitions::mount_data(&cmdline.data, wait, DATA_MOUNT);
+    let esp = cmdline
+        .esp
+        .as_ref()
+        .and_then(|spec| partitions::mount_esp(spec, ESP_MOUNT));
+    Boot {
+        cmdline,
+        cmdline_text,
+        modules,
+        data,
+        esp,
+        t_start,
+        t_modules,
+        t_data: sys::uptime_ms(),
+    }
+}

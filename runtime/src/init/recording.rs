@@ -1,0 +1,249 @@
+//! The session being recorded by PID 1: its directory, `session.json`,
+//! `status.json`, timings and `init.log`, and the final files written by
+//! [`Recording::finish`] whatever happened before.
+
+use super::console::say;
+use crate::session::{
+    self, Failure, FailureKind, IndexEntry, Outcome, Phase, SCHEMA_VERSION, SessionInfo, Stage,
+    Status, Timing, files,
+};
+use crate::sys;
+use hiperiso_stick::error_chain;
+use hiperiso_stick::io::write_atomic;
+use hiperiso_stick::time::utc_rfc3339;
+use std::path::{Path, PathBuf};
+
+/// The live session: what `hiperiso-init` is recording right now, in
+/// `dir` below `logs_dir`.
+pub struct Recording {
+    pub dir: PathBuf,
+    pub logs_dir: PathBuf,
+    pub info: SessionInfo,
+    timing: Timing,
+    init_log: Vec<String>,
+}
+
+impl Recording {
+    /// Create the session directory (named after `iso` and the time) and
+    /// the in-memory `session.json`.
+    pub fn create(
+        logs_dir: &Path,
+        iso: &str,
+        cmdline_text: &str,
+    ) -> Result<Recording, session::SessionError> {
+        let now = sys::unix_seconds();
+        let dir = session::create_session_dir(logs_dir, &session::session_dir_name(iso, now))?;
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let info = SessionInfo {
+            schema: SCHEMA_VERSION,
+            id,
+            iso: iso.to_string(),
+            iso_size: None,
+            started_utc: utc_rfc3339(now),
+            ended_utc: None,
+            hiperiso_version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel_cmdline: cmdline_text.trim().to_string(),
+            host_kernel: sys::kernel_release(),
+            accel: None,
+            firmware: None,
+            firmware_reason: None,
+            trace_level: String::new(),
+            ram_mb: 0,
+            cpus: 0,
+            net: false,
+            net_dump: false,
+            tpm: false,
+            matched_overrides: Vec::new(),
+            config_warnings: Vec::new(),
+            qemu_exit_code: None,
+            qemu_signal: None,
+            outcome: Outcome::Running,
+            failures: Vec::new(),
+            warnings: Vec::new(),
+            guest_events: Vec::new(),
+            screenshots: 0,
+        };
+        Ok(Recording {
+            dir,
+            logs_dir: logs_dir.to_path_buf(),
+            info,
+            timing: Timing {
+                schema: SCHEMA_VERSION,
+                phases: Vec::new(),
+            },
+            init_log: Vec::new(),
+        })
+    }
+
+    /// Print and keep a line for `init.log`.
+    pub fn say(&mut self, message: &str) {
+        say(message);
+        self.init_log
+            .push(format!("[{:>8} ms] {message}", sys::uptime_ms()));
+    }
+
+    pub fn write_json<T: serde::Serialize>(&mut self, name: &'static str, value: &T) {
+        let result = session::to_json(name, value).and_then(|text| {
+            write_atomic(&self.dir.join(name), text.as_bytes()).map_err(session::SessionError::from)
+        });
+        if let Err(e) = result {
+            say(&error_chain(&e));
+        }
+    }
+
+    /// Rewrite `session.json` as it stands.
+    pub fn save_info(&mut self) {
+        let info = self.info.clone();
+        self.write_json(files::SESSION_JSON, &info);
+    }
+
+    /// Rewrite `status.json` (and `session.json`) for a new stage.
+    pub fn stage(&mut self, stage: Stage, message: &str) {
+        self.say(message);
+        let status = Status {
+            schema: SCHEMA_VERSION,
+            stage,
+            updated_utc: utc_rfc3339(sys::unix_seconds()),
+            uptime_ms: sys::uptime_ms(),
+            message: message.to_string(),
+        };
+        self.write_json(files::STATUS_JSON, &status);
+        self.save_info();
+    }
+
+    /// A phase from `start_ms` until now.
+    pub fn phase(&mut self, name: &str, start_ms: u64) {
+        self.phase_between(name, start_ms, sys::uptime_ms());
+    }
+
+    /// A phase that is already over.
+    pub fn phase_between(&mut self, name: &str, start_ms: u64, end_ms: u64) {
+        self.timing.phases.push(Phase {
+            name: name.to_string(),
+            start_ms,
+            end_ms,
+        });
+    }
+
+    pub fn fail(&mut self, kind: FailureKind, fatal: bool, message: String) {
+        self.say(&format!("FAILURE: {message}"));
+        self.info.failures.push(Failure {
+            kind,
+            fatal,
+            message,
+        });
+        if fatal {
+            self.info.outcome = Outcome::Failure;
+        }
+    }
+
+    pub fn warn(&mut self, message: String) {
+        self.say(&format!("warning: {message}"));
+        self.info.warnings.push(message);
+    }
+
+    /// Final files, in order; `SESSION_COMPLETE` last. The analyzer reads
+    /// the session's files, so they are written before it runs.
+    pub fn finish(&mut self) {
+        if self.info.outcome == Outcome::Running {
+            self.info.outcome = Outcome::Success;
+        }
+        let final_stage = match self.info.outcome {
+            Outcome::Failure => Stage::Failed,
+            _ => Stage::Complete,
+        };
+        self.info.ended_utc = Some(utc_rfc3339(sys::unix_seconds()));
+        self.write_failure_txt();
+        self.write_timing();
+        self.analyze();
+        self.write_timing();
+        // Rewritten: warnings from the analysis may have been added.
+        self.write_failure_txt();
+        let message = match self.info.outcome {
+            Outcome::Failure => "session failed; see FAILURE.txt",
+            _ => "session complete",
+        };
+        self.stage(final_stage, message);
+        self.append_index();
+        let log = self.init_log.join("\n") + "\n";
+        self.write_file("init.log", log.as_bytes());
+        let stamp = format!("{}\n", self.info.ended_utc.clone().unwrap_or_default());
+        self.write_file(files::SESSION_COMPLETE, stamp.as_bytes());
+        sys::sync_all();
+    }
+
+    fn write_failure_txt(&mut self) {
+        if !self.info.failures.is_empty() {
+            let text = session::failure_text(&self.info);
+            self.write_file(files::FAILURE_TXT, text.as_bytes());
+        }
+    }
+
+    /// `report.*` from the session's files; a minimal report when the
+    /// analysis fails. `report.log` is what `hiperiso-log analyze` prints
+    /// for the session (or its error).
+    fn analyze(&mut self) {
+        self.stage(Stage::Analysis, "analyzing the session");
+        let start = sys::uptime_ms();
+        let log = match crate::analyze::analyze(&self.dir) {
+            Ok(report) => crate::analyze::render_text(&report),
+            Err(e) => {
+                let message = format!("analysis failed: {}", error_chain(&e));
+                self.warn(message.clone());
+                if let Err(e) = session::write_minimal_report(&self.dir, &self.info) {
+                    self.warn(error_chain(&e));
+                }
+                format!("error: {message}\n")
+            }
+        };
+        self.write_file(files::REPORT_LOG, report_log(&self.dir, &log).as_bytes());
+        self.phase("analysis", start);
+    }
+
+    /// One line in the logs directory's `index.jsonl`.
+    fn append_index(&mut self) {
+        match serde_json::to_string(&IndexEntry::from(&self.info)) {
+            Ok(line) => {
+                if let Err(e) = session::append_line(&self.logs_dir.join(files::INDEX_JSONL), &line)
+                {
+                    say(&error_chain(&e));
+                }
+            }
+            Err(e) => say(&format!("cannot serialize index entry: {e}")),
+        }
+    }
+
+    fn write_timing(&mut self) {
+        let timing = self.timing.clone();
+        self.write_json(files::TIMING_JSON, &timing);
+        self.write_file(files::TIMING_DAT, timing.to_dat().as_bytes());
+    }
+
+    pub fn write_file(&mut self, name: &str, content: &[u8]) {
+        if let Err(e) = write_atomic(&self.dir.join(name), content) {
+            say(&error_chain(&e));
+        }
+    }
+}
+
+/// `report.log`: the analyze command as run on the stick, then its output.
+fn report_log(dir: &Path, output: &str) -> String {
+    format!("$ hiperiso-log analyze {}\n{output}", dir.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_log_is_the_command_then_its_output() {
+        let log = report_log(Path::new("/mnt/data/hiperiso/logs/x"), "verdict: booted\n");
+        assert_eq!(
+            log,
+            "$ hiperiso-log analyze /mnt/data/hiperiso/logs/x\nverdict: booted\n"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! `sessions` / `show` on a logs directory, a stick-like tree, and disk
+//! images (GPT and MBR) written by the installer, read without mounting.
+
+use hiperiso_installer::image::{self, ImageSpec};
+use hiperiso_installer::layout::TableKind;
+use hiperiso_runtime::analyze::BootResult;
+use hiperiso_runtime::session::{self, IndexEntry, Outcome, SessionInfo};
+use hiperiso_runtime::session_list::{Logs, SessionsError};
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn info(id: &str, iso: &str, start: i64, end: i64) -> SessionInfo {
+    SessionInfo {
+        schema: session::SCHEMA_VERSION,
+        id: id.into(),
+        iso: iso.into(),
+        iso_size: None,
+        started_utc: hiperiso_stick::time::utc_rfc3339(start),
+        ended_utc: Some(hiperiso_stick::time::utc_rfc3339(end)),
+        hiperiso_version: "0.1.0".into(),
+        kernel_cmdline: String::new(),
+        host_kernel: "6.1.0".into(),
+        accel: Some("kvm".into()),
+        firmware: Some("bios".into()),
+        firmware_reason: None,
+        trace_level: "none".into(),
+        ram_mb: 512,
+        cpus: 1,
+        net: false,
+        net_dump: false,
+        tpm: false,
+        matched_overrides: vec![],
+        config_warnings: vec![],
+        qemu_exit_code: Some(0),
+        qemu_signal: None,
+        outcome: Outcome::Success,
+        failures: vec![],
+        warnings: vec![],
+        guest_events: vec![],
+        screenshots: 0,
+    }
+}
+
+/// A data-partition tree with two sessions: a kernel panic (with a
+/// report.json already written) and a successful boot (without one).
+fn data_tree() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let logs = root.path().join("hiperiso/logs");
+    let sessions = [
+        (
+            info(
+                "panic_20261121T100000Z",
+                "/ISOs/panic.iso",
+                1_795_341_600,
+                1_795_341_630,
+            ),
+            "linux-panic.serial.log",
+        ),
+        (
+            info(
+                "boot_20261121T110000Z",
+                "/ISOs/boot.iso",
+                1_795_345_200,
+                1_795_345_212,
+            ),
+            "linux-boot.serial.log",
+        ),
+    ];
+    let mut index = String::new();
+    for (info, serial) in &sessions {
+        let dir = logs.join(&info.id);
+        std::fs::create_dir_all(dir.join("hw")).unwrap();
+        std::fs::copy(fixture(serial), dir.join("serial.log")).unwrap();
+        std::fs::write(
+            dir.join("session.json"),
+            session::to_json("session.json", info).unwrap(),
+        )
+        .unwrap();
+        index.push_str(&serde_json::to_string(&IndexEntry::from(info)).unwrap());
+        index.push('\n');
+    }
+    hiperiso_runtime::analyze::analyze(&logs.join("panic_20261121T100000Z")).unwrap();
+    index.push_str("{ not json\n");
+    std::fs::write(logs.join("index.jsonl"), index).unwrap();
+    root
+}
+
+fn check_listing(logs: &mut Logs) {
+    let list = logs.list().unwrap();
+    let rows: Vec<(&str, &str, Option<i64>)> = list
+        .sessions
+        .iter()
+        .map(|s| (s.id.as_str(), s.result.as_str(), s.duration_s))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("panic_20261121T100000Z", "failed", Some(30)),
+            ("boot_20261121T110000Z", "success", Some(12)),
+        ]
+    );
+    assert_eq!(list.warnings.len(), 1);
+    assert!(
+        list.warnings[0].starts_with("index.jsonl:3: "),
+        "{:?}",
+        list.warnings
+    );
+
+    let latest = logs.show("latest").unwrap();
+    assert_eq!(latest.result, BootResult::Booted);
+    assert_eq!(latest.session.iso.as_deref(), Some("/ISOs/boot.iso"));
+    let panic = logs.show("panic_").unwrap();
+    assert_eq!(panic.result, BootResult::Failed);
+    assert!(matches!(
+        logs.show("nope"),
+        Err(SessionsError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn lists_from_a_stick_tree_and_a_logs_dir() {
+    let root = data_tree();
+    check_listing(&mut Logs::open(root.path()).unwrap());
+    check_listing(&mut Logs::open(&root.path().join("hiperiso/logs")).unwrap());
+    let empty = tempfile::tempdir().unwrap();
+    let err = Logs::open(empty.path()).err().unwrap();
+    assert!(err.to_string().contains("no hiperiso logs here"), "{err}");
+}
+
+#[test]
+fn lists_from_gpt_and_mbr_images_without_mounting() {
+    let root = data_tree();
+    let esp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(esp.path().join("EFI/BOOT")).unwrap();
+    std::fs::write(esp.path().join("EFI/BOOT/readme.txt"), b"test").unwrap();
+    for table in [TableKind::Gpt, TableKind::Mbr] {
+        let out = tempfile::tempdir().unwrap();
+        let img = out.path().join("stick.img");
+        let spec = ImageSpec {
+            table,
+            size: 96 << 20,
+            seed: "hiperiso-log-test".into(),
+            data_label: "HIPERISO".into(),
+            esp_label: "HIPERISO-ESP".into(),
+            source_date_epoch: 0,
+            esp_tree: esp.path().to_path_buf(),
+            data_tree: root.path().to_path_buf(),
+            esp_size: None,
+        };
+        image::write_image(&spec, &img).unwrap();
+        check_listing(&mut Logs::open(&img).unwrap());
+    }
+}
+
+#[test]
+fn a_file_without_a_data_partition_is_a_clear_error() {
+    let err = Logs::open(&fixture("linux-boot.serial.log")).err().unwrap();
+    assert!(err.to_string().contains("no exFAT data partition"), "{err}");
+}
