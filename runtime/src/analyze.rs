@@ -7,11 +7,11 @@
 
 use crate::patterns::Source;
 use crate::serial::SerialScan;
-use crate::session::{self, SessionInfo, Timing, files};
 use crate::trace_events::EventCatalog;
 use crate::trace_summary::{self, DeviceReads};
 use hiperiso_stick::error_chain;
 use hiperiso_stick::io::write_atomic;
+use hiperiso_stick::session::{self, SessionInfo, Timing, files};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};

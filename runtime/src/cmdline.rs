@@ -3,6 +3,7 @@
 //! Parsing never fails: a bad value becomes a warning and the default is
 //! used, because a typo in the menu must not stop a boot.
 
+use hiperiso_stick::boot::cmdline;
 use std::fmt;
 use std::str::FromStr;
 
@@ -223,7 +224,7 @@ impl KernelCmdline {
             let value_str = value.unwrap_or("");
             let mut warn = |msg: String| cmd.warnings.push(format!("kernel command line: {msg}"));
             match key {
-                "hiperiso.iso" => {
+                cmdline::ISO => {
                     if value_str.is_empty() {
                         warn("hiperiso.iso is empty".into());
                     } else if value_str.split('/').any(|part| part == "..") {
@@ -234,39 +235,39 @@ impl KernelCmdline {
                         cmd.iso = Some(format!("/{value_str}"));
                     }
                 }
-                "hiperiso.data" => match value_str.parse() {
+                cmdline::DATA => match value_str.parse() {
                     Ok(spec) => cmd.data = spec,
                     Err(e) => warn(format!("hiperiso.data: {e}")),
                 },
-                "hiperiso.esp" => match value_str.parse() {
+                cmdline::ESP => match value_str.parse() {
                     Ok(spec) => cmd.esp = Some(spec),
                     Err(e) => warn(format!("hiperiso.esp: {e}")),
                 },
-                "hiperiso_fallback" | "hiperiso.fallback" => match parse_bool(value_str) {
+                cmdline::FALLBACK | cmdline::FALLBACK_DOTTED => match parse_bool(value_str) {
                     Some(b) => cmd.fallback = b,
                     None => warn(format!("{key}={value_str:?} is not 0 or 1")),
                 },
-                "hiperiso.shell" => match parse_bool(value_str) {
+                cmdline::SHELL => match parse_bool(value_str) {
                     Some(b) => cmd.rescue_shell = b,
                     None => warn(format!("{key}={value_str:?} is not 0 or 1")),
                 },
-                "hiperiso.trace" => match value_str.parse() {
+                cmdline::TRACE => match value_str.parse() {
                     Ok(level) => cmd.trace = Some(level),
                     Err(e) => warn(format!("hiperiso.trace: {e}")),
                 },
-                "hiperiso.after" => match value_str.parse() {
+                cmdline::AFTER => match value_str.parse() {
                     Ok(action) => cmd.after = Some(action),
                     Err(e) => warn(format!("hiperiso.after: {e}")),
                 },
-                "hiperiso.wait" => match value_str.parse() {
+                cmdline::WAIT => match value_str.parse() {
                     Ok(secs) => cmd.wait_seconds = Some(secs),
                     Err(_) => warn(format!("hiperiso.wait={value_str:?} is not a number")),
                 },
-                "hiperiso.pause" => match value_str.parse() {
+                cmdline::PAUSE => match value_str.parse() {
                     Ok(secs) => cmd.pause_seconds = Some(secs),
                     Err(_) => warn(format!("hiperiso.pause={value_str:?} is not a number")),
                 },
-                "hiperiso.display" => match parse_bool(value_str) {
+                cmdline::DISPLAY => match parse_bool(value_str) {
                     Some(b) => cmd.display = b,
                     None => warn(format!("{key}={value_str:?} is not 0 or 1")),
                 },

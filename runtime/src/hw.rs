@@ -257,7 +257,7 @@ pub fn pci_summary(query_pci: &Value) -> PciSummary {
         );
     }
     PciSummary {
-        schema: crate::session::SCHEMA_VERSION,
+        schema: hiperiso_stick::session::SCHEMA_VERSION,
         devices,
     }
 }

@@ -2,9 +2,9 @@
 //! analysis behind `hiperiso-log`.
 //!
 //! Analysis side (always compiled; what the builder uses):
-//! - [`session`]: the session directory's files and their JSON schemas;
-//!   [`session_list`]: finding and listing recorded sessions (on a mounted
-//!   data partition or inside a stick image).
+//! - [`session_list`]: finding and listing recorded sessions (on a mounted
+//!   data partition or inside a stick image); their files' schemas are
+//!   `hiperiso_stick::session`.
 //! - [`analyze`]: a session's report, from [`serial`] (console scan against
 //!   [`patterns`]) and the traces ([`trace_events`] catalogs,
 //!   [`simpletrace`] and [`logtrace`] readers, [`trace_summary`]).
@@ -36,7 +36,6 @@ pub mod logtrace;
 pub mod patterns;
 pub mod qemu;
 pub mod serial;
-pub mod session;
 pub mod session_list;
 pub mod simpletrace;
 pub mod trace_events;

@@ -7,10 +7,10 @@
 //! installer crate's partition-table and exFAT readers.
 
 use crate::analyze::{self, AnalyzeError, Report};
-use crate::session::{IndexEntry, files};
 use hiperiso_installer::exfat::{ExfatError, ExfatReader};
 use hiperiso_installer::gpt::GptError;
 use hiperiso_installer::slice::Slice;
+use hiperiso_stick::session::{IndexEntry, files};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};

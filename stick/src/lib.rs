@@ -1,9 +1,17 @@
 //! The stick's contract (DESIGN.md §4–§5), in one place: what the builder
 //! writes, GRUB and `hiperiso-init` read, and `hiperiso-log` analyzes.
 //! Every crate of the workspace depends on this one, and it depends on
-//! none of them.
+//! none of them. This crate's documentation is the contract's reference;
+//! DESIGN.md §5 summarizes it.
 //!
 //! - [`paths`]: the files on the ESP and on the data partition.
+//! - [`boot`]: the kernel command line keys (GRUB → `hiperiso-init`) and
+//!   the GRUB environment block keys (`hiperiso/grubenv`).
+//! - [`session`]: the session directory — file names, the JSON schemas of
+//!   `session.json`, `status.json`, `timing.json`, `index.jsonl`, the
+//!   screenshot timeline — and the helpers that write them atomically.
+//! - [`qemu`]: the one QEMU+OVMF command-line builder, for the stick's
+//!   guest, `hiperiso-build run`'s outer VM and the tests.
 //! - [`io`]: I/O errors that say what was being done to which path, atomic
 //!   writes, file hashes.
 //! - [`time`]: civil dates and the UTC formats of session names and files.
@@ -11,11 +19,13 @@
 //!   from a partition's first sectors.
 //! - [`build_json`]: the ESP's build record and its `"hiperiso"` marker.
 
+pub mod boot;
 pub mod build_json;
 pub mod fs_identity;
 pub mod io;
 pub mod paths;
 pub mod qemu;
+pub mod session;
 pub mod time;
 
 /// An error with its sources, `a: b: c` (for logs that have no `caused by`

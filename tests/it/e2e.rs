@@ -26,8 +26,8 @@ use hiperiso_installer::inspect;
 use hiperiso_installer::slice::Slice;
 use hiperiso_runtime::analyze::BootResult;
 use hiperiso_runtime::patterns::Domain;
-use hiperiso_runtime::session::{FailureKind, Outcome, SessionInfo};
 use hiperiso_stick::paths::esp::BUILD_JSON;
+use hiperiso_stick::session::{FailureKind, Outcome, SessionInfo};
 use hiperiso_tests::{isos, outer_qemu, stick, workspace_root};
 
 /// One outer VM boot may take this long (TCG: OVMF, GRUB, the stick's

@@ -19,6 +19,34 @@ const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// The last entry of the menu (overlays/esp/EFI/BOOT/grub.cfg).
 const LAST_ENTRY: &str = "Power off";
 
+/// grub.cfg spells the contract's names (GRUB's script cannot use the
+/// constants of `hiperiso_stick::boot`): every grubenv key it loads and
+/// every kernel command line key it passes.
+#[test]
+fn grub_cfg_speaks_the_contracts_names() {
+    use hiperiso_stick::boot::{cmdline, grubenv};
+    let cfg = fs::read_to_string(workspace_root().join("overlays/esp/EFI/BOOT/grub.cfg")).unwrap();
+    let load_env = cfg
+        .lines()
+        .find(|l| l.trim_start().starts_with("load_env"))
+        .expect("grub.cfg loads the environment block");
+    for key in [grubenv::TIMEOUT, grubenv::DEFAULT, grubenv::HOLD] {
+        assert!(
+            load_env.contains(key),
+            "load_env does not read {key}: {load_env}"
+        );
+    }
+    for key in [cmdline::ISO, cmdline::DATA, cmdline::ESP, cmdline::SHELL] {
+        assert!(
+            cfg.contains(&format!("{key}=")),
+            "grub.cfg never passes {key}="
+        );
+    }
+    assert!(cfg.contains(hiperiso_stick::paths::data::GRUBENV));
+    assert!(cfg.contains(hiperiso_stick::paths::esp::VMLINUZ));
+    assert!(cfg.contains(hiperiso_stick::paths::esp::INITRAMFS));
+}
+
 #[test]
 fn debians_grub_reads_grub_cfg_without_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,7 @@
 //! copy-on-write working copy, ISOs and the GRUB environment written into
 //! its exFAT data partition, sessions read back from it (no mount).
 
+use hiperiso_stick::boot::grubenv as grubenv_keys;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -166,9 +167,9 @@ impl StickImage {
             });
         };
         let block = grubenv::render(&[
-            ("hiperiso_timeout", "0".into()),
-            ("hiperiso_default", found.clone()),
-            ("hiperiso_hold", "0".into()),
+            (grubenv_keys::TIMEOUT, "0".into()),
+            (grubenv_keys::DEFAULT, found.clone()),
+            (grubenv_keys::HOLD, "0".into()),
         ])
         .map_err(RunError::GrubEnv)?;
         self.put_bytes(GRUBENV_PATH, &block, now())

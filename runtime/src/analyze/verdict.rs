@@ -4,7 +4,7 @@
 use super::report::*;
 use crate::patterns::{Domain, Severity, Stage};
 use crate::serial::{Finding, SerialScan};
-use crate::session::{FailureKind, SessionInfo, Timing};
+use hiperiso_stick::session::{FailureKind, SessionInfo, Timing};
 use serde::Serialize;
 
 pub(super) struct Verdict {

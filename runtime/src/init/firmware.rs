@@ -6,9 +6,9 @@ use super::boot::RUN_DIR;
 use crate::config::{EffectiveSettings, Firmware};
 use crate::eltorito;
 use crate::qemu::FirmwareFiles;
-use crate::session::FailureKind;
 use hiperiso_stick::error_chain;
 use hiperiso_stick::paths::esp;
+use hiperiso_stick::session::FailureKind;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 

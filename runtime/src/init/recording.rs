@@ -3,13 +3,13 @@
 //! [`Recording::finish`] whatever happened before.
 
 use super::console::say;
-use crate::session::{
-    self, Failure, FailureKind, IndexEntry, Outcome, Phase, SCHEMA_VERSION, SessionInfo, Stage,
-    Status, Timing, files,
-};
 use crate::sys;
 use hiperiso_stick::error_chain;
 use hiperiso_stick::io::write_atomic;
+use hiperiso_stick::session::{
+    self, Failure, FailureKind, IndexEntry, Outcome, Phase, SCHEMA_VERSION, SessionInfo, Stage,
+    Status, Timing, files,
+};
 use hiperiso_stick::time::utc_rfc3339;
 use std::path::{Path, PathBuf};
 

@@ -16,11 +16,12 @@ use crate::hw;
 use crate::kvm;
 use crate::modules;
 use crate::qemu::Accel;
-use crate::session::{self, FailureKind, Stage, files};
 use crate::sys;
+use hiperiso_stick::boot::grubenv as grubenv_keys;
 use hiperiso_stick::error_chain;
 use hiperiso_stick::io::write_atomic;
 use hiperiso_stick::paths::data;
+use hiperiso_stick::session::{self, FailureKind, Stage, files};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -309,13 +310,16 @@ fn load_config(have_data: bool) -> (LoadedConfig, String) {
 /// Keep GRUB's timeout and default image in sync with hiperiso.json.
 fn write_grubenv(config: &Config, hold_menu: bool) {
     let vars = [
-        ("hiperiso_timeout", config.control.menu_timeout.to_string()),
         (
-            "hiperiso_default",
+            grubenv_keys::TIMEOUT,
+            config.control.menu_timeout.to_string(),
+        ),
+        (
+            grubenv_keys::DEFAULT,
             config.control.default_image.clone().unwrap_or_default(),
         ),
         (
-            "hiperiso_hold",
+            grubenv_keys::HOLD,
             if hold_menu { "1" } else { "0" }.to_string(),
         ),
     ];

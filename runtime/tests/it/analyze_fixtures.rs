@@ -3,7 +3,7 @@
 
 use hiperiso_runtime::analyze::{self, BootResult};
 use hiperiso_runtime::patterns::{Domain, Stage};
-use hiperiso_runtime::session::{self, Failure, FailureKind, Outcome, Phase, SessionInfo, Timing};
+use hiperiso_stick::session::{self, Failure, FailureKind, Outcome, Phase, SessionInfo, Timing};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {

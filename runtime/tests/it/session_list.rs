@@ -4,8 +4,8 @@
 use hiperiso_installer::image::{self, ImageSpec};
 use hiperiso_installer::layout::TableKind;
 use hiperiso_runtime::analyze::BootResult;
-use hiperiso_runtime::session::{self, IndexEntry, Outcome, SessionInfo};
 use hiperiso_runtime::session_list::{Logs, SessionsError};
+use hiperiso_stick::session::{self, IndexEntry, Outcome, SessionInfo};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {

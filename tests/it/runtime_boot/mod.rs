@@ -12,10 +12,10 @@
 
 use hiperiso_installer::exfat::{self, ExfatOptions, ExfatReader};
 use hiperiso_runtime::qmp::Qmp;
-use hiperiso_runtime::session::{
+use hiperiso_stick::qemu::{Accel, Chardev, Drive, Firmware, Machine, QemuCommand};
+use hiperiso_stick::session::{
     FailureKind, IndexEntry, Outcome, SessionInfo, Status, TimelineEntry,
 };
-use hiperiso_stick::qemu::{Accel, Chardev, Drive, Firmware, Machine, QemuCommand};
 use hiperiso_tests::{isos, outer_qemu, real_isos, workspace_root};
 use std::fs::{self, File};
 use std::io::Write;

@@ -13,9 +13,9 @@ use crate::init::boot::RUN_DIR;
 use crate::init::guest_display::GuestDisplay;
 use crate::init::recording::Recording;
 use crate::qmp::Qmp;
-use crate::session::{Outcome, Stage, files};
 use crate::sys;
 use hiperiso_stick::error_chain;
+use hiperiso_stick::session::{Outcome, Stage, files};
 use hiperiso_stick::time::utc_rfc3339;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
@@ -320,7 +320,7 @@ impl Supervisor {
             // shutdown would leave QEMU paused forever.
             self.quit_sent = true;
             rec.fail(
-                crate::session::FailureKind::QemuStartFailed,
+                hiperiso_stick::session::FailureKind::QemuStartFailed,
                 true,
                 format!(
                     "QEMU's QMP monitor did not answer within {} s; QEMU stopped",

@@ -12,9 +12,9 @@
 use super::screen::{self, BDA_LEN, BDA_START, Rgb};
 use crate::init::recording::Recording;
 use crate::qmp::{Qmp, QmpError};
-use crate::session::{MAX_SCREENSHOTS, TIMELINE_UNCHANGED_EVERY_S, TimelineEntry, files};
 use crate::sys;
 use hiperiso_stick::error_chain;
+use hiperiso_stick::session::{MAX_SCREENSHOTS, TIMELINE_UNCHANGED_EVERY_S, TimelineEntry, files};
 use hiperiso_stick::time::utc_rfc3339;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -172,7 +172,7 @@ impl Timeline {
             changed,
         };
         let line = serde_json::to_string(&entry)?;
-        crate::session::append_line(&self.dir.join(files::TIMELINE_JSONL), &line)?;
+        hiperiso_stick::session::append_line(&self.dir.join(files::TIMELINE_JSONL), &line)?;
         rec.info.screenshots = n;
         rec.save_info();
         Ok(name)
@@ -209,7 +209,7 @@ fn read_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::TimelineEntry;
+    use hiperiso_stick::session::TimelineEntry;
 
     #[test]
     fn save_policy() {

@@ -6,8 +6,8 @@
 //! Every struct here is the schema documented in the README; readers (such as
 //! `hiperiso-log`) deserialize the same structs.
 
-use hiperiso_stick::io::{IoError, write_atomic};
-use hiperiso_stick::time::utc_compact;
+use crate::io::{IoError, write_atomic};
+use crate::time::utc_compact;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write};
@@ -426,7 +426,7 @@ pub fn create_session_dir(logs_dir: &Path, name: &str) -> Result<PathBuf, Sessio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hiperiso_stick::time::utc_rfc3339;
+    use crate::time::utc_rfc3339;
 
     #[test]
     fn utc_formats() {
