@@ -34,6 +34,7 @@ pub mod glob;
 pub mod grubenv;
 pub mod logtrace;
 pub mod patterns;
+pub mod picture;
 pub mod qemu;
 pub mod serial;
 pub mod session;
