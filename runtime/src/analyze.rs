@@ -117,8 +117,8 @@ fn scan_logs(
     let mut scan = SerialScan::default();
     let mut serial_present = false;
     for (name, source) in [
-        (files::FIRMWARE_LOG, Source::Guest),
-        (files::SERIAL_LOG, Source::Guest),
+        (files::FIRMWARE_LOG, Source::Serial),
+        (files::SERIAL_LOG, Source::Serial),
         (files::QEMU_STDERR, Source::Qemu),
     ] {
         let path = dir.join(name);

@@ -154,7 +154,10 @@ pub fn decode_png(bytes: &[u8]) -> Result<Picture, PictureError> {
     };
     let pixels = match channels {
         3 => buf,
-        4 => buf.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        4 => buf
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
         _ => buf
             .chunks_exact(channels)
             .flat_map(|p| [p[0], p[0], p[0]])

@@ -298,7 +298,7 @@ fn serial(out: &mut impl Write, file: &Path, stages: bool, json: bool) -> Result
     let source = if file.file_name().is_some_and(|n| n == "qemu.stderr") {
         Source::Qemu
     } else {
-        Source::Guest
+        Source::Serial
     };
     let name = file.file_name().map_or_else(
         || file.display().to_string(),
