@@ -36,6 +36,7 @@ pub mod logtrace;
 pub mod patterns;
 pub mod picture;
 pub mod qemu;
+pub mod screens;
 pub mod serial;
 pub mod session;
 pub mod session_list;

@@ -103,6 +103,16 @@ pub enum Source {
     Qemu,
 }
 
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Serial => "serial",
+            Source::Screen => "screen",
+            Source::Qemu => "qemu",
+        }
+    }
+}
+
 /// Which lines a pattern applies to (`source` in `patterns.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
