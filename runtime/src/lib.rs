@@ -29,6 +29,7 @@
 pub mod analyze;
 pub mod cmdline;
 pub mod config;
+pub mod contact;
 pub mod eltorito;
 pub mod glob;
 pub mod grubenv;

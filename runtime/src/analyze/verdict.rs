@@ -173,10 +173,10 @@ pub(super) fn decide(
         }
     }
 
-    // 5. Hung: the screen did not change for a long time before the
-    // session stopped QEMU.
+    // 5. Hung: the screen did not change for a long time at the end of the
+    // session, with no boot, failure or shutdown above.
     let unchanged = screens.and_then(|s| s.unchanged_at_end_ms);
-    if let (Some(_), Some(ms)) = (&session.qemu_signal, unchanged) {
+    if let Some(ms) = unchanged {
         if ms >= HANG_MS {
             let stage = furthest.map_or("before any recognized stage".to_string(), |s| {
                 format!("at stage {}", s.as_str())

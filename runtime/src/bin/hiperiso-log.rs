@@ -56,6 +56,14 @@ enum Command {
     },
     /// List the sessions of a stick, logs directory, or image/device file.
     Sessions { path: PathBuf },
+    /// A session's screenshots as a contact sheet (`contact-sheet.png`)
+    /// and an animation (`screens.apng`), in time order.
+    Screens {
+        session_dir: PathBuf,
+        /// Where to write them (default: the session directory).
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+    },
     /// Analyze one session (without writing into it).
     Show {
         /// `latest`, a session id, or a unique prefix of one.
@@ -132,6 +140,26 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Sessions { path } => {
             let list = Logs::open(path)?.list()?;
             print_sessions(&mut out, &list, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Screens {
+            session_dir,
+            out: dir,
+        } => {
+            let dir = dir.as_deref().unwrap_or(session_dir);
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let written = hiperiso_runtime::contact::write(session_dir, dir)?;
+            if cli.json {
+                let value = serde_json::json!({
+                    "contact_sheet": written[0],
+                    "animation": written[1],
+                });
+                writeln!(out, "{value}")?;
+            } else {
+                for path in written {
+                    writeln!(out, "{}", path.display())?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { which, from } => {
