@@ -64,6 +64,24 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
     let mut warnings = Vec::new();
     let info = read_json::<SessionInfo>(dir, files::SESSION_JSON, &mut warnings);
     let timing = read_json::<Timing>(dir, files::TIMING_JSON, &mut warnings);
+    // Older and synthetic sessions have none: not worth a warning.
+    let status = dir
+        .join(files::STATUS_JSON)
+        .is_file()
+        .then(|| read_json::<session::Status>(dir, files::STATUS_JSON, &mut warnings))
+        .flatten();
+    let interrupted = status.as_ref().is_some_and(|s| {
+        !matches!(
+            s.stage,
+            session::Stage::Analysis | session::Stage::Complete | session::Stage::Failed
+        )
+    });
+    let last_status = status.map(|s| LastStatus {
+        stage: enum_name(&s.stage),
+        message: s.message,
+        updated_utc: s.updated_utc,
+        uptime_ms: s.uptime_ms,
+    });
 
     let (mut scan, serial_present) = scan_logs(dir, info.as_ref(), &mut warnings);
     let screens = scan_screens(dir, &mut scan);
@@ -121,6 +139,8 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
             .and_then(|s| s.last.as_ref())
             .and_then(|l| l.text.clone()),
         screens,
+        last_status,
+        interrupted,
     })
 }
 

@@ -31,6 +31,16 @@ pub fn render_text(report: &Report) -> String {
         let _ = write!(out, " (domain: {})", domain.as_str());
     }
     let _ = writeln!(out, "\n{}\n", report.summary);
+    if report.interrupted {
+        let _ = writeln!(out, "INTERRUPTED: the session never finished.");
+    }
+    if let Some(status) = report.last_status.as_ref().filter(|_| report.interrupted) {
+        let _ = writeln!(
+            out,
+            "Last status: {} at {}: {}\n",
+            status.stage, status.updated_utc, status.message
+        );
+    }
 
     let _ = writeln!(out, "Boot stages:");
     if report.stages.is_empty() {
@@ -210,6 +220,10 @@ pub fn render_meta(report: &Report) -> String {
         ),
         ("SUMMARY".into(), clean(&report.summary)),
         ("SERIAL_BYTES".into(), report.serial_bytes.to_string()),
+        (
+            "INTERRUPTED".into(),
+            u8::from(report.interrupted).to_string(),
+        ),
     ];
     if let Some(timing) = &report.timing {
         lines.push(("TOTAL_MS".into(), timing.total_ms.to_string()));

@@ -152,4 +152,18 @@ pub struct Report {
     pub screens: Option<ScreenSummary>,
     /// The last screenshot's text (trailing blanks removed), when known.
     pub last_screen_text: Option<String>,
+    /// The last `status.json` hiperiso-init wrote.
+    pub last_status: Option<LastStatus>,
+    /// The session never finished: its last status is not `analysis`,
+    /// `complete` or `failed` (power loss, a crash, the stick pulled).
+    pub interrupted: bool,
+}
+
+/// `status.json` as last written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastStatus {
+    pub stage: String,
+    pub message: String,
+    pub updated_utc: String,
+    pub uptime_ms: u64,
 }

@@ -386,7 +386,7 @@ fn print_sessions(out: &mut impl Write, list: &SessionList, json: bool) -> Resul
         eprintln!("hiperiso-log: warning: {warning}");
     }
     if list.sessions.is_empty() {
-        bail!("no sessions in index.jsonl");
+        bail!("no sessions found");
     }
     writeln!(out, "{:<44} {:<13} {:>9}  ISO", "ID", "RESULT", "DURATION")?;
     for s in &list.sessions {
@@ -396,6 +396,14 @@ fn print_sessions(out: &mut impl Write, list: &SessionList, json: bool) -> Resul
             "{:<44} {:<13} {:>9}  {}",
             s.id, s.result, duration, s.iso
         )?;
+        if s.interrupted {
+            writeln!(
+                out,
+                "    interrupted at {}: {}",
+                s.last_stage.as_deref().unwrap_or("(no status.json)"),
+                s.last_message.as_deref().unwrap_or("")
+            )?;
+        }
     }
     Ok(())
 }
