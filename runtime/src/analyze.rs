@@ -217,11 +217,18 @@ fn scan_screens(dir: &Path, scan: &mut SerialScan) -> Option<ScreenSummary> {
         let before: Vec<&str> = previous
             .as_ref()
             .map_or(Vec::new(), |p| p.text.lines().collect());
+        // Lines already on the previous screen are blanked, not dropped:
+        // line numbers stay screen rows.
         let new_lines: String = text
             .text
             .lines()
-            .filter(|l| !before.contains(l))
-            .map(|l| format!("{l}\n"))
+            .map(|l| {
+                if before.contains(&l) {
+                    "\n".to_string()
+                } else {
+                    format!("{l}\n")
+                }
+            })
             .collect();
         let screenshot = format!("{}/{}", screens::SCREENSHOTS, shot.file);
         scan.scan_screen(&new_lines, &text.file, &screenshot, shot.uptime_ms);

@@ -112,14 +112,14 @@ pub fn ocr_available() -> bool {
 pub fn text_of(session_dir: &Path, shot: &Shot, ocr: bool) -> Option<ScreenText> {
     let dir = session_dir.join(SCREENSHOTS);
     let rel = |name: &str| format!("{SCREENSHOTS}/{name}");
-    if let Some(name) = &shot.text {
-        if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
-            return Some(ScreenText {
-                file: rel(name),
-                how: TextSource::TextMode,
-                text,
-            });
-        }
+    if let Some(name) = &shot.text
+        && let Ok(text) = std::fs::read_to_string(dir.join(name))
+    {
+        return Some(ScreenText {
+            file: rel(name),
+            how: TextSource::TextMode,
+            text,
+        });
     }
     let stem = shot.file.strip_suffix(".png").unwrap_or(&shot.file);
     let cache_name = format!("{stem}.ocr.txt");

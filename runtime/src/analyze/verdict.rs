@@ -176,20 +176,18 @@ pub(super) fn decide(
     // 5. Hung: the screen did not change for a long time at the end of the
     // session, with no boot, failure or shutdown above.
     let unchanged = screens.and_then(|s| s.unchanged_at_end_ms);
-    if let Some(ms) = unchanged {
-        if ms >= HANG_MS {
-            let stage = furthest.map_or("before any recognized stage".to_string(), |s| {
-                format!("at stage {}", s.as_str())
-            });
-            return Verdict {
-                result: BootResult::Stuck,
-                domain: Some(domain_after(furthest)),
-                summary: format!(
-                    "the guest hung {stage}: the screen did not change for the last {} s",
-                    ms / 1000
-                ),
-            };
-        }
+    if let Some(ms) = unchanged.filter(|&ms| ms >= HANG_MS) {
+        let stage = furthest.map_or("before any recognized stage".to_string(), |s| {
+            format!("at stage {}", s.as_str())
+        });
+        return Verdict {
+            result: BootResult::Stuck,
+            domain: Some(domain_after(furthest)),
+            summary: format!(
+                "the guest hung {stage}: the screen did not change for the last {} s",
+                ms / 1000
+            ),
+        };
     }
 
     // 6. Still running when the session ended it. A guest that printed
