@@ -6,6 +6,7 @@
 //! a report, with what could not be read listed under `warnings`.
 
 use crate::patterns::Source;
+use crate::screens::{self, ScreenSummary};
 use crate::serial::SerialScan;
 use crate::trace_events::EventCatalog;
 use crate::trace_summary::{self, DeviceReads};
@@ -63,8 +64,27 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
     let mut warnings = Vec::new();
     let info = read_json::<SessionInfo>(dir, files::SESSION_JSON, &mut warnings);
     let timing = read_json::<Timing>(dir, files::TIMING_JSON, &mut warnings);
+    // Older and synthetic sessions have none: not worth a warning.
+    let status = dir
+        .join(files::STATUS_JSON)
+        .is_file()
+        .then(|| read_json::<session::Status>(dir, files::STATUS_JSON, &mut warnings))
+        .flatten();
+    let interrupted = status.as_ref().is_some_and(|s| {
+        !matches!(
+            s.stage,
+            session::Stage::Analysis | session::Stage::Complete | session::Stage::Failed
+        )
+    });
+    let last_status = status.map(|s| LastStatus {
+        stage: enum_name(&s.stage),
+        message: s.message,
+        updated_utc: s.updated_utc,
+        uptime_ms: s.uptime_ms,
+    });
 
-    let (scan, serial_present) = scan_logs(dir, info.as_ref(), &mut warnings);
+    let (mut scan, serial_present) = scan_logs(dir, info.as_ref(), &mut warnings);
+    let screens = scan_screens(dir, &mut scan);
     let serial_bytes = std::fs::metadata(dir.join(files::SERIAL_LOG)).map_or(0, |m| m.len());
     let host_failures = host_failures(dir, info.as_ref());
     let io = trace_io(dir, &mut warnings);
@@ -74,7 +94,14 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
         .as_ref()
         .and_then(|io| io.cdrom.as_ref())
         .map_or(0, |cd| cd.bytes);
-    let verdict = decide(&scan, info.as_ref(), &host_failures, &session, cd_bytes);
+    let verdict = decide(
+        &scan,
+        info.as_ref(),
+        &host_failures,
+        &session,
+        cd_bytes,
+        screens.as_ref(),
+    );
     let timing = timing.map(|t| timing_summary(&t));
     let hints = hints(
         &scan,
@@ -91,6 +118,9 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
         summary: verdict.summary,
         session,
         furthest_stage: scan.furthest_stage(),
+        furthest_stage_at: scan
+            .furthest_stage()
+            .and_then(|f| scan.stages.iter().find(|s| s.stage == f).cloned()),
         stages: scan.stages.clone(),
         errors: ErrorSummary {
             count: scan.error_count,
@@ -104,6 +134,13 @@ pub fn build_report(dir: &Path) -> Result<Report, AnalyzeError> {
         warnings,
         serial_bytes,
         serial_last_line: scan.last_line.clone(),
+        last_screen_text: screens
+            .as_ref()
+            .and_then(|s| s.last.as_ref())
+            .and_then(|l| l.text.clone()),
+        screens,
+        last_status,
+        interrupted,
     })
 }
 
@@ -117,8 +154,8 @@ fn scan_logs(
     let mut scan = SerialScan::default();
     let mut serial_present = false;
     for (name, source) in [
-        (files::FIRMWARE_LOG, Source::Guest),
-        (files::SERIAL_LOG, Source::Guest),
+        (files::FIRMWARE_LOG, Source::Serial),
+        (files::SERIAL_LOG, Source::Serial),
         (files::QEMU_STDERR, Source::Qemu),
     ] {
         let path = dir.join(name);
@@ -147,6 +184,73 @@ fn scan_logs(
         }
     }
     (scan, serial_present)
+}
+
+/// Whether OCR may run: Tesseract on PATH and `HIPERISO_NO_OCR` unset.
+fn ocr_wanted() -> bool {
+    std::env::var_os("HIPERISO_NO_OCR").is_none() && screens::ocr_available()
+}
+
+/// Scan the screenshots' text into `scan` (only the lines a screen adds to
+/// the previous one, so a failure that stays on screen counts once); `None`
+/// without screenshots.
+fn scan_screens(dir: &Path, scan: &mut SerialScan) -> Option<ScreenSummary> {
+    let shots = screens::shots(dir);
+    let last_shot = shots.last()?.clone();
+    let ocr = ocr_wanted();
+    let (mut with_text, mut ocr_count) = (0, 0);
+    let mut previous: Option<screens::ScreenText> = None;
+    for shot in &shots {
+        let text = if shot.changed || previous.is_none() || shot.text.is_some() {
+            screens::text_of(dir, shot, ocr)
+        } else {
+            previous.clone()
+        };
+        let Some(text) = text else {
+            previous = None;
+            continue;
+        };
+        with_text += 1;
+        if text.how == screens::TextSource::Ocr {
+            ocr_count += 1;
+        }
+        let before: Vec<&str> = previous
+            .as_ref()
+            .map_or(Vec::new(), |p| p.text.lines().collect());
+        // Lines already on the previous screen are blanked, not dropped:
+        // line numbers stay screen rows.
+        let new_lines: String = text
+            .text
+            .lines()
+            .map(|l| {
+                if before.contains(&l) {
+                    "\n".to_string()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let screenshot = format!("{}/{}", screens::SCREENSHOTS, shot.file);
+        scan.scan_screen(&new_lines, &text.file, &screenshot, shot.uptime_ms);
+        previous = Some(text);
+    }
+    // `previous` is the last screenshot's own text (reset on a screen
+    // without text).
+    let last_text = previous;
+    Some(ScreenSummary {
+        count: shots.len(),
+        with_text,
+        ocr: ocr_count,
+        unchanged_at_end_ms: screens::unchanged_at_end_ms(&shots),
+        last: Some(screens::LastScreen {
+            screenshot: format!("{}/{}", screens::SCREENSHOTS, last_shot.file),
+            uptime_ms: last_shot.uptime_ms,
+            utc: last_shot.utc.clone(),
+            text_file: last_text.as_ref().map(|t| t.file.clone()),
+            text_source: last_text.as_ref().map(|t| t.how),
+            text: last_text.map(|t| screens::tidy(&t.text)),
+        }),
+    })
 }
 
 /// hiperiso-init's failures: `session.json`'s, and `FAILURE.txt`'s lines

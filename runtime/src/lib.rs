@@ -29,12 +29,15 @@
 pub mod analyze;
 pub mod cmdline;
 pub mod config;
+pub mod contact;
 pub mod eltorito;
 pub mod glob;
 pub mod grubenv;
 pub mod logtrace;
 pub mod patterns;
+pub mod picture;
 pub mod qemu;
+pub mod screens;
 pub mod serial;
 pub mod session_list;
 pub mod simpletrace;

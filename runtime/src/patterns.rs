@@ -1,14 +1,17 @@
-//! The one table of what `hiperiso-log` recognizes in a boot's logs: boot
-//! stages and failures, with the domain a failure belongs to and the hint
-//! shown for it. To teach the analyzer something new, add a row here.
+//! What `hiperiso-log` recognizes in a boot's logs and screens: boot stages
+//! and failures, with the domain a failure belongs to and the hint shown
+//! for it. The table is data, `patterns.toml` (embedded, parsed once): to
+//! teach the analyzer a new boot loader or failure, add an entry there.
 //!
 //! Matching is a plain substring test on a cleaned line (ANSI escapes and
-//! control characters removed, see `serial::clean_line`).
+//! control characters removed, see `serial::clean_line`) of serial output
+//! or of screen text.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 
 /// Boot stages, in the order a successful boot passes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// The firmware printed its banner or boot manager messages.
@@ -21,9 +24,14 @@ pub enum Stage {
     Kernel,
     /// The kernel handed over to init.
     Init,
-    /// Userspace came up: a login prompt, a multi-user target, a marker.
+    /// Userspace came up: a multi-user target, a marker.
     Userspace,
+    /// A login prompt (serial or screen).
+    Login,
+    /// An installer's first question ("Select a language").
+    Installer,
     /// The guest powered off, halted or rebooted.
+    #[serde(alias = "poweroff")]
     Shutdown,
 }
 
@@ -36,13 +44,15 @@ impl Stage {
             Stage::Kernel => "kernel",
             Stage::Init => "init",
             Stage::Userspace => "userspace",
+            Stage::Login => "login",
+            Stage::Installer => "installer",
             Stage::Shutdown => "shutdown",
         }
     }
 }
 
 /// Where a failure happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Domain {
     /// The stick's host side: KVM, the ISO file, QEMU itself.
@@ -70,7 +80,7 @@ impl Domain {
 }
 
 /// How bad a failure line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Worth counting and quoting; the boot may still succeed.
@@ -79,16 +89,51 @@ pub enum Severity {
     Fatal,
 }
 
-/// Which log a row applies to.
+/// What a line was read from, when scanning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The guest's serial console (`serial.log`) and the firmware's debug
     /// log (`firmware.log`).
-    Guest,
+    Serial,
+    /// The guest's screen: `screenshots/NNNN.txt` or its OCR.
+    Screen,
     /// QEMU's own messages (`qemu.stderr`) and the QMP events in
     /// `session.json`'s `guest_events`.
     Qemu,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Serial => "serial",
+            Source::Screen => "screen",
+            Source::Qemu => "qemu",
+        }
+    }
+}
+
+/// Which lines a pattern applies to (`source` in `patterns.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Applies {
+    Serial,
+    Screen,
+    /// Serial and screen.
+    #[default]
+    Any,
+    Qemu,
+}
+
+impl Applies {
+    pub fn to(self, source: Source) -> bool {
+        matches!(
+            (self, source),
+            (Applies::Serial | Applies::Any, Source::Serial)
+                | (Applies::Screen | Applies::Any, Source::Screen)
+                | (Applies::Qemu, Source::Qemu)
+        )
+    }
 }
 
 /// What a row means when it matches.
@@ -106,150 +151,117 @@ pub enum Meaning {
 /// One row of the table.
 #[derive(Debug, Clone, Copy)]
 pub struct Pattern {
-    pub source: Source,
+    pub source: Applies,
     /// Matched as a substring of the cleaned line.
     pub needle: &'static str,
     pub meaning: Meaning,
 }
 
-const fn stage(needle: &'static str, stage: Stage) -> Pattern {
-    Pattern {
-        source: Source::Guest,
-        needle,
-        meaning: Meaning::Stage(stage),
-    }
+/// The pattern file as embedded.
+pub const PATTERNS_TOML: &str = include_str!("patterns.toml");
+
+/// Why the pattern file is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternsError {
+    #[error("patterns.toml is not valid TOML for the pattern table")]
+    Toml(#[source] toml::de::Error),
+    #[error("pattern {index} ({text:?}): {problem}")]
+    Entry {
+        index: usize,
+        text: String,
+        problem: String,
+    },
 }
 
-const fn failure(
-    source: Source,
-    needle: &'static str,
-    id: &'static str,
-    domain: Domain,
-    severity: Severity,
-    hint: Option<&'static str>,
-) -> Pattern {
-    Pattern {
-        source,
-        needle,
-        meaning: Meaning::Failure {
-            id,
-            domain,
-            severity,
-            hint,
-        },
-    }
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    hints: std::collections::BTreeMap<String, String>,
+    pattern: Vec<Entry>,
 }
 
-use Domain::*;
-use Severity::*;
-use Source::*;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    text: String,
+    #[serde(default)]
+    source: Applies,
+    stage: Option<Stage>,
+    failure: Option<String>,
+    domain: Option<Domain>,
+    severity: Option<Severity>,
+    hint: Option<String>,
+}
 
-const HINT_NO_UEFI_BOOT: &str = "the UEFI firmware found nothing to boot: this ISO may have no UEFI boot entry; set \"firmware\": \"bios\" for it in iso_overrides of hiperiso/hiperiso.json";
-const HINT_SECURE_BOOT: &str = "the firmware refused the bootloader's signature: turn Secure Boot off for this ISO (iso_overrides) or use a signed ISO";
-const HINT_BIOS_NO_BOOT: &str = "SeaBIOS found nothing to boot: this ISO may be UEFI-only; set \"firmware\": \"uefi\" for it in iso_overrides";
-const HINT_NO_ROOT: &str = "the kernel could not mount its root filesystem: the ISO's initramfs may lack a driver for the AHCI CD-ROM, or root= on its kernel command line is wrong";
-const HINT_NO_INIT: &str = "the kernel found no init program: check init= on the guest kernel command line and the initramfs contents";
-const HINT_PANIC: &str =
-    "the guest kernel panicked; the quoted lines before the panic usually name the cause";
-const HINT_LIVE_MEDIUM: &str = "the live system did not find its own medium: it may expect a USB or IDE CD-ROM rather than AHCI, or more RAM";
-const HINT_EMERGENCY: &str = "userspace dropped to an emergency shell: a service or mount failed; the first quoted errors name it";
-const HINT_KVM: &str = "QEMU could not use KVM: enable virtualization (VT-x/AMD-V) in the PC's firmware setup, or boot with hiperiso_fallback=1 to use TCG";
-const HINT_ISO: &str =
-    "QEMU could not open the ISO: check that the file under /ISOs/ is complete and readable";
-const HINT_OOM: &str = "the guest ran out of memory: raise \"ram\" for this ISO in iso_overrides";
-const HINT_GRUB: &str = "GRUB inside the ISO reported an error: the ISO's own grub.cfg may expect a different boot device";
-const HINT_TRIPLE_FAULT: &str =
-    "the guest CPU reset on a triple fault: try TCG (hiperiso_fallback=1) or fewer cpu_features";
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
 
-/// The table. Order matters only for display: every row is tried.
-#[rustfmt::skip]
-pub const PATTERNS: &[Pattern] = &[
-    // Firmware banners and boot manager.
-    stage("SeaBIOS (version", Stage::Firmware),
-    stage("BdsDxe:", Stage::Firmware),
-    stage("Press ESC in", Stage::Firmware),
-    stage("Booting from DVD/CD", Stage::BootDevice),
-    stage("Booting from CD-Rom", Stage::BootDevice),
-    stage("BdsDxe: starting Boot", Stage::BootDevice),
-    // Bootloaders.
-    stage("GNU GRUB", Stage::Bootloader),
-    stage("Welcome to GRUB", Stage::Bootloader),
-    stage("ISOLINUX ", Stage::Bootloader),
-    stage("SYSLINUX ", Stage::Bootloader),
-    stage("systemd-boot", Stage::Bootloader),
-    stage("EFI stub: ", Stage::Bootloader),
-    stage("Loading Linux ", Stage::Bootloader),
-    stage("Loading initial ramdisk", Stage::Bootloader),
-    // Kernel.
-    stage("Linux version ", Stage::Kernel),
-    stage("Booting Linux on", Stage::Kernel),
-    stage("FreeBSD is a registered trademark", Stage::Kernel),
-    // Init.
-    // The kernel's "Run /init as init process" (any path).
-    stage(" as init process", Stage::Init),
-    stage("systemd[1]: ", Stage::Init),
-    stage("INIT: version", Stage::Init),
-    stage("Loading, please wait...", Stage::Init),
-    // Userspace.
-    stage(" login: ", Stage::Userspace),
-    stage("Reached target Multi-User System", Stage::Userspace),
-    stage("Reached target multi-user.target", Stage::Userspace),
-    stage("Reached target Graphical Interface", Stage::Userspace),
-    stage("Please press Enter to activate this console", Stage::Userspace),
-    stage("HIPERISO-GUEST-READY", Stage::Userspace),
-    // Shutdown.
-    stage("reboot: Power down", Stage::Shutdown),
-    stage("reboot: Restarting system", Stage::Shutdown),
-    stage("reboot: System halted", Stage::Shutdown),
-    stage("System halted", Stage::Shutdown),
-    // Firmware failures.
-    failure(Guest, "No bootable option or device was found", "uefi_no_boot_option", Firmware, Fatal, Some(HINT_NO_UEFI_BOOT)),
-    failure(Guest, "No bootable device", "bios_no_bootable_device", Firmware, Fatal, Some(HINT_BIOS_NO_BOOT)),
-    failure(Guest, "Boot failed: not a bootable disk", "bios_not_bootable", Firmware, Error, Some(HINT_BIOS_NO_BOOT)),
-    failure(Guest, "Boot failed: Could not read", "bios_read_failed", Firmware, Error, None),
-    failure(Guest, ": Access Denied", "secure_boot_denied", Firmware, Fatal, Some(HINT_SECURE_BOOT)),
-    failure(Guest, "BdsDxe: failed to load Boot", "uefi_boot_option_failed", Firmware, Error, Some(HINT_NO_UEFI_BOOT)),
-    failure(Guest, "UEFI Interactive Shell", "uefi_shell_fallback", Firmware, Fatal, Some(HINT_NO_UEFI_BOOT)),
-    // Bootloader failures.
-    failure(Guest, "grub rescue>", "grub_rescue", Bootloader, Fatal, Some(HINT_GRUB)),
-    failure(Guest, "error: file `", "grub_file_not_found", Bootloader, Error, Some(HINT_GRUB)),
-    failure(Guest, "error: no such device", "grub_no_such_device", Bootloader, Error, Some(HINT_GRUB)),
-    failure(Guest, "Could not find kernel image", "isolinux_no_kernel", Bootloader, Fatal, None),
-    failure(Guest, "Failed to open \\EFI\\", "efi_file_missing", Bootloader, Error, None),
-    // Kernel failures.
-    // The specific panics come before the generic one: on a line matching
-    // several rows, the first of the most severe wins.
-    failure(Guest, "VFS: Unable to mount root fs", "no_root_fs", Kernel, Fatal, Some(HINT_NO_ROOT)),
-    failure(Guest, "No working init found", "no_init", Kernel, Fatal, Some(HINT_NO_INIT)),
-    failure(Guest, "Requested init ", "init_failed", Kernel, Fatal, Some(HINT_NO_INIT)),
-    failure(Guest, "Kernel panic - not syncing", "kernel_panic", Kernel, Fatal, Some(HINT_PANIC)),
-    failure(Guest, "Failed to execute ", "init_exec_failed", Kernel, Error, Some(HINT_NO_INIT)),
-    failure(Guest, "Out of memory: Killed process", "oom", Kernel, Error, Some(HINT_OOM)),
-    failure(Guest, "BUG: ", "kernel_bug", Kernel, Error, None),
-    failure(Guest, "Oops: ", "kernel_oops", Kernel, Error, None),
-    failure(Guest, "general protection fault", "kernel_gpf", Kernel, Error, None),
-    failure(Guest, "I/O error, dev ", "io_error", Kernel, Error, None),
-    // Init and userspace failures.
-    failure(Guest, "You are in emergency mode", "emergency_mode", Userspace, Fatal, Some(HINT_EMERGENCY)),
-    failure(Guest, "Give root password for maintenance", "maintenance_shell", Userspace, Fatal, Some(HINT_EMERGENCY)),
-    failure(Guest, "Gave up waiting for root file system device", "initramfs_no_root", Userspace, Fatal, Some(HINT_NO_ROOT)),
-    failure(Guest, "Unable to find a medium containing a live file system", "live_medium_missing", Userspace, Fatal, Some(HINT_LIVE_MEDIUM)),
-    failure(Guest, "[FAILED] Failed to start", "service_failed", Userspace, Error, None),
-    // QEMU / host failures.
-    failure(Qemu, "Could not access KVM kernel module", "kvm_unavailable", Host, Fatal, Some(HINT_KVM)),
-    failure(Qemu, "failed to initialize kvm", "kvm_init_failed", Host, Fatal, Some(HINT_KVM)),
-    failure(Qemu, "failed to initialize KVM", "kvm_init_failed", Host, Fatal, Some(HINT_KVM)),
-    failure(Qemu, "Could not open '", "qemu_open_failed", Host, Fatal, Some(HINT_ISO)),
-    failure(Qemu, " GUEST_PANICKED", "guest_panicked", Kernel, Fatal, Some(HINT_PANIC)),
-    failure(Qemu, "Triple fault", "triple_fault", GuestShutdown, Error, Some(HINT_TRIPLE_FAULT)),
-    failure(Qemu, "terminating on signal", "qemu_killed", Host, Error, None),
-];
+/// Parse a pattern file (the embedded one, or one under test).
+pub fn parse(text: &str) -> Result<Vec<Pattern>, PatternsError> {
+    let file: File = toml::from_str(text).map_err(PatternsError::Toml)?;
+    let mut out = Vec::with_capacity(file.pattern.len());
+    for (index, e) in file.pattern.into_iter().enumerate() {
+        let bad = |problem: &str| PatternsError::Entry {
+            index,
+            text: e.text.clone(),
+            problem: problem.to_string(),
+        };
+        if e.text.trim().is_empty() {
+            return Err(bad("empty text"));
+        }
+        let meaning = match (e.stage, &e.failure) {
+            (Some(stage), None) => {
+                if e.domain.is_some() || e.severity.is_some() || e.hint.is_some() {
+                    return Err(bad("a stage takes no domain, severity or hint"));
+                }
+                Meaning::Stage(stage)
+            }
+            (None, Some(id)) => {
+                let (Some(domain), Some(severity)) = (e.domain, e.severity) else {
+                    return Err(bad("a failure needs domain and severity"));
+                };
+                let hint = match &e.hint {
+                    None => None,
+                    Some(key) => Some(leak(
+                        file.hints
+                            .get(key)
+                            .ok_or_else(|| bad(&format!("unknown hint {key:?}")))?
+                            .clone(),
+                    )),
+                };
+                Meaning::Failure {
+                    id: leak(id.clone()),
+                    domain,
+                    severity,
+                    hint,
+                }
+            }
+            _ => return Err(bad("needs exactly one of stage and failure")),
+        };
+        out.push(Pattern {
+            source: e.source,
+            needle: leak(e.text),
+            meaning,
+        });
+    }
+    Ok(out)
+}
 
-/// Every row of `source` whose needle is in `line`.
+/// The table, parsed once. Order matters only for display: every row is
+/// tried. The embedded file is checked by a unit test, so a broken one
+/// cannot ship.
+pub fn table() -> &'static [Pattern] {
+    static TABLE: OnceLock<Vec<Pattern>> = OnceLock::new();
+    TABLE.get_or_init(|| parse(PATTERNS_TOML).expect("patterns.toml is checked by a unit test"))
+}
+
+/// Every row applying to `source` whose needle is in `line`.
 pub fn matches(source: Source, line: &str) -> impl Iterator<Item = &'static Pattern> + '_ {
-    PATTERNS
+    table()
         .iter()
-        .filter(move |p| p.source == source && line.contains(p.needle))
+        .filter(move |p| p.source.to(source) && line.contains(p.needle))
 }
 
 #[cfg(test)]
@@ -257,9 +269,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_embedded_file_parses_and_every_entry_is_valid() {
+        let table = parse(PATTERNS_TOML).unwrap();
+        assert!(table.len() > 50);
+        for stage in [
+            "GNU GRUB  version 2.06",
+            "iPXE 1.21",
+            "Memtest86+ v7",
+            "Select a language",
+        ] {
+            assert!(matches(Source::Screen, stage).next().is_some(), "{stage}");
+        }
+    }
+
+    #[test]
+    fn invalid_entries_are_refused() {
+        assert!(parse("[[pattern]]\ntext = \"x\"\n").is_err());
+        assert!(parse("[[pattern]]\ntext = \"x\"\nstage = \"nowhere\"\n").is_err());
+        let no_hint = "[[pattern]]\ntext = \"x\"\nfailure = \"f\"\ndomain = \"kernel\"\nseverity = \"fatal\"\nhint = \"missing\"\n";
+        assert!(parse(no_hint).is_err());
+        assert!(parse("[[pattern]]\ntext = \"x\"\nstage = \"poweroff\"\n").is_ok());
+    }
+
+    #[test]
     fn failure_ids_are_unique_per_meaning() {
         let mut seen: Vec<(&str, Domain, Severity)> = Vec::new();
-        for p in PATTERNS {
+        for p in table() {
             if let Meaning::Failure {
                 id,
                 domain,
@@ -277,14 +312,19 @@ mod tests {
 
     #[test]
     fn matching_respects_the_source() {
-        let hits: Vec<_> = matches(Guest, "[    1.0] Kernel panic - not syncing: x").collect();
+        let hits: Vec<_> =
+            matches(Source::Serial, "[    1.0] Kernel panic - not syncing: x").collect();
         assert_eq!(hits.len(), 1);
         let hits: Vec<_> = matches(
-            Guest,
+            Source::Serial,
             "Kernel panic - not syncing: Requested init /x failed",
         )
         .collect();
         assert_eq!(hits.len(), 2);
-        assert!(matches(Qemu, "Kernel panic - not syncing").next().is_none());
+        assert!(
+            matches(Source::Qemu, "Kernel panic - not syncing")
+                .next()
+                .is_none()
+        );
     }
 }

@@ -14,8 +14,17 @@ const MAX_LINE_CHARS: usize = 4096;
 /// Where a line was found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LineRef {
-    /// The log's file name, e.g. `serial.log`.
+    /// What the line was read from: `serial`, `screen` or `qemu`.
+    pub source: Source,
+    /// The log's file name, e.g. `serial.log`; for the screen, the text's
+    /// file (`screenshots/0003.txt` or `screenshots/0003.ocr.txt`).
     pub file: String,
+    /// For the screen: the screenshot (`screenshots/0003.png`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screenshot: Option<String>,
+    /// For the screen: when the screenshot was taken (host uptime, ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
     /// 1-based line number.
     pub line: u64,
     /// The guest kernel's printk time on that line, in seconds, if any.
@@ -65,6 +74,9 @@ pub struct SerialScan {
     pub last_stage_order: Option<(Stage, u64)>,
     #[serde(skip)]
     stage_orders: Vec<(Stage, u64)>,
+    /// The screenshot being scanned (`scan_screen`): its file and time.
+    #[serde(skip)]
+    screen: Option<(String, Option<u64>)>,
 }
 
 impl SerialScan {
@@ -81,11 +93,27 @@ impl SerialScan {
             .map(|(_, order)| *order)
     }
 
+    /// Scan the text of one screenshot: `text_file` names the text in line
+    /// references, `screenshot` the picture, `uptime_ms` its time.
+    pub fn scan_screen(
+        &mut self,
+        text: &str,
+        text_file: &str,
+        screenshot: &str,
+        uptime_ms: Option<u64>,
+    ) {
+        self.screen = Some((screenshot.to_string(), uptime_ms));
+        // Reading from memory cannot fail.
+        let _ = self.scan(text.as_bytes(), Source::Screen, text_file);
+        self.screen = None;
+    }
+
     /// Scan one log. `file` names it in line references.
     pub fn scan(&mut self, reader: impl BufRead, source: Source, file: &str) -> io::Result<()> {
         let mut reader = reader;
         let mut raw = Vec::new();
         let mut number = 0u64;
+        let screen = self.screen.clone();
         loop {
             raw.clear();
             let n = read_line_bounded(&mut reader, &mut raw)?;
@@ -100,11 +128,14 @@ impl SerialScan {
             if text.trim().is_empty() {
                 continue;
             }
-            if source == Source::Guest {
+            if source == Source::Serial {
                 self.last_line = Some(text.clone());
             }
             let at = || LineRef {
+                source,
                 file: file.to_string(),
+                screenshot: screen.as_ref().map(|s| s.0.clone()),
+                uptime_ms: screen.as_ref().and_then(|s| s.1),
                 line: number,
                 kernel_time_s: kernel_time(&text),
                 text: text.clone(),
@@ -308,7 +339,7 @@ mod tests {
                    [    0.000000] Linux version 6.1.0\n\
                    [    2.000000] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n";
         let mut scan = SerialScan::default();
-        scan.scan(log.as_bytes(), Source::Guest, "serial.log")
+        scan.scan(log.as_bytes(), Source::Serial, "serial.log")
             .unwrap();
         let stages: Vec<Stage> = scan.stages.iter().map(|s| s.stage).collect();
         assert_eq!(stages, [Stage::Firmware, Stage::BootDevice, Stage::Kernel]);
@@ -326,7 +357,7 @@ mod tests {
         let mut log = vec![b'x'; 1 << 20];
         log.extend_from_slice(b"\nKernel panic - not syncing\n");
         let mut scan = SerialScan::default();
-        scan.scan(&log[..], Source::Guest, "serial.log").unwrap();
+        scan.scan(&log[..], Source::Serial, "serial.log").unwrap();
         assert_eq!(scan.lines, 2);
         assert_eq!(scan.bytes, log.len() as u64);
         assert_eq!(scan.findings[0].at.line, 2);

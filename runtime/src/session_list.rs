@@ -73,6 +73,12 @@ pub struct SessionRow {
     pub duration_s: Option<i64>,
     pub firmware: Option<String>,
     pub accel: Option<String>,
+    /// The session never finished: no `index.jsonl` line, or its last
+    /// `status.json` stage is not `analysis`, `complete` or `failed`.
+    pub interrupted: bool,
+    /// The last `status.json` stage and message, when there is one.
+    pub last_stage: Option<String>,
+    pub last_message: Option<String>,
 }
 
 /// All sessions found, oldest first.
@@ -108,9 +114,19 @@ impl Logs {
         let meta = std::fs::metadata(path).map_err(io_err)?;
         if meta.is_dir() {
             let candidates = [path.join(LOGS_DIR), path.join("logs"), path.to_path_buf()];
-            return candidates
-                .into_iter()
-                .find(|dir| dir.join(files::INDEX_JSONL).is_file())
+            let with_index = candidates
+                .iter()
+                .find(|dir| dir.join(files::INDEX_JSONL).is_file());
+            // A logs directory whose index was never written (the first
+            // session was interrupted): any directory holding a session.
+            let without = || {
+                candidates
+                    .iter()
+                    .find(|dir| session_dirs_in(dir).next().is_some())
+            };
+            return with_index
+                .or_else(without)
+                .cloned()
                 .map(|dir| Logs {
                     location: Location::Dir(dir),
                 })
@@ -181,8 +197,95 @@ impl Logs {
         }
     }
 
-    /// The sessions in `index.jsonl`, oldest first.
+    /// The session directories in the logs directory (names only).
+    fn session_dir_names(&mut self) -> Result<Vec<String>, SessionsError> {
+        match &mut self.location {
+            Location::Dir(dir) => Ok(session_dirs_in(dir).collect()),
+            Location::Image { path, fs } => match fs.read_dir(LOGS_DIR) {
+                Ok(entries) => Ok(entries
+                    .into_iter()
+                    .filter(|e| e.is_dir)
+                    .map(|e| e.name)
+                    .collect()),
+                Err(ExfatError::NotFound { .. }) => Ok(Vec::new()),
+                Err(source) => Err(SessionsError::Exfat {
+                    path: path.clone(),
+                    source,
+                }),
+            },
+        }
+    }
+
+    /// A session's JSON file, leniently.
+    fn json(&mut self, id: &str, name: &str) -> Option<serde_json::Value> {
+        let bytes = self.read(&format!("{id}/{name}")).ok().flatten()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every session: the lines of `index.jsonl`, and every session
+    /// directory without one (interrupted), oldest first.
     pub fn list(&mut self) -> Result<SessionList, SessionsError> {
+        let mut list = self.list_index()?;
+        let known: Vec<String> = list.sessions.iter().map(|s| s.id.clone()).collect();
+        for id in self.session_dir_names()? {
+            if known.contains(&id) {
+                continue;
+            }
+            let info = self.json(&id, files::SESSION_JSON);
+            let has_status = self
+                .read(&format!("{id}/{}", files::STATUS_JSON))
+                .ok()
+                .flatten()
+                .is_some();
+            if info.is_none() && !has_status {
+                continue;
+            }
+            let field = |key: &str| {
+                info.as_ref()
+                    .and_then(|i| i[key].as_str())
+                    .map(str::to_string)
+            };
+            list.sessions.push(SessionRow {
+                iso: field("iso").unwrap_or_default(),
+                result: "interrupted".into(),
+                started_utc: field("started_utc").unwrap_or_default(),
+                duration_s: None,
+                firmware: field("firmware"),
+                accel: field("accel"),
+                interrupted: true,
+                last_stage: None,
+                last_message: None,
+                id,
+            });
+        }
+        for row in &mut list.sessions {
+            let status = self.json(&row.id, files::STATUS_JSON);
+            let text = |key: &str| {
+                status
+                    .as_ref()
+                    .and_then(|s| s[key].as_str())
+                    .map(str::to_string)
+            };
+            row.last_stage = text("stage");
+            row.last_message = text("message");
+            let unfinished = row
+                .last_stage
+                .as_deref()
+                .is_some_and(|s| !matches!(s, "analysis" | "complete" | "failed"));
+            if unfinished && !row.interrupted {
+                row.interrupted = true;
+                if row.result == "running" {
+                    row.result = "interrupted".into();
+                }
+            }
+        }
+        list.sessions
+            .sort_by(|a, b| (&a.started_utc, &a.id).cmp(&(&b.started_utc, &b.id)));
+        Ok(list)
+    }
+
+    /// The sessions in `index.jsonl`.
+    fn list_index(&mut self) -> Result<SessionList, SessionsError> {
         let index = self.read(files::INDEX_JSONL)?.unwrap_or_default();
         let mut warnings = Vec::new();
         let mut sessions = Vec::new();
@@ -217,6 +320,9 @@ impl Logs {
                 started_utc: entry.started_utc,
                 firmware: entry.firmware,
                 accel: entry.accel,
+                interrupted: false,
+                last_stage: None,
+                last_message: None,
             });
         }
         Ok(SessionList { sessions, warnings })
@@ -262,22 +368,51 @@ impl Logs {
                     source,
                 };
                 let session_path = format!("{LOGS_DIR}/{id}");
-                for entry in fs.read_dir(&session_path).map_err(exfat_err)? {
-                    if entry.is_dir {
-                        continue;
-                    }
-                    let target = scratch.path().join(&entry.name);
-                    let mut out = File::create(&target).map_err(|source| SessionsError::Io {
-                        path: target.clone(),
+                // The session's files and its screenshots/ (one level).
+                let mut dirs = vec![String::new()];
+                while let Some(sub) = dirs.pop() {
+                    let from = format!("{session_path}{sub}");
+                    let into = scratch.path().join(sub.trim_start_matches('/'));
+                    std::fs::create_dir_all(&into).map_err(|source| SessionsError::Io {
+                        path: into.clone(),
                         source,
                     })?;
-                    fs.read_file(&format!("{session_path}/{}", entry.name), &mut out)
-                        .map_err(exfat_err)?;
+                    for entry in fs.read_dir(&from).map_err(exfat_err)? {
+                        if entry.is_dir {
+                            if sub.is_empty() {
+                                dirs.push(format!("/{}", entry.name));
+                            }
+                            continue;
+                        }
+                        let target = into.join(&entry.name);
+                        let mut out =
+                            File::create(&target).map_err(|source| SessionsError::Io {
+                                path: target.clone(),
+                                source,
+                            })?;
+                        fs.read_file(&format!("{from}/{}", entry.name), &mut out)
+                            .map_err(exfat_err)?;
+                    }
                 }
                 analyze::build_report(scratch.path()).map_err(analyze_err)
             }
         }
     }
+}
+
+/// Subdirectories of `dir` that hold a session (`session.json` or
+/// `status.json`).
+fn session_dirs_in(dir: &Path) -> impl Iterator<Item = String> + '_ {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            e.path().join(files::SESSION_JSON).is_file()
+                || e.path().join(files::STATUS_JSON).is_file()
+        })
+        .filter_map(|e| e.file_name().into_string().ok())
 }
 
 fn outcome_name(entry: &IndexEntry) -> String {

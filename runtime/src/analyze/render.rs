@@ -31,19 +31,41 @@ pub fn render_text(report: &Report) -> String {
         let _ = write!(out, " (domain: {})", domain.as_str());
     }
     let _ = writeln!(out, "\n{}\n", report.summary);
+    if report.interrupted {
+        let _ = writeln!(out, "INTERRUPTED: the session never finished.");
+    }
+    if let Some(status) = report.last_status.as_ref().filter(|_| report.interrupted) {
+        let _ = writeln!(
+            out,
+            "Last status: {} at {}: {}\n",
+            status.stage, status.updated_utc, status.message
+        );
+    }
 
     let _ = writeln!(out, "Boot stages:");
     if report.stages.is_empty() {
         let _ = writeln!(out, "  (none recognized)");
     }
     for hit in &report.stages {
+        let place = match (&hit.at.screenshot, hit.at.uptime_ms) {
+            (Some(shot), ms) => format!(
+                "screen {shot}{}",
+                ms.map_or(String::new(), |ms| format!(
+                    " at {:.1}s",
+                    ms as f64 / 1000.0
+                ))
+            ),
+            (None, _) => format!(
+                "{}:{}{}",
+                hit.at.file,
+                hit.at.line,
+                time_suffix(hit.at.kernel_time_s)
+            ),
+        };
         let _ = writeln!(
             out,
-            "  {:<11} {}:{}{}  {}",
+            "  {:<11} {place}  {}",
             hit.stage.as_str(),
-            hit.at.file,
-            hit.at.line,
-            time_suffix(hit.at.kernel_time_s),
             hit.at.text.trim()
         );
     }
@@ -125,6 +147,29 @@ pub fn render_text(report: &Report) -> String {
             let _ = writeln!(out, "  QEMU dropped {} trace events", t.dropped_events);
         }
     }
+    if let Some(screens) = &report.screens {
+        let _ = writeln!(
+            out,
+            "\nScreens: {} screenshots, {} with text ({} by OCR)",
+            screens.count, screens.with_text, screens.ocr
+        );
+        if let Some(last) = &screens.last {
+            let when = last.uptime_ms.map_or(String::new(), |ms| {
+                format!(" at {:.1}s", ms as f64 / 1000.0)
+            });
+            let _ = writeln!(out, "Last screen ({}{when}):", last.screenshot);
+            match &last.text {
+                Some(text) => {
+                    for line in text.lines() {
+                        let _ = writeln!(out, "  | {line}");
+                    }
+                }
+                None => {
+                    let _ = writeln!(out, "  (no text: graphics mode and no OCR)");
+                }
+            }
+        }
+    }
     if !report.hints.is_empty() {
         let _ = writeln!(out, "\nHints:");
         for hint in &report.hints {
@@ -175,12 +220,25 @@ pub fn render_meta(report: &Report) -> String {
         ),
         ("SUMMARY".into(), clean(&report.summary)),
         ("SERIAL_BYTES".into(), report.serial_bytes.to_string()),
+        (
+            "INTERRUPTED".into(),
+            u8::from(report.interrupted).to_string(),
+        ),
     ];
     if let Some(timing) = &report.timing {
         lines.push(("TOTAL_MS".into(), timing.total_ms.to_string()));
     }
     if let Some(cd) = report.io.as_ref().and_then(|io| io.cdrom.as_ref()) {
         lines.push(("CD_SECTORS_READ".into(), cd.sectors.to_string()));
+    }
+    if let Some(screens) = &report.screens {
+        lines.push(("SCREENSHOTS".into(), screens.count.to_string()));
+        if let Some(ms) = screens.unchanged_at_end_ms {
+            lines.push(("SCREEN_UNCHANGED_MS".into(), ms.to_string()));
+        }
+    }
+    if let Some(at) = &report.furthest_stage_at {
+        lines.push(("FURTHEST_STAGE_SOURCE".into(), at.at.source.as_str().into()));
     }
     if let Some(hint) = report.hints.first() {
         lines.push(("HINT".into(), clean(hint)));

@@ -2,6 +2,7 @@
 //! verdict and the renderings share.
 
 use crate::patterns::{Domain, Stage};
+use crate::screens::ScreenSummary;
 use crate::serial::{Finding, StageHit};
 use crate::trace_summary::TraceSummary;
 use serde::Serialize;
@@ -20,8 +21,14 @@ pub enum BootResult {
     Booted,
     #[serde(rename = "failed")]
     Failed,
+    /// Still making progress (or no screen times to tell) when the
+    /// session's timeout stopped QEMU.
     #[serde(rename = "timeout")]
     Timeout,
+    /// Hung: the screen unchanged for `screens::HANG_MS` at the end of a
+    /// session that stopped the guest, with no boot reached.
+    #[serde(rename = "stuck")]
+    Stuck,
     #[serde(rename = "host-failure")]
     HostFailure,
     #[serde(rename = "unknown")]
@@ -34,6 +41,7 @@ impl BootResult {
             BootResult::Booted => "booted",
             BootResult::Failed => "failed",
             BootResult::Timeout => "timeout",
+            BootResult::Stuck => "stuck",
             BootResult::HostFailure => "host-failure",
             BootResult::Unknown => "unknown",
         }
@@ -137,4 +145,25 @@ pub struct Report {
     /// Size of the guest console log in bytes, and its last line.
     pub serial_bytes: u64,
     pub serial_last_line: Option<String>,
+    /// The first line showing the furthest stage: its source (`serial` or
+    /// `screen`), file and line, or screenshot and time.
+    pub furthest_stage_at: Option<StageHit>,
+    /// The screenshots: how many, how many with text, the last one.
+    pub screens: Option<ScreenSummary>,
+    /// The last screenshot's text (trailing blanks removed), when known.
+    pub last_screen_text: Option<String>,
+    /// The last `status.json` hiperiso-init wrote.
+    pub last_status: Option<LastStatus>,
+    /// The session never finished: its last status is not `analysis`,
+    /// `complete` or `failed` (power loss, a crash, the stick pulled).
+    pub interrupted: bool,
+}
+
+/// `status.json` as last written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastStatus {
+    pub stage: String,
+    pub message: String,
+    pub updated_utc: String,
+    pub uptime_ms: u64,
 }

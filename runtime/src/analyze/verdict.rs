@@ -2,7 +2,8 @@
 //! the timing summary and the hints for the user.
 
 use super::report::*;
-use crate::patterns::{Domain, Severity, Stage};
+use crate::patterns::{self, Domain, Meaning, Severity, Source, Stage};
+use crate::screens::{HANG_MS, ScreenSummary};
 use crate::serial::{Finding, SerialScan};
 use hiperiso_stick::session::{FailureKind, SessionInfo, Timing};
 use serde::Serialize;
@@ -33,6 +34,7 @@ pub(super) fn decide(
     host: &[HostFailure],
     session: &SessionFacts,
     cd_bytes: u64,
+    screens: Option<&ScreenSummary>,
 ) -> Verdict {
     let furthest = scan.furthest_stage();
     let reached = |stage| furthest.is_some_and(|f| f >= stage);
@@ -74,7 +76,12 @@ pub(super) fn decide(
     }
 
     // 2. A fatal guest failure after the last sign of progress.
-    let userspace_order = scan.stage_order(Stage::Userspace);
+    // The first sign of a booted system: userspace, a login prompt or an
+    // installer's first question.
+    let userspace_order = [Stage::Userspace, Stage::Login, Stage::Installer]
+        .into_iter()
+        .filter_map(|s| scan.stage_order(s))
+        .min();
     let fatal = scan.findings.iter().find(|f| {
         f.severity == Severity::Fatal
             && f.domain != Domain::Host
@@ -95,10 +102,23 @@ pub(super) fn decide(
 
     // 3. Userspace came up: booted, whatever happened next.
     if reached(Stage::Userspace) && userspace_order.is_some() {
+        let stage = furthest.unwrap_or(Stage::Userspace);
+        let how = match stage {
+            Stage::Login => "the guest booted to a login prompt",
+            Stage::Installer => "the guest booted to its installer's first question",
+            _ => "the guest booted to userspace",
+        };
+        let seen = scan
+            .stages
+            .iter()
+            .find(|s| s.stage == stage)
+            .map_or(String::new(), |s| {
+                format!(" ({}: {})", s.at.source.as_str(), s.at.text.trim())
+            });
         return Verdict {
             result: BootResult::Booted,
             domain: None,
-            summary: "the guest booted to userspace".into(),
+            summary: format!("{how}{seen}"),
         };
     }
     let shutdown = scan.stage_order(Stage::Shutdown).is_some();
@@ -129,7 +149,48 @@ pub(super) fn decide(
         };
     }
 
-    // 4. Still running when the session ended it. A guest that printed
+    // 4. The last screen is a boot loader's menu or program (GRUB, ISOLINUX,
+    // iPXE's prompt, memtest86+): the ISO booted as far as it goes without
+    // someone at the keyboard.
+    if furthest == Some(Stage::Bootloader) {
+        let last_text = screens
+            .and_then(|s| s.last.as_ref())
+            .and_then(|l| l.text.as_deref())
+            .unwrap_or("");
+        let menu_line = last_text.lines().find(|line| {
+            patterns::matches(Source::Screen, line)
+                .any(|p| p.meaning == Meaning::Stage(Stage::Bootloader))
+        });
+        if let Some(line) = menu_line {
+            return Verdict {
+                result: BootResult::Booted,
+                domain: None,
+                summary: format!(
+                    "the guest is waiting at its boot loader screen: {}",
+                    line.trim()
+                ),
+            };
+        }
+    }
+
+    // 5. Hung: the screen did not change for a long time at the end of the
+    // session, with no boot, failure or shutdown above.
+    let unchanged = screens.and_then(|s| s.unchanged_at_end_ms);
+    if let Some(ms) = unchanged.filter(|&ms| ms >= HANG_MS) {
+        let stage = furthest.map_or("before any recognized stage".to_string(), |s| {
+            format!("at stage {}", s.as_str())
+        });
+        return Verdict {
+            result: BootResult::Stuck,
+            domain: Some(domain_after(furthest)),
+            summary: format!(
+                "the guest hung {stage}: the screen did not change for the last {} s",
+                ms / 1000
+            ),
+        };
+    }
+
+    // 6. Still running when the session ended it. A guest that printed
     // nothing recognizable but read a lot from the CD got past the firmware
     // (most ISOs boot to the screen only): say so rather than blame it.
     let silent_but_loaded = furthest.is_none() && cd_bytes >= LOADED_FROM_CD_BYTES;
@@ -243,7 +304,7 @@ pub(super) fn hints(
         if firmware == Some("uefi") && scan.furthest_stage() < Some(Stage::Bootloader) {
             push("if this ISO boots only in BIOS mode, set \"firmware\": \"bios\" for it in iso_overrides".into());
         }
-        if verdict.result == BootResult::Timeout {
+        if matches!(verdict.result, BootResult::Timeout | BootResult::Stuck) {
             push(format!(
                 "the session timed out with the guest {}; raise the timeout or check screenshots/ for a prompt waiting for input",
                 scan.furthest_stage()

@@ -56,6 +56,14 @@ enum Command {
     },
     /// List the sessions of a stick, logs directory, or image/device file.
     Sessions { path: PathBuf },
+    /// A session's screenshots as a contact sheet (`contact-sheet.png`)
+    /// and an animation (`screens.apng`), in time order.
+    Screens {
+        session_dir: PathBuf,
+        /// Where to write them (default: the session directory).
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+    },
     /// Analyze one session (without writing into it).
     Show {
         /// `latest`, a session id, or a unique prefix of one.
@@ -132,6 +140,26 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Sessions { path } => {
             let list = Logs::open(path)?.list()?;
             print_sessions(&mut out, &list, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Screens {
+            session_dir,
+            out: dir,
+        } => {
+            let dir = dir.as_deref().unwrap_or(session_dir);
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let written = hiperiso_runtime::contact::write(session_dir, dir)?;
+            if cli.json {
+                let value = serde_json::json!({
+                    "contact_sheet": written[0],
+                    "animation": written[1],
+                });
+                writeln!(out, "{value}")?;
+            } else {
+                for path in written {
+                    writeln!(out, "{}", path.display())?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { which, from } => {
@@ -298,7 +326,7 @@ fn serial(out: &mut impl Write, file: &Path, stages: bool, json: bool) -> Result
     let source = if file.file_name().is_some_and(|n| n == "qemu.stderr") {
         Source::Qemu
     } else {
-        Source::Guest
+        Source::Serial
     };
     let name = file.file_name().map_or_else(
         || file.display().to_string(),
@@ -358,7 +386,7 @@ fn print_sessions(out: &mut impl Write, list: &SessionList, json: bool) -> Resul
         eprintln!("hiperiso-log: warning: {warning}");
     }
     if list.sessions.is_empty() {
-        bail!("no sessions in index.jsonl");
+        bail!("no sessions found");
     }
     writeln!(out, "{:<44} {:<13} {:>9}  ISO", "ID", "RESULT", "DURATION")?;
     for s in &list.sessions {
@@ -368,6 +396,14 @@ fn print_sessions(out: &mut impl Write, list: &SessionList, json: bool) -> Resul
             "{:<44} {:<13} {:>9}  {}",
             s.id, s.result, duration, s.iso
         )?;
+        if s.interrupted {
+            writeln!(
+                out,
+                "    interrupted at {}: {}",
+                s.last_stage.as_deref().unwrap_or("(no status.json)"),
+                s.last_message.as_deref().unwrap_or("")
+            )?;
+        }
     }
     Ok(())
 }

@@ -85,6 +85,39 @@ fn data_tree() -> tempfile::TempDir {
         index.push('\n');
     }
     hiperiso_runtime::analyze::analyze(&logs.join("panic_20261121T100000Z")).unwrap();
+    // An interrupted session (power lost while the guest ran): no index
+    // line, no report, its last status.json, one screenshot with its text.
+    let mut cut = info(
+        "grub_20261121T120000Z",
+        "/ISOs/grub.iso",
+        1_795_348_800,
+        1_795_348_800,
+    );
+    cut.ended_utc = None;
+    cut.outcome = Outcome::Running;
+    let dir = logs.join(&cut.id);
+    std::fs::create_dir_all(dir.join("screenshots")).unwrap();
+    std::fs::write(
+        dir.join("session.json"),
+        session::to_json("session.json", &cut).unwrap(),
+    )
+    .unwrap();
+    let status = session::Status {
+        schema: session::SCHEMA_VERSION,
+        stage: session::Stage::QemuRunning,
+        updated_utc: "2026-11-21T12:00:05Z".into(),
+        uptime_ms: 5000,
+        message: "QEMU is running".into(),
+    };
+    std::fs::write(
+        dir.join("status.json"),
+        serde_json::to_string(&status).unwrap(),
+    )
+    .unwrap();
+    let shots = fixture("screens/grub-rescue/screenshots");
+    for name in ["0003.png", "0003.txt"] {
+        std::fs::copy(shots.join(name), dir.join("screenshots").join(name)).unwrap();
+    }
     index.push_str("{ not json\n");
     std::fs::write(logs.join("index.jsonl"), index).unwrap();
     root
@@ -92,18 +125,30 @@ fn data_tree() -> tempfile::TempDir {
 
 fn check_listing(logs: &mut Logs) {
     let list = logs.list().unwrap();
-    let rows: Vec<(&str, &str, Option<i64>)> = list
+    let rows: Vec<(&str, &str, Option<i64>, bool)> = list
         .sessions
         .iter()
-        .map(|s| (s.id.as_str(), s.result.as_str(), s.duration_s))
+        .map(|s| {
+            (
+                s.id.as_str(),
+                s.result.as_str(),
+                s.duration_s,
+                s.interrupted,
+            )
+        })
         .collect();
     assert_eq!(
         rows,
         [
-            ("panic_20261121T100000Z", "failed", Some(30)),
-            ("boot_20261121T110000Z", "success", Some(12)),
+            ("panic_20261121T100000Z", "failed", Some(30), false),
+            ("boot_20261121T110000Z", "success", Some(12), false),
+            ("grub_20261121T120000Z", "interrupted", None, true),
         ]
     );
+    let cut = &list.sessions[2];
+    assert_eq!(cut.iso, "/ISOs/grub.iso");
+    assert_eq!(cut.last_stage.as_deref(), Some("qemu_running"));
+    assert_eq!(cut.last_message.as_deref(), Some("QEMU is running"));
     assert_eq!(list.warnings.len(), 1);
     assert!(
         list.warnings[0].starts_with("index.jsonl:3: "),
@@ -112,8 +157,22 @@ fn check_listing(logs: &mut Logs) {
     );
 
     let latest = logs.show("latest").unwrap();
-    assert_eq!(latest.result, BootResult::Booted);
-    assert_eq!(latest.session.iso.as_deref(), Some("/ISOs/boot.iso"));
+    assert!(latest.interrupted);
+    assert_eq!(latest.last_status.as_ref().unwrap().stage, "qemu_running");
+    assert_eq!(latest.session.iso.as_deref(), Some("/ISOs/grub.iso"));
+    // Its screen, read from the image too: GRUB's menu.
+    assert_eq!(latest.screens.as_ref().unwrap().count, 1);
+    assert!(
+        latest
+            .last_screen_text
+            .as_deref()
+            .unwrap()
+            .contains("GNU GRUB")
+    );
+    let boot = logs.show("boot_").unwrap();
+    assert_eq!(boot.result, BootResult::Booted);
+    assert_eq!(boot.session.iso.as_deref(), Some("/ISOs/boot.iso"));
+    assert!(!boot.interrupted);
     let panic = logs.show("panic_").unwrap();
     assert_eq!(panic.result, BootResult::Failed);
     assert!(matches!(
@@ -161,4 +220,26 @@ fn lists_from_gpt_and_mbr_images_without_mounting() {
 fn a_file_without_a_data_partition_is_a_clear_error() {
     let err = Logs::open(&fixture("linux-boot.serial.log")).err().unwrap();
     assert!(err.to_string().contains("no exFAT data partition"), "{err}");
+}
+
+#[test]
+fn a_logs_dir_without_an_index_still_lists_its_interrupted_session() {
+    let root = data_tree();
+    let logs = root.path().join("hiperiso/logs");
+    std::fs::remove_file(logs.join("index.jsonl")).unwrap();
+    let mut opened = Logs::open(root.path()).unwrap();
+    let list = opened.list().unwrap();
+    // Without the index every session with a session.json is still listed;
+    // those without a finished status are interrupted.
+    let ids: Vec<&str> = list.sessions.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "panic_20261121T100000Z",
+            "boot_20261121T110000Z",
+            "grub_20261121T120000Z"
+        ]
+    );
+    assert!(list.sessions[2].interrupted);
+    assert!(opened.show("latest").unwrap().interrupted);
 }
