@@ -2,5 +2,6 @@
 
 mod analyze_fixtures;
 mod cli;
+mod screens;
 mod session_list;
 mod trace_golden;
