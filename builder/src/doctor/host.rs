@@ -138,15 +138,16 @@ fn existing_ancestor(path: &Path) -> PathBuf {
         .to_path_buf()
 }
 
+/// Bytes an unprivileged user may still write on the file system of `path`.
+#[allow(clippy::unnecessary_cast)] // the field types differ between targets
 fn free_bytes(path: &Path) -> std::io::Result<u64> {
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is
-    // NUL-terminated.
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is NUL-terminated and `stat` is ours to write.
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    #[allow(clippy::unnecessary_cast)]
     Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
