@@ -103,7 +103,10 @@ fn failing_checks_exit_non_zero_with_names_and_fixes() {
     for check in checks {
         assert!(check["name"].is_string(), "{check}");
         assert!(check["detail"].is_string(), "{check}");
-        assert!(check["fix"].is_string() || check["fix"].is_null(), "{check}");
+        assert!(
+            check["fix"].is_string() || check["fix"].is_null(),
+            "{check}"
+        );
         let status = check["status"].as_str().unwrap();
         assert!(["ok", "warn", "fail"].contains(&status), "{check}");
     }
@@ -123,7 +126,14 @@ fn failing_checks_exit_non_zero_with_names_and_fixes() {
     if tiny.is_some() {
         assert_eq!(find("disk-space")["status"], "fail");
     }
-    for name in ["qemu", "kvm", "nested-virt", "ovmf", "user-namespaces", "loop-devices"] {
+    for name in [
+        "qemu",
+        "kvm",
+        "nested-virt",
+        "ovmf",
+        "user-namespaces",
+        "loop-devices",
+    ] {
         find(name);
     }
     // No KVM is never a failure: `run` falls back to TCG.

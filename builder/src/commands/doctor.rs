@@ -42,7 +42,10 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
                     Check::fail("manifest", format!("{}: {error}", path.display()))
                         .with_fix(format!("fix {}", path.display())),
                 );
-                (None, format!("the manifest {} does not load", path.display()))
+                (
+                    None,
+                    format!("the manifest {} does not load", path.display()),
+                )
             }
         }
     };

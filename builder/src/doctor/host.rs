@@ -25,7 +25,10 @@ pub const PACKAGES_NEED: u64 = 3 * GIB;
 
 /// The sysctls that block unprivileged user namespaces.
 const USERNS_KNOBS: [(&str, &str); 3] = [
-    ("kernel.unprivileged_userns_clone", "kernel/unprivileged_userns_clone"),
+    (
+        "kernel.unprivileged_userns_clone",
+        "kernel/unprivileged_userns_clone",
+    ),
     ("user.max_user_namespaces", "user/max_user_namespaces"),
     (
         "kernel.apparmor_restrict_unprivileged_userns",
@@ -62,7 +65,10 @@ pub fn userns_check(
     knobs: &[(String, String)],
 ) -> Check {
     match attempt {
-        Ok(()) => Check::ok(USERNS, "`unshare --user --map-root-user` works: the sandbox can start"),
+        Ok(()) => Check::ok(
+            USERNS,
+            "`unshare --user --map-root-user` works: the sandbox can start",
+        ),
         Err(error) => {
             let fix = hint.unwrap_or_else(|| {
                 let current = knobs
@@ -75,7 +81,11 @@ pub fn userns_check(
                      kernel.unprivileged_userns_clone=1`, `sysctl -w \
                      user.max_user_namespaces=15000`, `sysctl -w \
                      kernel.apparmor_restrict_unprivileged_userns=0` (now: {})",
-                    if current.is_empty() { "none readable".to_string() } else { current }
+                    if current.is_empty() {
+                        "none readable".to_string()
+                    } else {
+                        current
+                    }
                 )
             });
             Check::fail(
@@ -105,10 +115,7 @@ pub fn disk(cache_dir: &Path, project: Option<&Project>) -> Check {
     let probe = existing_ancestor(cache_dir);
     match free_bytes(&probe) {
         Ok(free) => disk_check(cache_dir, free, needed, what),
-        Err(error) => Check::fail(
-            DISK,
-            format!("cannot stat {}: {error}", probe.display()),
-        ),
+        Err(error) => Check::fail(DISK, format!("cannot stat {}: {error}", probe.display())),
     }
 }
 
@@ -172,8 +179,11 @@ pub fn loop_devices() -> Check {
 pub fn loop_check(control: bool, free: Result<String, String>) -> Check {
     let fix = "modprobe loop (and run as root or with access to /dev/loop*)";
     if !control {
-        return Check::warn(LOOP, "/dev/loop-control is missing: `install` tests cannot run")
-            .with_fix(fix);
+        return Check::warn(
+            LOOP,
+            "/dev/loop-control is missing: `install` tests cannot run",
+        )
+        .with_fix(fix);
     }
     match free {
         Ok(device) => Check::ok(LOOP, format!("/dev/loop-control present, {device} free")),

@@ -106,10 +106,7 @@ pub fn run_all(inputs: &Inputs) -> Vec<Check> {
         }
         None => {
             for name in [pins::MIRROR, pins::RUSTC] {
-                checks.push(Check::warn(
-                    name,
-                    format!("skipped: {}", inputs.no_project),
-                ));
+                checks.push(Check::warn(name, format!("skipped: {}", inputs.no_project)));
             }
         }
     }

@@ -37,7 +37,10 @@ pub fn pinned_files(project: &Project, lock: Option<&Lock>) -> Vec<(String, Stri
         for (name, source) in project.manifest.active_sources(profile) {
             match &source.sha256 {
                 Some(sha) => files.push((format!("{name} {}", source.version), sha.clone())),
-                None => files.push((format!("{name} {} (not pinned)", source.version), String::new())),
+                None => files.push((
+                    format!("{name} {} (not pinned)", source.version),
+                    String::new(),
+                )),
             }
         }
     }
@@ -89,10 +92,22 @@ fn reach_mirror(project: &Project) -> Result<String, String> {
 
 /// The verdict on the mirror (`None` with `--offline`) and the files the
 /// cache lacks.
-pub fn mirror_check(reach: Option<Result<String, String>>, missing: &[String], total: usize) -> Check {
-    let cached = format!("{} of {total} pinned files in the cache", total - missing.len());
+pub fn mirror_check(
+    reach: Option<Result<String, String>>,
+    missing: &[String],
+    total: usize,
+) -> Check {
+    let cached = format!(
+        "{} of {total} pinned files in the cache",
+        total - missing.len()
+    );
     let named = || {
-        let mut list = missing.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", ");
+        let mut list = missing
+            .iter()
+            .take(NAMED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         if missing.len() > NAMED {
             list.push_str(&format!(", and {} more", missing.len() - NAMED));
         }
@@ -103,8 +118,11 @@ pub fn mirror_check(reach: Option<Result<String, String>>, missing: &[String], t
     match reach {
         Some(Ok(url)) => Check::ok(MIRROR, format!("{url} answers; {cached}")),
         None if missing.is_empty() => Check::ok(MIRROR, format!("--offline: {cached}")),
-        None => Check::fail(MIRROR, format!("--offline, but the cache lacks: {}", named()))
-            .with_fix(fetch_fix),
+        None => Check::fail(
+            MIRROR,
+            format!("--offline, but the cache lacks: {}", named()),
+        )
+        .with_fix(fetch_fix),
         Some(Err(error)) if missing.is_empty() => Check::warn(
             MIRROR,
             format!("the Debian mirror does not answer ({error}), but {cached}"),
@@ -133,7 +151,9 @@ pub fn rustc(project: &Project) -> Check {
                 .with_fix("hiperiso-build lock");
         }
     };
-    let pinned = lock.and_then(|l| l.toolchain.as_ref()).map(|t| t.rustc.as_str());
+    let pinned = lock
+        .and_then(|l| l.toolchain.as_ref())
+        .map(|t| t.rustc.as_str());
     let host = runtime::host_rustc(false).map_err(|e| {
         let mut text = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -181,7 +201,10 @@ mod tests {
     fn mirror_or_offline_decisions() {
         let none: Vec<String> = Vec::new();
         let some = vec!["busybox 1.36".to_string()];
-        assert_eq!(mirror_check(Some(Ok("u".into())), &some, 1).status, Status::Ok);
+        assert_eq!(
+            mirror_check(Some(Ok("u".into())), &some, 1).status,
+            Status::Ok
+        );
         assert_eq!(mirror_check(None, &none, 3).status, Status::Ok);
         let offline = mirror_check(None, &some, 3);
         assert_eq!(offline.status, Status::Fail);
@@ -217,9 +240,16 @@ mod tests {
         assert_eq!(ok.status, Status::Ok);
         let bad = rustc_check(true, Some("rustc 1.80.0 (x 2024-07-21)"), Ok(a.into()));
         assert_eq!(bad.status, Status::Fail);
-        assert!(bad.fix.unwrap().contains("hiperiso-build lock --update rustc"));
+        assert!(
+            bad.fix
+                .unwrap()
+                .contains("hiperiso-build lock --update rustc")
+        );
         assert_eq!(rustc_check(false, None, Ok(a.into())).status, Status::Warn);
         assert_eq!(rustc_check(true, None, Ok(a.into())).status, Status::Warn);
-        assert_eq!(rustc_check(true, Some(a), Err("no".into())).status, Status::Fail);
+        assert_eq!(
+            rustc_check(true, Some(a), Err("no".into())).status,
+            Status::Fail
+        );
     }
 }

@@ -36,16 +36,18 @@ pub fn qemu() -> Check {
 pub fn qemu_check(program: &str, version: Result<String, String>) -> Check {
     match version {
         Ok(version) => Check::ok(QEMU, format!("{program}: {version}")),
-        Err(error) => Check::fail(QEMU, format!("cannot run {program}: {error}")).with_fix(
-            "apt-get install qemu-system-x86 (or set $HIPERISO_QEMU to the QEMU binary)",
-        ),
+        Err(error) => Check::fail(QEMU, format!("cannot run {program}: {error}"))
+            .with_fix("apt-get install qemu-system-x86 (or set $HIPERISO_QEMU to the QEMU binary)"),
     }
 }
 
 /// KVM, probed with the outer VM's own probe (`vm::probe_kvm`): no KVM
 /// is a warning, since `run` then falls back to TCG.
 pub fn kvm() -> Check {
-    let result = match tempfile::Builder::new().prefix("hiperiso-doctor-").tempdir() {
+    let result = match tempfile::Builder::new()
+        .prefix("hiperiso-doctor-")
+        .tempdir()
+    {
         Ok(scratch) => vm::probe_kvm(scratch.path()),
         Err(error) => Err(format!("cannot create a scratch directory: {error}")),
     };
@@ -58,9 +60,7 @@ pub fn kvm_check(probe: Result<(), String>) -> Check {
         Ok(()) => Check::ok(KVM, "a probe VM runs with KVM: `run` uses KVM"),
         Err(reason) => Check::warn(
             KVM,
-            format!(
-                "KVM not usable ({reason}): `run` falls back to TCG with `-cpu EPYC` (slower)"
-            ),
+            format!("KVM not usable ({reason}): `run` falls back to TCG with `-cpu EPYC` (slower)"),
         )
         .with_fix(
             "load kvm_amd or kvm_intel, enable virtualization in the firmware, and make /dev/kvm \
@@ -109,7 +109,10 @@ pub fn nested_check(kvm_usable: bool, amd: Option<&str>, intel: Option<&str>) ->
         }
     };
     if enabled(value) {
-        Check::ok(NESTED, format!("{module} nested={value}: the stick's guest gets KVM"))
+        Check::ok(
+            NESTED,
+            format!("{module} nested={value}: the stick's guest gets KVM"),
+        )
     } else {
         Check::warn(
             NESTED,
@@ -125,13 +128,9 @@ pub fn nested_check(kvm_usable: bool, amd: Option<&str>, intel: Option<&str>) ->
 /// OVMF for `run`, where `vm::find_ovmf` looks.
 pub fn ovmf() -> Check {
     match vm::find_ovmf() {
-        Ok((code, vars)) => Check::ok(
-            OVMF,
-            format!("{} + {}", code.display(), vars.display()),
-        ),
-        Err(error) => Check::fail(OVMF, format!("`run` needs OVMF: {error}")).with_fix(
-            "apt-get install ovmf (or set $HIPERISO_OVMF_CODE and $HIPERISO_OVMF_VARS)",
-        ),
+        Ok((code, vars)) => Check::ok(OVMF, format!("{} + {}", code.display(), vars.display())),
+        Err(error) => Check::fail(OVMF, format!("`run` needs OVMF: {error}"))
+            .with_fix("apt-get install ovmf (or set $HIPERISO_OVMF_CODE and $HIPERISO_OVMF_VARS)"),
     }
 }
 
