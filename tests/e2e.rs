@@ -20,6 +20,7 @@ use hiperiso_build::vm::{
     self as run, Accel, Console, RunOptions, StickImage, Vm, read_session_file, session_ids,
     session_report,
 };
+use hiperiso_stick::paths::esp::BUILD_JSON;
 use hiperiso_installer::exfat::ExfatReader;
 use hiperiso_installer::fat::FatReader;
 use hiperiso_installer::inspect;
@@ -27,7 +28,6 @@ use hiperiso_installer::slice::Slice;
 use hiperiso_runtime::analyze::BootResult;
 use hiperiso_runtime::patterns::Domain;
 use hiperiso_runtime::session::{FailureKind, Outcome, SessionInfo};
-use hiperiso_stick::paths::esp::BUILD_JSON;
 use hiperiso_tests::{isos, outer_qemu, stick, workspace_root};
 
 /// One outer VM boot may take this long (TCG: OVMF, GRUB, the stick's
@@ -229,9 +229,7 @@ fn info(image: &Path, id: &str) -> SessionInfo {
 fn assert_data_partition_clean(image: &Path) {
     let mut file = File::open(image).unwrap();
     let size = file.seek(SeekFrom::End(0)).unwrap();
-    let (_, parts) = hiperiso_installer::table::read_table(&mut file, size)
-        .unwrap()
-        .unwrap();
+    let (_, parts) = hiperiso_installer::table::read_table(&mut file, size).unwrap().unwrap();
     let data = parts.into_iter().find(|p| p.is_data()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("data.img");
@@ -406,9 +404,7 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
     // The interrupted session's directory is there and its JSON is whole.
     let mut file = File::open(&image).unwrap();
     let size = file.seek(SeekFrom::End(0)).unwrap();
-    let (_, parts) = hiperiso_installer::table::read_table(&mut file, size)
-        .unwrap()
-        .unwrap();
+    let (_, parts) = hiperiso_installer::table::read_table(&mut file, size).unwrap().unwrap();
     let data = parts.into_iter().find(|p| p.is_data()).unwrap();
     let mut reader = ExfatReader::open(Slice::new(file, data.offset, data.len)).unwrap();
     let hang: Vec<String> = reader
