@@ -25,6 +25,7 @@ use hiperiso_build::payload::esp::{self as payload, PayloadOptions};
 use hiperiso_build::payload::initramfs::Compression;
 use hiperiso_build::project::Project;
 use hiperiso_build::settings::Settings;
+use hiperiso_stick::qemu::{Accel, Drive, Firmware, Machine, QemuCommand};
 use hiperiso_tests::workspace_root;
 
 struct Prepared {
@@ -48,9 +49,9 @@ fn prepared() -> &'static Prepared {
 
 /// Runs QEMU until `done` appears on the serial console (stdout) or the
 /// timeout passes; returns everything it printed.
-fn run_qemu(args: &[&str], done: &str, timeout: Duration) -> String {
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(args)
+fn run_qemu(qemu: &QemuCommand, done: &str, timeout: Duration) -> String {
+    let mut child = qemu
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -170,28 +171,15 @@ fn kernel_boots_our_initramfs_and_runs_packaged_qemu() {
         )
         .unwrap();
     let vmlinuz = tree.join(format!("boot/vmlinuz-{kernel}"));
-    let output = run_qemu(
-        &[
-            "-accel",
-            "tcg",
-            "-cpu",
-            "EPYC",
-            "-m",
-            "1536",
-            "-smp",
-            "1",
-            "-nographic",
-            "-no-reboot",
-            "-kernel",
-            vmlinuz.to_str().unwrap(),
-            "-initrd",
-            initrd.to_str().unwrap(),
-            "-append",
-            "console=ttyS0 panic=-1 loglevel=4",
-        ],
-        "HIPERISO-TEST-DONE",
-        Duration::from_secs(300),
-    );
+    let mut qemu = QemuCommand::new("qemu-system-x86_64");
+    qemu.accel(Accel::Tcg)
+        .cpu("EPYC", "")
+        .memory_mb(1536)
+        .smp(1)
+        .nographic()
+        .no_reboot()
+        .direct_kernel(&vmlinuz, &initrd, "console=ttyS0 panic=-1 loglevel=4");
+    let output = run_qemu(&qemu, "HIPERISO-TEST-DONE", Duration::from_secs(300));
     assert!(
         output.contains("HIPERISO-TEST-INIT-RAN"),
         "init did not run:\n{output}"
@@ -241,28 +229,24 @@ fn grub_efi_image_starts_under_packaged_ovmf() {
     let vars = work.path().join("vars.fd");
     fs::copy(tree.join("usr/share/OVMF/OVMF_VARS_4M.fd"), &vars).unwrap();
     let code = tree.join("usr/share/OVMF/OVMF_CODE_4M.fd");
-    let output = run_qemu(
-        &[
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-            "-no-reboot",
-            "-machine",
-            "q35",
-            "-drive",
-            &format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
-            "-drive",
-            &format!("if=pflash,format=raw,file={}", vars.display()),
-            "-drive",
-            &format!("format=raw,file=fat:rw:{}", esp.display()),
-            "-net",
-            "none",
-        ],
-        "HIPERISO-GRUB-OK",
-        Duration::from_secs(180),
-    );
+    let mut qemu = QemuCommand::new("qemu-system-x86_64");
+    qemu.accel(Accel::Tcg)
+        .memory_mb(512)
+        .nographic()
+        .no_reboot()
+        .machine(&Machine::q35())
+        .firmware(&Firmware::Uefi {
+            code,
+            vars,
+            secure: false,
+        })
+        .drive(
+            &Drive::new()
+                .opt("format", "raw")
+                .opt("file", &format!("fat:rw:{}", esp.display())),
+        )
+        .args(["-net", "none"]);
+    let output = run_qemu(&qemu, "HIPERISO-GRUB-OK", Duration::from_secs(180));
     assert!(
         output.contains("HIPERISO-GRUB-PREFIX=") && output.contains("/EFI/BOOT"),
         "GRUB's prefix:\n{output}"

@@ -342,6 +342,7 @@ fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
         ovmf_code: code,
         ovmf_vars,
         qmp: Some(dir.join("qmp.sock")),
+        snapshot: false,
     };
     let outer = Killed(
         vm.command()

@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use hiperiso_build::settings::Settings;
 use hiperiso_build::vm::{
-    self as run, Accel, Console, RunOptions, StickImage, Vm, read_session_file, session_ids,
-    session_report,
+    self as run, Accel, AccelChoice, Console, RunOptions, StickImage, Vm, read_session_file,
+    session_ids, session_report,
 };
-use hiperiso_stick::paths::esp::BUILD_JSON;
 use hiperiso_installer::exfat::ExfatReader;
 use hiperiso_installer::fat::FatReader;
 use hiperiso_installer::inspect;
@@ -28,6 +27,7 @@ use hiperiso_installer::slice::Slice;
 use hiperiso_runtime::analyze::BootResult;
 use hiperiso_runtime::patterns::Domain;
 use hiperiso_runtime::session::{FailureKind, Outcome, SessionInfo};
+use hiperiso_stick::paths::esp::BUILD_JSON;
 use hiperiso_tests::{isos, outer_qemu, stick, workspace_root};
 
 /// One outer VM boot may take this long (TCG: OVMF, GRUB, the stick's
@@ -155,6 +155,7 @@ fn vm(dir: &Path, image: &Path, cpu: &str, qmp: bool) -> Vm {
         ovmf_code: code,
         ovmf_vars,
         qmp: qmp.then(|| dir.join("qmp.sock")),
+        snapshot: false,
     }
 }
 
@@ -229,7 +230,9 @@ fn info(image: &Path, id: &str) -> SessionInfo {
 fn assert_data_partition_clean(image: &Path) {
     let mut file = File::open(image).unwrap();
     let size = file.seek(SeekFrom::End(0)).unwrap();
-    let (_, parts) = hiperiso_installer::table::read_table(&mut file, size).unwrap().unwrap();
+    let (_, parts) = hiperiso_installer::table::read_table(&mut file, size)
+        .unwrap()
+        .unwrap();
     let data = parts.into_iter().find(|p| p.is_data()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("data.img");
@@ -305,6 +308,7 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
         ctx.cache_dir = Some(dir.path().join("cache"));
         run::run(
             &ctx,
+            None,
             &RunOptions {
                 image: Some(image.clone()),
                 isos: vec![base.isos.join("bios.iso")],
@@ -312,6 +316,7 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
                 ram_mb: Some(OUTER_RAM_MB),
                 timeout: Some(BOOT_TIMEOUT),
                 keep: true,
+                accel: AccelChoice::Auto,
             },
         )
         .expect("hiperiso-build run")
@@ -404,7 +409,9 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
     // The interrupted session's directory is there and its JSON is whole.
     let mut file = File::open(&image).unwrap();
     let size = file.seek(SeekFrom::End(0)).unwrap();
-    let (_, parts) = hiperiso_installer::table::read_table(&mut file, size).unwrap().unwrap();
+    let (_, parts) = hiperiso_installer::table::read_table(&mut file, size)
+        .unwrap()
+        .unwrap();
     let data = parts.into_iter().find(|p| p.is_data()).unwrap();
     let mut reader = ExfatReader::open(Slice::new(file, data.offset, data.len)).unwrap();
     let hang: Vec<String> = reader

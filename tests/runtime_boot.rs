@@ -15,6 +15,7 @@ use hiperiso_runtime::qmp::Qmp;
 use hiperiso_runtime::session::{
     FailureKind, IndexEntry, Outcome, SessionInfo, Status, TimelineEntry,
 };
+use hiperiso_stick::qemu::{Accel, Chardev, Drive, Firmware, Machine, QemuCommand};
 use hiperiso_tests::{isos, outer_qemu, real_isos, workspace_root};
 use std::fs::{self, File};
 use std::io::Write;
@@ -382,25 +383,26 @@ fn boot_with(qemu: &Path, cmdline: &str, cpu: &str, config: &str, extras: &Extra
     let console = dir.path().join("console.log");
     let qmp_socket = dir.path().join("outer-qmp.sock");
     let _slot = VmSlot::acquire();
-    let mut child = Command::new(qemu)
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
-        .args([
-            "-accel", "tcg", "-cpu", cpu, "-machine", "q35", "-m", "3072", "-smp", "1",
-        ])
-        .args(["-nodefaults", "-display", "none", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&fx.kernel)
-        .arg("-initrd")
-        .arg(&fx.initrd)
-        .arg("-append")
-        .arg(format!(
-            "console=ttyS0 panic=-1 quiet hiperiso.pause=0 {cmdline}"
-        ))
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", image.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
+    let mut outer = QemuCommand::new(qemu);
+    outer
+        .accel(Accel::Tcg)
+        .cpu(cpu, "")
+        .machine(&Machine::q35())
+        .memory_mb(3072)
+        .smp(1)
+        .nodefaults()
+        .display_none()
+        .no_reboot()
+        .direct_kernel(
+            &fx.kernel,
+            &fx.initrd,
+            &format!("console=ttyS0 panic=-1 quiet hiperiso.pause=0 {cmdline}"),
+        )
+        .drive(&Drive::virtio(&image))
+        .serial_chardev("console", &Chardev::File(console.clone()))
+        .qmp("qmp", &qmp_socket);
+    let mut child = outer
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -1007,34 +1009,25 @@ fn grub_menu_boots_the_first_iso_with_the_uuids_it_probed() {
     fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
     let console = d.join("console.log");
     let _slot = VmSlot::acquire();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-cpu",
-            "EPYC",
-            "-machine",
-            "q35,smm=on",
-            "-m",
-            "3072",
-            "-smp",
-            "1",
-        ])
-        .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
-        .args([
-            "-drive",
-            "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-        ])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ))
-        .args(["-nodefaults", "-display", "none", "-no-reboot"])
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", disk.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
+    let mut outer = QemuCommand::new("qemu-system-x86_64");
+    outer
+        .accel(Accel::Tcg)
+        .cpu("EPYC", "")
+        .machine(&Machine::q35().smm(true))
+        .memory_mb(3072)
+        .smp(1)
+        .firmware(&Firmware::Uefi {
+            code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+            vars: vars.clone(),
+            secure: true,
+        })
+        .nodefaults()
+        .display_none()
+        .no_reboot()
+        .drive(&Drive::virtio(&disk))
+        .serial_chardev("console", &Chardev::File(console.clone()));
+    let mut child = outer
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -146,10 +146,15 @@ pub enum Command {
         --iso files are first copied into /ISOs/ of the data partition (no mount needed) of a copy-on-write \
         copy, so the image stays clean unless --keep is given. --boot NAME makes GRUB boot that image at once. \
         The serial console is shown live; at the end the session is read back from the image, its report is \
-        printed, and the exit status is 0 only if the result is `booted`. KVM is used when a test VM really \
-        runs, else TCG with an SVM-capable CPU so the stick's own KVM path still runs.\n\nExamples:\n  \
+        printed. --accel auto (the default) starts this very VM under KVM for a few seconds and falls back \
+        to TCG with an SVM-capable CPU (so the stick's own KVM path still runs) when it does not start; a \
+        UEFI guest under TCG gets the `outer-qemu` step's QEMU (built once, then cached). At --timeout the VM's \
+        power button is pressed: the stick finishes the session, writes its report and powers off.\n\n\
+        Exit status: 0 booted (the guest reached a boot loader menu, an installer, a login or userspace); \
+        2 failed (the report names a guest failure); 3 stuck (the guest stopped at an early stage or never \
+        reached hiperiso-init before --timeout); 1 any other error.\n\nExamples:\n  \
         hiperiso-build run --iso debian.iso --boot debian.iso\n  \
-        hiperiso-build run --image hiperiso.img --timeout 600 --keep"
+        hiperiso-build run --image hiperiso.img --timeout 600 --keep --accel tcg"
     )]
     Run(RunArgs),
     /// Remove build outputs of this manifest from the cache.
@@ -322,6 +327,18 @@ pub struct RunArgs {
     /// Change the image itself (ISOs, sessions) instead of a copy-on-write copy.
     #[arg(long)]
     pub keep: bool,
+    /// The outer VM's accelerator: `auto` runs this very VM under KVM for a
+    /// few seconds and falls back to TCG (naming why) if it does not start.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+}
+
+/// `run --accel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
 }
 
 impl From<RunArgs> for crate::vm::RunOptions {
@@ -333,6 +350,11 @@ impl From<RunArgs> for crate::vm::RunOptions {
             ram_mb: args.ram,
             timeout: args.timeout.map(std::time::Duration::from_secs),
             keep: args.keep,
+            accel: match args.accel {
+                AccelArg::Auto => crate::vm::AccelChoice::Auto,
+                AccelArg::Kvm => crate::vm::AccelChoice::Kvm,
+                AccelArg::Tcg => crate::vm::AccelChoice::Tcg,
+            },
         }
     }
 }

@@ -39,12 +39,13 @@ fn main() -> ExitCode {
         Err(error) => {
             // The message and its causes, without a backtrace even when
             // RUST_BACKTRACE is set: these are user-facing errors.
+            let code = error.exit_code();
             let error = anyhow::Error::from(error);
             eprintln!("error: {error}");
             for cause in error.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

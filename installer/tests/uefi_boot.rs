@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use hiperiso_installer::image::{self, ImageSpec};
 use hiperiso_installer::layout::{Identity, MIB, TableKind};
+use hiperiso_stick::qemu::{Accel, Firmware, Machine, QemuCommand};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -74,29 +75,22 @@ fn esp_tree(root: &Path, big_payload: bool) {
 
 fn boot(image: &Path, vars: &Path) -> String {
     fs::copy(OVMF_VARS, vars).unwrap();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-machine",
-            "q35",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .args(["-serial", "stdio", "-monitor", "none"])
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-        .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if=none,id=stick",
-            image.display()
-        ))
-        .args(["-device", "qemu-xhci", "-device", "usb-storage,drive=stick"])
+    let mut qemu = QemuCommand::new("qemu-system-x86_64");
+    qemu.accel(Accel::Tcg)
+        .memory_mb(512)
+        .machine(&Machine::q35())
+        .display_none()
+        .no_reboot()
+        .serial_stdio()
+        .no_monitor()
+        .firmware(&Firmware::Uefi {
+            code: OVMF_CODE.into(),
+            vars: vars.to_path_buf(),
+            secure: false,
+        })
+        .usb_stick(image, false);
+    let mut child = qemu
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

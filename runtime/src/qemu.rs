@@ -7,23 +7,10 @@
 //! default devices, and never the stick itself.
 
 use crate::cmdline::TraceLevel;
-use std::path::{Path, PathBuf};
+use hiperiso_stick::qemu::{Chardev, Firmware, Machine, QemuCommand};
+use std::path::PathBuf;
 
-/// CPU virtualization backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl Accel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-}
+pub use hiperiso_stick::qemu::{Accel, shell_quote};
 
 /// Guest firmware and its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,156 +54,78 @@ pub struct QemuPlan {
     pub vnc_socket: Option<PathBuf>,
 }
 
-fn path(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// QEMU's option syntax escapes a comma in a value by doubling it.
-fn escape(p: &Path) -> String {
-    path(p).replace(',', ",,")
-}
-
 impl QemuPlan {
-    /// The full argv, program first.
-    pub fn argv(&self) -> Vec<String> {
-        let mut a: Vec<String> = vec![path(&self.binary)];
-        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        push(&["-name", "hiperiso-guest", "-nodefaults", "-no-user-config"]);
+    /// The command line, built by the stick's one QEMU builder.
+    pub fn command(&self) -> QemuCommand {
         let uefi = matches!(self.firmware, FirmwareFiles::Uefi { .. });
-        let machine = format!(
-            "q35,accel={},smm={}",
-            self.accel.as_str(),
-            if uefi { "on" } else { "off" }
-        );
         let cpu_model = match self.accel {
             Accel::Kvm => "host",
             Accel::Tcg => "max",
         };
-        let cpu = match &self.cpu_features {
-            Some(features) if !features.is_empty() => {
-                format!("{cpu_model},{}", features.trim_start_matches(','))
-            }
-            _ => cpu_model.to_string(),
+        let firmware = match &self.firmware {
+            FirmwareFiles::Uefi { code, vars } => Firmware::Uefi {
+                code: code.clone(),
+                vars: vars.clone(),
+                secure: true,
+            },
+            FirmwareFiles::Bios { image } => Firmware::Bios {
+                image: image.clone(),
+            },
         };
-        let ram = self.ram_mb.to_string();
-        let cpus = self.cpus.to_string();
-        push(&[
-            "-machine", &machine, "-cpu", &cpu, "-m", &ram, "-smp", &cpus,
-        ]);
-        match &self.firmware {
-            FirmwareFiles::Uefi { code, vars } => {
-                let code = format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                    escape(code)
-                );
-                let vars = format!("if=pflash,format=raw,unit=1,file={}", escape(vars));
-                push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-                push(&["-drive", &code, "-drive", &vars]);
-            }
-            FirmwareFiles::Bios { image: Some(image) } => push(&["-bios", &path(image)]),
-            FirmwareFiles::Bios { image: None } => {}
-        }
-        // The ISO: read-only CD-ROM on the q35 built-in AHCI controller.
-        let iso = format!(
-            "if=none,id=iso0,media=cdrom,readonly=on,format=raw,file={}",
-            escape(&self.iso)
-        );
-        push(&[
-            "-drive",
-            &iso,
-            "-device",
-            "ide-cd,drive=iso0,bus=ide.0,bootindex=0",
-        ]);
-        push(&["-device", "VGA", "-display", "none"]);
-        if let Some(socket) = &self.vnc_socket {
-            push(&["-vnc", &format!("unix:{}", escape(socket))]);
-        }
         let dir = &self.session_dir;
-        let serial = format!("file,id=serial0,path={}", escape(&dir.join("serial.log")));
-        push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
-        let qmp = format!(
-            "socket,id=qmp0,path={},server=on,wait=off",
-            escape(&self.monitor_socket)
-        );
-        push(&["-chardev", &qmp, "-mon", "chardev=qmp0,mode=control"]);
+        let mut q = QemuCommand::new(&self.binary);
+        q.name("hiperiso-guest")
+            .nodefaults()
+            .no_user_config()
+            .machine(&Machine::q35().accel(self.accel).smm(uefi))
+            .cpu(cpu_model, self.cpu_features.as_deref().unwrap_or(""))
+            .memory_mb(self.ram_mb.into())
+            .smp(self.cpus)
+            .firmware(&firmware)
+            .cdrom("iso0", &self.iso, 0)
+            .device("VGA")
+            .display_none();
+        if let Some(socket) = &self.vnc_socket {
+            q.vnc_unix(socket);
+        }
+        q.serial_chardev("serial0", &Chardev::File(dir.join("serial.log")))
+            .qmp("qmp0", &self.monitor_socket);
         if self.firmware_log {
-            let log = format!(
-                "file,id=debugcon0,path={}",
-                escape(&dir.join("firmware.log"))
-            );
-            push(&[
-                "-chardev",
-                &log,
-                "-device",
-                "isa-debugcon,iobase=0x402,chardev=debugcon0",
-            ]);
+            q.debugcon("debugcon0", &dir.join("firmware.log"));
         }
         if self.net {
-            let nic = if self.nic_rom {
-                "e1000e,netdev=net0"
-            } else {
-                "e1000e,netdev=net0,romfile="
-            };
-            push(&["-netdev", "user,id=net0", "-device", nic]);
+            q.user_net("e1000e", self.nic_rom);
             if self.net_dump {
-                let dump = format!(
-                    "filter-dump,id=dump0,netdev=net0,file={}",
-                    escape(&dir.join("network.pcap"))
-                );
-                push(&["-object", &dump]);
+                q.net_dump(&dir.join("network.pcap"));
             }
         }
         if let Some(socket) = &self.tpm_socket {
-            let chardev = format!("socket,id=chrtpm,path={}", escape(socket));
-            push(&[
-                "-chardev",
-                &chardev,
-                "-tpmdev",
-                "emulator,id=tpm0,chardev=chrtpm",
-            ]);
-            push(&["-device", "tpm-tis,tpmdev=tpm0"]);
+            q.tpm_emulator(socket);
         }
         if let (Some(events), true) = (&self.trace_events, self.trace_level != TraceLevel::None) {
-            let trace = format!(
-                "events={},file={}",
-                escape(events),
-                escape(&dir.join("trace.bin"))
-            );
-            push(&["-trace", &trace]);
+            q.trace(events, &dir.join("trace.bin"));
         }
         // A guest panic (pvpanic) ends the session as a failure; a guest
         // reboot ends it too, so an installer's final reboot is recorded. A
         // guest shutdown pauses QEMU so init can record the final state
         // before it quits QEMU through QMP.
-        push(&["-device", "pvpanic", "-action", "panic=exit-failure"]);
-        push(&["-action", "reboot=shutdown", "-action", "shutdown=pause"]);
-        push(&["-rtc", "base=utc"]);
-        a
+        q.device("pvpanic")
+            .action("panic", "exit-failure")
+            .action("reboot", "shutdown")
+            .action("shutdown", "pause")
+            .rtc_utc();
+        q
+    }
+
+    /// The full argv, program first.
+    pub fn argv(&self) -> Vec<String> {
+        self.command().argv()
     }
 
     /// `qemu.cmdline`: one shell-quoted argument per line, so the file is
     /// both readable and pasteable.
     pub fn cmdline_text(&self) -> String {
-        let argv = self.argv();
-        let mut out = String::new();
-        for (i, arg) in argv.iter().enumerate() {
-            out.push_str(&shell_quote(arg));
-            out.push_str(if i + 1 < argv.len() { " \\\n  " } else { "\n" });
-        }
-        out
-    }
-}
-
-/// Quote `arg` for a POSIX shell when needed.
-pub fn shell_quote(arg: &str) -> String {
-    let safe = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c));
-    if safe {
-        arg.to_string()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
+        self.command().cmdline_text()
     }
 }
 

@@ -124,11 +124,12 @@ impl Logs {
         } else {
             meta.len()
         };
-        let table =
-            hiperiso_installer::table::read_table(&mut file, size).map_err(|source| SessionsError::Table {
+        let table = hiperiso_installer::table::read_table(&mut file, size).map_err(|source| {
+            SessionsError::Table {
                 path: path.to_path_buf(),
                 source,
-            })?;
+            }
+        })?;
         let part = table
             .and_then(|(_, parts)| parts.into_iter().find(|p| p.is_data()))
             .ok_or_else(|| SessionsError::NoDataPartition {

@@ -15,6 +15,7 @@ pub mod build_json;
 pub mod fs_identity;
 pub mod io;
 pub mod paths;
+pub mod qemu;
 pub mod time;
 
 /// An error with its sources, `a: b: c` (for logs that have no `caused by`

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use hiperiso_stick::qemu::{Accel, Drive, QemuCommand};
 
 /// Marker the init script prints before powering off: `<MARKER> <status>`.
 pub const EXIT_MARKER: &str = "HIPERISO-VM-EXIT";
@@ -235,30 +236,23 @@ pub fn run_vm(
     disks: &[&Path],
     timeout: Duration,
 ) -> Result<String> {
-    let mut command = Command::new("qemu-system-x86_64");
-    command
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "1024",
-            "-smp",
-            "1",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .args(["-nodefaults", "-serial", "stdio"])
-        .arg("-kernel")
-        .arg(&kit.vmlinuz)
-        .arg("-initrd")
-        .arg(initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=4"]);
+    let mut qemu = QemuCommand::new("qemu-system-x86_64");
+    qemu.accel(Accel::Tcg)
+        .memory_mb(1024)
+        .smp(1)
+        .nographic()
+        .no_reboot()
+        .nodefaults()
+        .serial_stdio()
+        .direct_kernel(
+            &kit.vmlinuz,
+            initramfs,
+            "console=ttyS0 panic=-1 quiet loglevel=4",
+        );
     for disk in disks {
-        command.arg("-drive").arg(format!(
-            "file={},format=raw,if=virtio,cache=writeback",
-            disk.display()
-        ));
+        qemu.drive(&Drive::virtio(disk).opt("cache", "writeback"));
     }
+    let mut command = qemu.command();
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

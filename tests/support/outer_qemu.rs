@@ -11,68 +11,53 @@
 //! QEMU that takes the lock there; it finds its ROMs (SeaBIOS, VGA BIOS,
 //! option ROMs) next to itself, so the host's qemu-system-data is not used.
 //!
-//! The step is built by the `hiperiso-build` binary (`build outer-qemu`),
-//! through the default cache shared with the other tests
+//! The tests get it exactly as `hiperiso-build run` does under TCG:
+//! `hiperiso_build::vm::outer_qemu`, the step through the builder's cache
 //! (`$HIPERISO_CACHE_DIR`, else `~/.cache/hiperiso`): the first build took
 //! 463 s on 2 shared cores (plus the seabios step), later runs find it cached.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
+use hiperiso_build::project::Project;
+use hiperiso_build::settings::Settings;
+use hiperiso_build::vm;
 
 use crate::workspace_root;
 
-/// The builder's step that builds the outer QEMU.
-pub const STEP: &str = "outer-qemu";
-
 static OUTER_QEMU: Mutex<Option<PathBuf>> = Mutex::new(None);
 
+/// The default manifest of the checkout, loaded as `hiperiso-build` does.
+pub fn project() -> Result<Project> {
+    let manifest = workspace_root().join("hiperiso.toml");
+    Project::load(Settings::new(&manifest))
+        .with_context(|| format!("loading {}", manifest.display()))
+}
+
+/// The output directory of the checkout's build step `name`, built (or
+/// found cached) through the builder's step cache, as `hiperiso-build build
+/// NAME` would.
+pub fn built_step(name: &str) -> Result<PathBuf> {
+    let project = project()?;
+    let step = [name.to_string()];
+    let built = hiperiso_build::steps::profile::builder(&project, None)
+        .and_then(|builder| Ok(builder.build(&step)?))
+        .with_context(|| format!("building the {name} step"))?;
+    Ok(built[name].path.clone())
+}
+
 /// The outer-qemu step's `qemu-system-x86_64`, built (or found cached) on
-/// first use by `cargo run -p hiperiso-build -- build outer-qemu`.
+/// first use.
 pub fn outer_qemu() -> Result<PathBuf> {
     let mut known = OUTER_QEMU.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(qemu) = known.as_ref() {
         return Ok(qemu.clone());
     }
-    let root = workspace_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("outer QEMU: hiperiso-build build {STEP} (about 8 min on 2 cores when not cached)");
+    eprintln!("outer QEMU: the outer-qemu step (about 8 min on 2 cores when not cached)");
     let started = Instant::now();
-    let output = Command::new(&cargo)
-        .current_dir(&root)
-        .args(["run", "--quiet", "--package", "hiperiso-build", "--"])
-        .arg("--manifest")
-        .arg(root.join("hiperiso.toml"))
-        .args(["build", STEP])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {} run -p hiperiso-build", cargo.to_string_lossy()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "hiperiso-build build {STEP} failed ({}): {stdout}",
-            output.status
-        );
-    }
-    // "STEP OUTPUT-DIR", one line per requested step
-    let dir = stdout
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(STEP)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .with_context(|| format!("no `{STEP} DIR` line in hiperiso-build's output: {stdout}"))?;
-    let qemu = PathBuf::from(dir.trim()).join("usr/bin/qemu-system-x86_64");
-    if !qemu.is_file() {
-        bail!(
-            "{} is missing from the {STEP} step's output",
-            qemu.display()
-        );
-    }
+    let qemu = vm::outer_qemu(&project()?).context("building the outer-qemu step")?;
     eprintln!("outer QEMU: {} ({:.0?})", qemu.display(), started.elapsed());
     *known = Some(qemu.clone());
     Ok(qemu)

@@ -111,3 +111,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub fn not_implemented(verb: &'static str, issue: u32) -> Result<()> {
     Err(Error::NotImplemented { verb, issue })
 }
+
+impl Error {
+    /// The process exit status for this error (`run --help` documents it):
+    /// 2 the guest failed, 3 it got stuck or never reached hiperiso-init
+    /// before `--timeout`, 1 everything else.
+    pub fn exit_code(&self) -> u8 {
+        use hiperiso_runtime::analyze::BootResult;
+        match self {
+            Error::Run(crate::vm::RunError::NotBooted { result, .. }) => match result {
+                BootResult::Failed => 2,
+                BootResult::Timeout | BootResult::Unknown => 3,
+                _ => 1,
+            },
+            Error::Run(crate::vm::RunError::Timeout { .. }) => 3,
+            _ => 1,
+        }
+    }
+}

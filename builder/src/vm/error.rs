@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use hiperiso_stick::io::IoError;
 
 use hiperiso_installer::exfat::ExfatError;
+use hiperiso_runtime::analyze::BootResult;
 use hiperiso_runtime::session_list::SessionsError;
 
 use crate::sources::store::StoreError;
@@ -77,8 +78,12 @@ pub enum RunError {
         #[source]
         source: SessionsError,
     },
-    #[error("session {id}: result {result}, not booted")]
-    NotBooted { id: String, result: String },
+    #[error("session {id}: result {}, not booted", result.as_str())]
+    NotBooted { id: String, result: BootResult },
+    #[error("--accel kvm: KVM cannot run this VM here: {reason}")]
+    KvmUnusable { reason: String },
+    #[error("building the outer VM's QEMU (the `outer-qemu` step)")]
+    OuterQemu(#[source] Box<crate::steps::profile::ProfileStepsError>),
 }
 
 pub type Result<T, E = RunError> = std::result::Result<T, E>;

@@ -8,9 +8,15 @@
 //!    `--boot NAME` write the GRUB environment block `hiperiso/grubenv`
 //!    (timeout 0, default NAME) — both without mounting anything.
 //! 4. Boot with OVMF, the image as usb-storage on qemu-xhci; the serial
-//!    console is shown live. KVM when a short probe VM really runs, else
-//!    TCG with an SVM-capable CPU (`EPYC`) so the stick's own KVM path runs.
-//! 5. Read the new session back from the image (no mount), print its
+//!    console is shown live. `--accel auto`: KVM when this very VM starts
+//!    with it (a probe runs it for a few seconds), else TCG with an
+//!    SVM-capable CPU (`EPYC`) so the stick's own KVM path runs. Under TCG
+//!    a UEFI guest needs a QEMU without the CR8 bug: the `outer-qemu` step,
+//!    built (once, then cached) when the manifest is at hand.
+//! 5. At `--timeout`, press the VM's power button (ACPI, over QMP):
+//!    hiperiso-init finishes the session, writes the report and powers
+//!    off. Only if that fails is QEMU killed.
+//! 6. Read the new session back from the image (no mount), print its
 //!    report, and succeed only if the result is `booted`.
 use std::fs::{self};
 use std::io::{self, Write};
@@ -21,15 +27,20 @@ use hiperiso_runtime::analyze::{self, BootResult, Report};
 
 use hiperiso_stick::io::io_err;
 
+use crate::project::Project;
 use crate::settings::Settings;
 use crate::sources::store::Store;
 
 pub mod error;
+pub mod outer;
 pub mod qemu;
 pub mod stick;
 
 pub use error::RunError;
-pub use qemu::{Accel, Console, Vm, find_ovmf, probe_kvm, qemu_program, wait_with_timeout};
+pub use outer::{may_boot_uefi, outer_qemu};
+pub use qemu::{
+    Accel, AccelChoice, Console, Vm, find_ovmf, probe_kvm, qemu_program, wait_with_timeout,
+};
 pub use stick::{
     GRUBENV_PATH, LAST_IMAGE_FILE, StickImage, last_image, read_session_file, record_last_image,
     session_ids, session_report, working_copy,
@@ -42,6 +53,10 @@ use error::Result;
 pub const DEFAULT_RAM_MB: u64 = 4096;
 /// Give up after this long when `--timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// After the power button, how long the stick gets to finish the session
+/// and power off (the guest's own shutdown, the analysis, exFAT writes;
+/// slow under TCG).
+pub const STOP_GRACE: Duration = Duration::from_secs(180);
 
 /// What `run` was asked to do (the CLI's `RunArgs`, without clap).
 #[derive(Debug, Clone, Default)]
@@ -53,6 +68,7 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Change the image itself instead of a copy-on-write copy.
     pub keep: bool,
+    pub accel: AccelChoice,
 }
 
 /// What a `run` produced.
@@ -65,7 +81,13 @@ pub struct RunOutcome {
 }
 
 /// `hiperiso-build run`.
-pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunOutcome, RunError> {
+/// `project` (the manifest at hand) lets `run` build the `outer-qemu` step
+/// when TCG needs it.
+pub fn run(
+    settings: &Settings,
+    project: Option<&Project>,
+    options: &RunOptions,
+) -> Result<RunOutcome, RunError> {
     let store = Store::open_default(settings.cache_dir.as_deref()).map_err(RunError::Store)?;
     let original = match &options.image {
         Some(image) => image.clone(),
@@ -110,36 +132,43 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunOutcome, RunE
     let (ovmf_code, ovmf_vars_template) = find_ovmf()?;
     let ovmf_vars = scratch.path().join("OVMF_VARS.fd");
     fs::copy(&ovmf_vars_template, &ovmf_vars).map_err(io_err("copy", &ovmf_vars_template))?;
-    let accel = match probe_kvm(scratch.path()) {
-        Ok(()) => {
-            settings.say("accelerator: KVM");
-            Accel::Kvm
-        }
-        Err(reason) => {
-            settings.say(format!(
-                "accelerator: TCG with -cpu EPYC, so the stick still gets KVM (SVM) for its guest; KVM is not usable here: {reason}"
-            ));
-            Accel::tcg_with_svm()
-        }
-    };
     let console_log = scratch.path().join("console.log");
-    // One vCPU under TCG: QEMU 7.2's multi-threaded TCG aborts
-    // ("tcg_handle_interrupt: assertion failed") when the stick's kernel
-    // sends IPIs while its nested KVM guest runs.
-    let cpus = if accel == Accel::Kvm { 2 } else { 1 };
-    let vm = Vm {
+    let mut vm = Vm {
         qemu: qemu_program(),
         image: image.clone(),
         ram_mb: options.ram_mb.unwrap_or(DEFAULT_RAM_MB),
-        cpus,
-        accel,
+        cpus: 2,
+        accel: Accel::Kvm,
         console: Console::Live {
             log: console_log.clone(),
         },
         ovmf_code,
         ovmf_vars,
-        qmp: None,
+        qmp: Some(scratch.path().join("qmp.sock")),
+        snapshot: false,
     };
+    vm.accel = choose_accel(settings, options.accel, &vm, scratch.path())?;
+    if vm.accel != Accel::Kvm {
+        // One vCPU under TCG: QEMU 7.2's multi-threaded TCG aborts
+        // ("tcg_handle_interrupt: assertion failed") when the stick's kernel
+        // sends IPIs while its nested KVM guest runs.
+        vm.cpus = 1;
+        if std::env::var_os("HIPERISO_QEMU").is_none() && may_boot_uefi(options) {
+            match project {
+                Some(project) => {
+                    settings.say(
+                        "a UEFI guest under TCG needs a QEMU without the CR8 bug: the `outer-qemu` \
+                         step (minutes the first time, cached afterwards)",
+                    );
+                    vm.qemu = outer_qemu(project)?.display().to_string();
+                }
+                None => settings.say(
+                    "warning: no manifest here to build the `outer-qemu` step; the host's QEMU \
+                     aborts when a nested UEFI guest writes CR8 under TCG",
+                ),
+            }
+        }
+    }
     let timeout = options.timeout.unwrap_or(DEFAULT_TIMEOUT);
     settings.say(format!(
         "booting {} as a USB stick (OVMF, {} MiB, {} CPU); serial console follows, timeout {} s",
@@ -149,23 +178,31 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunOutcome, RunE
         timeout.as_secs()
     ));
     let mut child = vm.spawn()?;
-    let status = wait_with_timeout(&mut child, timeout).map_err(io_err("wait for", &image))?;
+    let mut status = qemu::wait_for(&mut child, timeout).map_err(io_err("wait for", &image))?;
+    if status.is_none() {
+        let _ = io::stdout().flush();
+        settings.say(format!(
+            "\n--timeout: {} s passed; pressing the power button (the stick finishes the session \
+             and powers off)",
+            timeout.as_secs()
+        ));
+        let socket = scratch.path().join("qmp.sock");
+        if let Err(error) = qemu::press_power_button(&socket)
+            .map_err(io_err("press the power button through", &socket))
+        {
+            settings.say(format!("warning: {}", hiperiso_stick::error_chain(&error)));
+        }
+        status = wait_with_timeout(&mut child, STOP_GRACE).map_err(io_err("wait for", &image))?;
+        if status.is_none() {
+            settings.say(format!(
+                "the stick did not power off within {} s of the power button; QEMU was killed",
+                STOP_GRACE.as_secs()
+            ));
+        }
+    }
     let _ = io::stdout().flush();
     match status {
-        None => {
-            if !options.keep {
-                // Keep the scratch image for a look at the partial session.
-                let kept = scratch.keep();
-                return Err(RunError::Timeout {
-                    seconds: timeout.as_secs(),
-                    image: kept.join("stick.img"),
-                });
-            }
-            return Err(RunError::Timeout {
-                seconds: timeout.as_secs(),
-                image,
-            });
-        }
+        None => {}
         Some(status) if !status.success() => {
             settings.say(format!("QEMU exited with {status}"));
             if vm.accel != Accel::Kvm
@@ -174,7 +211,8 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunOutcome, RunE
                 settings.say(
                     "QEMU aborted: its TCG, emulating SVM for the stick's KVM, asserts when a nested \
                      UEFI guest writes CR8 (`tcg_handle_interrupt: assertion failed`, a QEMU bug; \
-                     see README). Set HIPERISO_QEMU to a QEMU built by tests/support/outer-qemu.sh.",
+                     `run` uses the `outer-qemu` step's QEMU for UEFI guests when it has the \
+                     manifest (run it from the checkout), or set HIPERISO_QEMU to that build.",
                 );
             }
         }
@@ -183,6 +221,14 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunOutcome, RunE
 
     let after = session_ids(&image)?;
     let Some(id) = after.into_iter().rev().find(|id| !before.contains(id)) else {
+        if status.is_none() && !options.keep {
+            // Keep the scratch image for a look at what happened.
+            let kept = scratch.keep();
+            return Err(RunError::Timeout {
+                seconds: timeout.as_secs(),
+                image: kept.join("stick.img"),
+            });
+        }
         return Err(RunError::NoSession { image });
     };
     let report = session_report(&image, &id)?;
@@ -191,7 +237,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunOutcome, RunE
     if report.result != BootResult::Booted {
         return Err(RunError::NotBooted {
             id,
-            result: report.result.as_str().to_string(),
+            result: report.result,
         });
     }
     Ok(RunOutcome {
@@ -203,3 +249,28 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunOutcome, RunE
 
 #[cfg(test)]
 mod tests;
+
+/// The outer VM's accelerator for `--accel`.
+fn choose_accel(
+    settings: &Settings,
+    choice: AccelChoice,
+    vm: &Vm,
+    scratch: &Path,
+) -> Result<Accel> {
+    let tcg = "accelerator: TCG with -cpu EPYC, so the stick still gets KVM (SVM) for its guest";
+    if choice == AccelChoice::Tcg {
+        settings.say(format!("{tcg} (--accel tcg)"));
+        return Ok(Accel::tcg_with_svm());
+    }
+    match probe_kvm(vm, scratch) {
+        Ok(()) => {
+            settings.say("accelerator: KVM");
+            Ok(Accel::Kvm)
+        }
+        Err(reason) if choice == AccelChoice::Kvm => Err(RunError::KvmUnusable { reason }),
+        Err(reason) => {
+            settings.say(format!("{tcg}; KVM is not usable here: {reason}"));
+            Ok(Accel::tcg_with_svm())
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! The outer VM: QEMU with OVMF, the stick as usb-storage on xHCI, KVM
-//! when a probe VM really runs, else TCG.
+//! when the very VM that will run really starts with it, else TCG.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use hiperiso_stick::qemu::{self, Chardev, Firmware, Machine, QemuCommand};
+
 use crate::vm::error::{Result, RunError};
 
 /// The QEMU binary; `$HIPERISO_QEMU` overrides it.
 const QEMU: &str = "qemu-system-x86_64";
-/// How long the KVM probe VM gets to finish SeaBIOS's POST.
-const KVM_PROBE_TIME: Duration = Duration::from_secs(6);
+/// How long the KVM probe VM gets to show firmware output.
+const KVM_PROBE_TIME: Duration = Duration::from_secs(8);
 /// OVMF code/vars pairs tried in order (`$HIPERISO_OVMF_CODE` and
 /// `$HIPERISO_OVMF_VARS` override them).
 const OVMF_CANDIDATES: &[(&str, &str)] = &[
@@ -33,6 +35,18 @@ const OVMF_CANDIDATES: &[(&str, &str)] = &[
         "/usr/share/edk2/x64/OVMF_VARS.fd",
     ),
 ];
+
+/// What the user asked for (`run --accel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccelChoice {
+    /// KVM when the real VM starts with it, else TCG.
+    #[default]
+    Auto,
+    /// KVM, or an error naming why it cannot be had.
+    Kvm,
+    /// TCG, no probe.
+    Tcg,
+}
 
 /// How the outer VM is accelerated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,65 +95,47 @@ pub struct Vm {
     pub ovmf_code: PathBuf,
     /// A writable copy of the OVMF variable store.
     pub ovmf_vars: PathBuf,
-    /// A QMP socket, for tests that pull the plug.
+    /// A QMP socket, for tests that pull the plug and for a graceful stop.
     pub qmp: Option<PathBuf>,
+    /// Writes to the image go to a temporary overlay (the KVM probe).
+    pub snapshot: bool,
 }
 
 impl Vm {
     /// The QEMU command line.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.qemu);
         let (accel, cpu) = match &self.accel {
-            Accel::Kvm => ("kvm", "host"),
-            Accel::Tcg { cpu } => ("tcg", cpu.as_str()),
+            Accel::Kvm => (qemu::Accel::Kvm, "host"),
+            Accel::Tcg { cpu } => (qemu::Accel::Tcg, cpu.as_str()),
         };
-        cmd.args(["-machine", "q35", "-accel", accel, "-cpu", cpu])
-            .arg("-m")
-            .arg(self.ram_mb.to_string())
-            .arg("-smp")
-            .arg(self.cpus.to_string())
-            .args([
-                "-nodefaults",
-                "-display",
-                "none",
-                "-vga",
-                "std",
-                "-no-reboot",
-            ])
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                qemu_path(&self.ovmf_code)
-            ))
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                qemu_path(&self.ovmf_vars)
-            ))
-            .args(["-device", "qemu-xhci,id=xhci"])
-            .arg("-drive")
-            .arg(format!(
-                "if=none,id=stick,format=raw,file={}",
-                qemu_path(&self.image)
-            ))
-            .args([
-                "-device",
-                "usb-storage,bus=xhci.0,drive=stick,removable=on,bootindex=1",
-            ]);
-        match &self.console {
-            Console::Live { log } => cmd
-                .arg("-chardev")
-                .arg(format!("stdio,id=console,logfile={}", qemu_path(log))),
-            Console::File { log } => cmd
-                .arg("-chardev")
-                .arg(format!("file,id=console,path={}", qemu_path(log))),
+        let console = match &self.console {
+            Console::Live { log } => Chardev::Stdio {
+                logfile: Some(log.clone()),
+            },
+            Console::File { log } => Chardev::File(log.clone()),
         };
-        cmd.args(["-serial", "chardev:console", "-monitor", "none"]);
-        if let Some(qmp) = &self.qmp {
-            cmd.arg("-qmp")
-                .arg(format!("unix:{},server=on,wait=off", qemu_path(qmp)));
+        let mut q = QemuCommand::new(&self.qemu);
+        q.machine(&Machine::q35())
+            .accel(accel)
+            .cpu(cpu, "")
+            .memory_mb(self.ram_mb)
+            .smp(self.cpus)
+            .nodefaults()
+            .display_none()
+            .vga("std")
+            .no_reboot()
+            .firmware(&Firmware::Uefi {
+                code: self.ovmf_code.clone(),
+                vars: self.ovmf_vars.clone(),
+                secure: false,
+            })
+            .usb_stick(&self.image, self.snapshot)
+            .serial_chardev("console", &console)
+            .no_monitor();
+        if let Some(socket) = &self.qmp {
+            q.qmp("qmp", socket);
         }
-        cmd
+        q.command()
     }
 
     /// Starts QEMU; stdin/stdout are the terminal for a live console.
@@ -154,11 +150,6 @@ impl Vm {
             source,
         })
     }
-}
-
-/// QEMU option values separate with commas; a comma in a path is doubled.
-fn qemu_path(path: &Path) -> String {
-    path.display().to_string().replace(',', ",,")
 }
 
 /// The QEMU binary: `$HIPERISO_QEMU`, else `qemu-system-x86_64`.
@@ -187,11 +178,13 @@ pub fn find_ovmf() -> Result<(PathBuf, PathBuf)> {
         })
 }
 
-/// Whether KVM really runs a VM here: opening `/dev/kvm` is not enough on
-/// hosts with broken nested virtualization, so a tiny VM must get SeaBIOS
-/// through its POST (it then reports "No bootable device" on its debug
-/// port) within a few seconds. `Err` carries the reason for TCG.
-pub fn probe_kvm(scratch: &Path) -> Result<(), String> {
+/// Whether KVM really runs `vm` here: opening `/dev/kvm` is not enough.
+/// On some hosts a plain `-machine pc` VM runs while `-cpu host` aborts at
+/// once (`failed to set MSR 0x10a`), so the probe starts this very VM
+/// (same QEMU, machine, CPU model, memory, CPUs and firmware; the image
+/// behind a throw-away overlay) with `-accel kvm` and waits for its
+/// firmware to print on the serial console. `Err` carries the cause.
+pub fn probe_kvm(vm: &Vm, scratch: &Path) -> Result<(), String> {
     if let Err(error) = OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         return Err(match error.kind() {
             io::ErrorKind::NotFound => "/dev/kvm does not exist".to_string(),
@@ -201,38 +194,46 @@ pub fn probe_kvm(scratch: &Path) -> Result<(), String> {
             _ => format!("cannot open /dev/kvm: {error}"),
         });
     }
-    let debug_log = scratch.join("kvm-probe.log");
-    let mut child = Command::new(qemu_program())
-        .args(["-accel", "kvm", "-machine", "pc", "-m", "32", "-nodefaults"])
-        .args(["-display", "none", "-no-reboot", "-chardev"])
-        .arg(format!("file,id=debug,path={}", qemu_path(&debug_log)))
-        .args(["-device", "isa-debugcon,iobase=0x402,chardev=debug"])
+    probe_vm(vm, scratch)
+}
+
+/// The probe proper: `vm` under KVM until its firmware prints, it exits, or
+/// [`KVM_PROBE_TIME`] passes.
+pub(crate) fn probe_vm(vm: &Vm, scratch: &Path) -> Result<(), String> {
+    let log = scratch.join("kvm-probe.log");
+    let vars = scratch.join("kvm-probe-vars.fd");
+    fs::copy(&vm.ovmf_vars, &vars)
+        .map_err(|e| format!("cannot copy {}: {e}", vm.ovmf_vars.display()))?;
+    let probe = Vm {
+        accel: Accel::Kvm,
+        console: Console::File { log: log.clone() },
+        ovmf_vars: vars,
+        qmp: None,
+        snapshot: true,
+        ..vm.clone()
+    };
+    let mut child = probe
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|error| format!("cannot start {}: {error}", qemu_program()))?;
+        .map_err(|error| format!("cannot start {}: {error}", vm.qemu))?;
     let deadline = Instant::now() + KVM_PROBE_TIME;
     let verdict = loop {
-        if let Ok(Some(_)) = child.try_wait() {
+        if let Ok(Some(status)) = child.try_wait() {
             let mut stderr = String::new();
             if let Some(mut pipe) = child.stderr.take() {
                 let _ = pipe.read_to_string(&mut stderr);
             }
-            let reason = stderr
-                .lines()
-                .find(|l| !l.contains("warning:"))
-                .unwrap_or("QEMU exited at once")
-                .to_string();
-            break Err(format!("QEMU with -accel kvm failed: {reason}"));
+            break Err(probe_failure(&stderr, &status));
         }
-        let log = fs::read_to_string(&debug_log).unwrap_or_default();
-        if log.contains("No bootable device") || log.contains("Booting from") {
+        if fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
             break Ok(());
         }
         if Instant::now() > deadline {
             break Err(format!(
-                "a KVM test VM made no progress in {} s (nested virtualization unusable?)",
+                "the VM made no progress under KVM in {} s (nested virtualization unusable?)",
                 KVM_PROBE_TIME.as_secs()
             ));
         }
@@ -243,18 +244,64 @@ pub fn probe_kvm(scratch: &Path) -> Result<(), String> {
     verdict
 }
 
-/// Waits for `child` to exit, killing it after `timeout`.
-pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+/// Why the probe VM ended: QEMU's own first error line, and how it ended.
+fn probe_failure(stderr: &str, status: &ExitStatus) -> String {
+    let reason = stderr
+        .lines()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty() && !l.contains("warning:"))
+        .unwrap_or("QEMU exited at once");
+    format!("QEMU with -accel kvm -cpu host failed ({status}): {reason}")
+}
+
+/// Waits for QEMU to exit, at most `timeout`; `None` if it still runs.
+pub fn wait_for(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Like [`wait_for`], but QEMU is killed at the deadline.
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    let status = wait_for(child, timeout)?;
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Ok(status)
+}
+
+/// Presses the VM's ACPI power button through its QMP socket
+/// (`system_powerdown`), as a person would press the PC's.
+pub fn press_power_button(socket: &Path) -> io::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line)?; // the greeting
+    for command in ["qmp_capabilities", "system_powerdown"] {
+        writeln!(writer, "{{\"execute\": \"{command}\"}}")?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(io::Error::other("QMP closed the connection"));
+            }
+            if line.contains("\"return\"") {
+                break;
+            }
+            if line.contains("\"error\"") {
+                return Err(io::Error::other(format!("QMP {command}: {}", line.trim())));
+            }
+        }
+    }
+    Ok(())
 }

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hiperiso_installer::exfat::{ExfatEditor, ExfatError, ExfatReader};
-use hiperiso_installer::table::{self, PartitionEntry};
 use hiperiso_installer::slice::Slice;
+use hiperiso_installer::table::{self, PartitionEntry};
 use hiperiso_runtime::analyze::Report;
 use hiperiso_runtime::grubenv;
 use hiperiso_runtime::session_list::Logs;

@@ -1,4 +1,5 @@
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use hiperiso_installer::exfat::ExfatReader;
@@ -122,6 +123,7 @@ fn the_vm_is_a_pc_with_a_usb_stick() {
         ovmf_code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
         ovmf_vars: "/tmp/vars.fd".into(),
         qmp: Some("/tmp/qmp.sock".into()),
+        snapshot: false,
     };
     let cmd = vm.command();
     let args: Vec<String> = cmd
@@ -141,4 +143,64 @@ fn the_vm_is_a_pc_with_a_usb_stick() {
         "{line}"
     );
     assert!(line.contains("-serial chardev:console"), "{line}");
+}
+
+/// A stand-in for QEMU: `behaviour` runs after the console file is found.
+fn fake_qemu(dir: &Path, behaviour: &str) -> String {
+    let path = dir.join("fake-qemu");
+    fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in file,id=console,path=*) \
+             console=\"${{a#file,id=console,path=}}\";; esac; done\n{behaviour}\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn probe_with(dir: &Path, behaviour: &str) -> Result<(), String> {
+    let vars = dir.join("vars.fd");
+    fs::write(&vars, b"vars").unwrap();
+    let vm = Vm {
+        qemu: fake_qemu(dir, behaviour),
+        image: dir.join("stick.img"),
+        ram_mb: 512,
+        cpus: 2,
+        accel: Accel::tcg_with_svm(),
+        console: Console::Live {
+            log: dir.join("console.log"),
+        },
+        ovmf_code: dir.join("code.fd"),
+        ovmf_vars: vars,
+        qmp: None,
+        snapshot: false,
+    };
+    qemu::probe_vm(&vm, dir)
+}
+
+/// A host whose KVM runs a plain `-machine pc` VM but aborts `-cpu host`:
+/// the probe runs the real VM, so it sees the abort and names it.
+#[test]
+fn the_probe_runs_the_real_vm_and_names_why_kvm_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let half_kvm = "case \"$*\" in *'-cpu host'*) \
+        echo 'qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69' >&2; kill -ABRT $$;; esac\n\
+        echo BdsDxe > \"$console\"; sleep 30";
+    let reason = probe_with(dir.path(), half_kvm).unwrap_err();
+    assert!(
+        reason.contains("failed to set MSR 0x10a to 0x69"),
+        "{reason}"
+    );
+    assert!(reason.contains("signal: 6"), "{reason}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let working = "case \"$*\" in *'-accel kvm -cpu host'*'snapshot=on'*) \
+        echo 'BdsDxe: loading Boot0001' > \"$console\"; sleep 30;; esac; exit 1";
+    probe_with(dir.path(), working).expect("a VM that starts under KVM passes");
+
+    let dir = tempfile::tempdir().unwrap();
+    let reason = probe_with(dir.path(), "sleep 30").unwrap_err();
+    assert!(reason.contains("made no progress"), "{reason}");
 }

@@ -2,9 +2,9 @@
 //! or device path, as the kernel command line names them) and mounting them.
 
 use super::console::say;
-use hiperiso_stick::fs_identity::{self, FsIdentity};
 use crate::cmdline::PartitionSpec;
 use crate::sys;
+use hiperiso_stick::fs_identity::{self, FsIdentity};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
