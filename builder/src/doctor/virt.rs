@@ -41,17 +41,39 @@ pub fn qemu_check(program: &str, version: Result<String, String>) -> Check {
     }
 }
 
-/// KVM, probed with the outer VM's own probe (`vm::probe_kvm`): no KVM
-/// is a warning, since `run` then falls back to TCG.
+/// KVM, probed with the outer VM's own probe (`vm::probe_kvm`) on the very
+/// VM `run` starts (q35, `-cpu host`, OVMF, `run`'s memory), with an empty
+/// scratch disk as the stick: the firmware prints before it looks for one.
+/// No KVM is a warning, since `run` then falls back to TCG.
 pub fn kvm() -> Check {
-    let result = match tempfile::Builder::new()
+    kvm_check(probe())
+}
+
+fn probe() -> Result<(), String> {
+    let scratch = tempfile::Builder::new()
         .prefix("hiperiso-doctor-")
         .tempdir()
-    {
-        Ok(scratch) => vm::probe_kvm(scratch.path()),
-        Err(error) => Err(format!("cannot create a scratch directory: {error}")),
+        .map_err(|error| format!("cannot create a scratch directory: {error}"))?;
+    let (ovmf_code, ovmf_vars) = vm::find_ovmf().map_err(|error| error.to_string())?;
+    let image = scratch.path().join("probe.img");
+    fs::File::create(&image)
+        .and_then(|f| f.set_len(1 << 20))
+        .map_err(|error| format!("cannot create {}: {error}", image.display()))?;
+    let probe_vm = vm::Vm {
+        qemu: vm::qemu_program(),
+        image,
+        ram_mb: vm::DEFAULT_RAM_MB,
+        cpus: 2,
+        accel: vm::Accel::Kvm,
+        console: vm::Console::File {
+            log: scratch.path().join("console.log"),
+        },
+        ovmf_code,
+        ovmf_vars,
+        qmp: None,
+        snapshot: true,
     };
-    kvm_check(result)
+    vm::probe_kvm(&probe_vm, scratch.path())
 }
 
 /// The verdict on the KVM probe.
