@@ -79,15 +79,26 @@ fn probe() -> Result<(), String> {
 /// The verdict on the KVM probe.
 pub fn kvm_check(probe: Result<(), String>) -> Check {
     match probe {
-        Ok(()) => Check::ok(KVM, "a probe VM runs with KVM: `run` uses KVM"),
-        Err(reason) => Check::warn(
+        Ok(()) => Check::ok(
             KVM,
-            format!("KVM not usable ({reason}): `run` falls back to TCG with `-cpu EPYC` (slower)"),
-        )
-        .with_fix(
-            "load kvm_amd or kvm_intel, enable virtualization in the firmware, and make /dev/kvm \
-             read-writable for you (the `kvm` group); or accept TCG",
+            "the VM `run` starts (q35, -cpu host, OVMF) runs with KVM",
         ),
+        Err(reason) => {
+            let fix = if reason.contains("/dev/kvm") {
+                "load kvm_amd or kvm_intel, enable virtualization in the firmware, and make \
+                 /dev/kvm read-writable for you (the `kvm` group); or accept TCG"
+            } else {
+                "this host's KVM cannot run `run`'s VM (often broken nested virtualization): \
+                 accept TCG, or `run --accel tcg` to skip the probe"
+            };
+            Check::warn(
+                KVM,
+                format!(
+                    "KVM not usable ({reason}): `run` falls back to TCG with `-cpu EPYC` (slower)"
+                ),
+            )
+            .with_fix(fix)
+        }
     }
 }
 
@@ -167,6 +178,10 @@ mod tests {
         assert_eq!(check.status, Status::Warn);
         assert!(check.detail.contains("/dev/kvm does not exist"));
         assert!(check.detail.contains("TCG"));
+        assert!(check.fix.unwrap().contains("kvm` group"));
+        let msr = kvm_check(Err("failed to set MSR 0x10a".into()));
+        assert_eq!(msr.status, Status::Warn);
+        assert!(msr.fix.unwrap().contains("--accel tcg"));
         assert_eq!(kvm_check(Ok(())).status, Status::Ok);
     }
 
