@@ -9,7 +9,7 @@
 #      the total and the ESP payload's size.
 #   2. `hiperiso-build verify`: every step rebuilt in a varied environment
 #      (build path, umask, locale) and compared bit for bit.
-#   3. The end-to-end suite (tests/e2e.rs) on that image.
+#   3. The end-to-end suite (tests/it/e2e.rs) on that image.
 #
 # Usage: bash tests/full-build.sh [WORKDIR]     (default: /var/tmp/hiperiso-full-build.*)
 #        SKIP_VERIFY=1 / SKIP_E2E=1 leave out stage 2 / 3.
@@ -47,7 +47,7 @@ fi
 
 if [ -z "${SKIP_E2E:-}" ]; then
     say "3. the end-to-end suite on $work/hiperiso.img"
-    HIPERISO_E2E_IMAGE="$work/hiperiso.img" cargo test -p hiperiso-tests --test e2e -- \
+    HIPERISO_E2E_IMAGE="$work/hiperiso.img" cargo test -p hiperiso-tests --test it e2e:: -- \
         --test-threads=1 2>&1 | tee "$work/e2e.log"
 fi
 say "done: $work"

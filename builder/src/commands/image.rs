@@ -64,6 +64,21 @@ pub(crate) fn payload(
     Ok((steps, built))
 }
 
+/// The payload (built, unless `esp_tree` replaces it) and the trees the
+/// image or device gets: the ESP from the payload or `esp_tree`, the data
+/// partition from `data_tree` or `overlays/data`. The built payload's
+/// temporary directory lives as long as the returned `BuiltEsp`.
+pub(crate) fn staged_trees(
+    project: &Project,
+    esp_tree: Option<&Path>,
+    data_tree: Option<&Path>,
+) -> Result<(BuiltSteps, Option<BuiltEsp>, PayloadTrees)> {
+    let (steps, built) = payload(project, esp_tree)?;
+    let esp = built.as_ref().map(|b| b.esp.as_path()).or(esp_tree);
+    let trees = PayloadTrees::stage(project, esp, data_tree)?;
+    Ok((steps, built, trees))
+}
+
 /// The active profile's ESP payload (None when the profile has no
 /// `payload`), from its built `steps` or its locked packages.
 fn esp_for_image(project: &Project, steps: &BuiltSteps) -> Result<Option<BuiltEsp>, EspError> {
@@ -106,13 +121,9 @@ pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
         }
         None => manifest.image.size.0,
     };
-    let (steps, built) = payload(&project, args.esp_tree.as_deref())?;
-    let trees = PayloadTrees::stage(
+    let (steps, _built, trees) = staged_trees(
         &project,
-        built
-            .as_ref()
-            .map(|b| b.esp.as_path())
-            .or(args.esp_tree.as_deref()),
+        args.esp_tree.as_deref(),
         args.data_tree.as_deref(),
     )?;
     build_record::add_steps(

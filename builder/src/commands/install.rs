@@ -9,8 +9,7 @@ use hiperiso_installer::device;
 use crate::cli::InstallArgs;
 use crate::commands::error::DiskError;
 use crate::commands::error::Result;
-use crate::commands::image::{image_spec, payload, table_kind};
-use crate::payload::trees::PayloadTrees;
+use crate::commands::image::{image_spec, staged_trees, table_kind};
 use crate::project::Project;
 use crate::settings::Settings;
 
@@ -35,17 +34,32 @@ fn confirm(device: &Path) -> Result<()> {
     }
 }
 
+/// Prints the plan (always for `--dry-run` and before asking), and asks for
+/// the typed confirmation unless `--yes`. False: `--dry-run`, stop here.
+fn show_and_confirm(
+    plan: &impl std::fmt::Display,
+    args: &InstallArgs,
+    settings: &Settings,
+) -> Result<bool> {
+    if args.dry_run || !args.yes || settings.verbosity >= 0 {
+        println!("{plan}");
+    }
+    if args.dry_run {
+        return Ok(false);
+    }
+    if !args.yes {
+        confirm(&args.device)?;
+    }
+    Ok(true)
+}
+
 /// `hiperiso-build install [--update]`.
 pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
     let project = Project::load(settings.clone())?;
     let manifest = &project.manifest;
-    let (_, built) = payload(&project, args.esp_tree.as_deref())?;
-    let trees = PayloadTrees::stage(
+    let (_, _built, trees) = staged_trees(
         &project,
-        built
-            .as_ref()
-            .map(|b| b.esp.as_path())
-            .or(args.esp_tree.as_deref()),
+        args.esp_tree.as_deref(),
         args.data_tree.as_deref(),
     )?;
     let progress = |step: &str| settings.say(step);
@@ -59,14 +73,8 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
             args.force,
         )
         .map_err(DiskError::from)?;
-        if args.dry_run || !args.yes || settings.verbosity >= 0 {
-            println!("{plan}");
-        }
-        if args.dry_run {
+        if !show_and_confirm(&plan, args, settings)? {
             return Ok(());
-        }
-        if !args.yes {
-            confirm(&args.device)?;
         }
         device::execute_update(&plan, progress).map_err(DiskError::from)?;
         settings.say(format!(
@@ -80,14 +88,8 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
         spec.data_label = label.clone();
     }
     let plan = device::plan_install(&args.device, &spec, args.force).map_err(DiskError::from)?;
-    if args.dry_run || !args.yes || settings.verbosity >= 0 {
-        println!("{plan}");
-    }
-    if args.dry_run {
+    if !show_and_confirm(&plan, args, settings)? {
         return Ok(());
-    }
-    if !args.yes {
-        confirm(&args.device)?;
     }
     let report = device::execute_install(&plan, progress).map_err(DiskError::from)?;
     let nodes: Vec<String> = report

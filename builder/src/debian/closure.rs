@@ -142,13 +142,7 @@ pub fn materialize(
         .tempdir_in(trees)
         .map_err(io_err("create a directory in", trees))
         .map_err(io)?;
-    let named: Vec<(String, PathBuf)> = lock
-        .packages
-        .iter()
-        .map(|p| format!("{}_{}", p.name, p.version))
-        .zip(debs)
-        .collect();
-    repo::unpack_all(&named, staging.path())?;
+    repo::unpack_locked(&lock.packages, debs, staging.path())?;
     let staged = staging.keep();
     if let Err(source) = fs::rename(&staged, &final_path) {
         let _ = fs::remove_dir_all(&staged);

@@ -193,12 +193,21 @@ impl Repository<'_> {
     }
 }
 
-/// Unpacks .debs (in the given order) into a fresh tree at `root`.
-pub fn unpack_all(debs: &[(String, PathBuf)], root: &Path) -> Result<(), RepoError> {
+/// Unpacks the locked packages' .debs (`debs[i]` is `packages[i]`'s, in
+/// that order) into a fresh tree at `root`.
+pub fn unpack_locked(
+    packages: &[LockedPackage],
+    debs: impl IntoIterator<Item = PathBuf>,
+    root: &Path,
+) -> Result<(), RepoError> {
     std::fs::create_dir_all(root).map_err(io_err("create", root))?;
-    for (name, path) in debs {
-        let bytes = std::fs::read(path).map_err(io_err("read", path))?;
-        deb::unpack(name, &bytes, root)?;
+    for (package, path) in packages.iter().zip(debs) {
+        let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
+        deb::unpack(
+            &format!("{}_{}", package.name, package.version),
+            &bytes,
+            root,
+        )?;
     }
     Ok(())
 }

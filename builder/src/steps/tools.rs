@@ -71,6 +71,8 @@ pub enum ToolsError {
     Repo(#[from] crate::debian::repo::RepoError),
     #[error(transparent)]
     Io(#[from] IoError),
+    #[error("finding bubblewrap to run in the tools tree")]
+    Bwrap(#[source] sandbox::SandboxError),
     #[error("finishing the tools tree: `{command}` failed ({status}):\n{output}")]
     Finish {
         command: String,
@@ -144,13 +146,7 @@ pub fn prepare(project: &Project) -> Result<Prepared, ToolsError> {
         .prefix(".unpacking-")
         .tempdir_in(&dir)
         .map_err(io_err("create a directory in", &dir))?;
-    let named: Vec<(String, PathBuf)> = tools
-        .packages
-        .iter()
-        .map(|p| format!("{}_{}", p.name, p.version))
-        .zip(debs)
-        .collect();
-    repo::unpack_all(&named, staging.path())?;
+    repo::unpack_locked(&tools.packages, debs, staging.path())?;
     finish(staging.path())?;
     let staged = staging.keep();
     fs::rename(&staged, &root).map_err(io_err("move into place", &staged))?;
@@ -249,11 +245,7 @@ fn run_ldconfig(root: &Path) -> Result<(), ToolsError> {
     let Some(ldconfig) = ldconfig else {
         return Ok(()); // no libc-bin: nothing reads ld.so.cache either
     };
-    let mut command = sandbox::bwrap_command(root).map_err(|e| ToolsError::Finish {
-        command: "bwrap".into(),
-        status: "not started".into(),
-        output: e.to_string(),
-    })?;
+    let mut command = sandbox::bwrap_command(root).map_err(ToolsError::Bwrap)?;
     command
         .args(["--unshare-all", "--die-with-parent", "--clearenv", "--bind"])
         .arg(root)
@@ -331,11 +323,7 @@ pub fn package_names(tools: &ToolsLock) -> Vec<String> {
 /// Runs `command` in a tools tree the way a step would (for benchmarks and
 /// diagnostics): `/bin/sh -c` with the tree as `/`.
 pub fn shell_in(root: &Path, script: &str) -> Result<Command, ToolsError> {
-    let mut command = sandbox::bwrap_command(root).map_err(|e| ToolsError::Finish {
-        command: "bwrap".into(),
-        status: "not started".into(),
-        output: e.to_string(),
-    })?;
+    let mut command = sandbox::bwrap_command(root).map_err(ToolsError::Bwrap)?;
     command
         .args(["--unshare-all", "--die-with-parent", "--ro-bind"])
         .arg(root)

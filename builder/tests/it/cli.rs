@@ -139,10 +139,7 @@ fn help_teaches_with_examples() {
     );
 }
 
-// The same tiny HTTP server the workspace tests use.
-#[path = "../../tests/support/http.rs"]
-#[allow(dead_code)]
-mod http;
+use crate::http;
 
 #[test]
 fn a_killed_fetch_leaves_no_blob_and_the_next_one_resumes() {

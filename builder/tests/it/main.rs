@@ -1,0 +1,12 @@
+//! hiperiso-build's integration tests (the binary, the step runner, recipes), one binary.
+
+// The same tiny HTTP server the workspace tests use.
+#[path = "../../../tests/support/http.rs"]
+#[allow(dead_code)]
+mod http;
+
+mod cli;
+mod disk_cli;
+mod recipes;
+mod steps;
+mod steps_locked;

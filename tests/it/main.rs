@@ -1,0 +1,14 @@
+//! The cross-crate integration and end-to-end tests, one binary (uv's
+//! `tests/it` layout); shared helpers live in `tests/support` (the crate's
+//! library). At most two tests run at once (the test harness's default on
+//! two cores); the VM-booting modules limit their own VMs further.
+
+mod debian_boot;
+mod debian_lock;
+mod display;
+mod e2e;
+mod exfat_kernel;
+mod fetch;
+mod grub_console;
+mod layers;
+mod runtime_boot;

@@ -1,0 +1,371 @@
+//! Booting hiperiso-init in the outer VM, and reading the session it wrote.
+
+use super::*;
+pub(crate) const GOOD_CONFIG: &str = r#"{
+  "control": {"default_ram": 256, "default_cpus": 1, "screenshot_interval": 2, "session_timeout": 120},
+  "iso_overrides": {"startfail*.iso": {"cpu_features": "+hiperiso-no-such-flag"}}
+}"#;
+
+/// What one outer boot left behind.
+pub(crate) struct BootResult {
+    pub(crate) console: String,
+    pub(crate) image: PathBuf,
+    pub(crate) _dir: tempfile::TempDir,
+}
+
+/// A fresh data disk holding the ISOs and `config`, then one outer boot.
+pub(crate) fn boot(cmdline: &str, cpu: &str, config: &str) -> BootResult {
+    boot_on(Path::new("qemu-system-x86_64"), cmdline, cpu, config)
+}
+
+/// [`boot`] with the outer VM on `qemu`.
+pub(crate) fn boot_on(qemu: &Path, cmdline: &str, cpu: &str, config: &str) -> BootResult {
+    boot_with(qemu, cmdline, cpu, config, &Extras::default())
+}
+
+/// More for one boot than the usual.
+#[derive(Default)]
+pub(crate) struct Extras {
+    /// Images copied to `/ISOs/` besides the fixture's.
+    pub(crate) isos: Vec<PathBuf>,
+    /// Press the outer machine's ACPI power button (QMP `system_powerdown`)
+    /// this long after init says the guest runs.
+    pub(crate) power_button_after: Option<Duration>,
+    pub(crate) data_mib: Option<u64>,
+}
+
+/// [`boot_on`] with [`Extras`].
+pub(crate) fn boot_with(
+    qemu: &Path,
+    cmdline: &str,
+    cpu: &str,
+    config: &str,
+    extras: &Extras,
+) -> BootResult {
+    let fx = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("hiperiso")).unwrap();
+    run(Command::new("cp").arg("-r").arg(&fx.isos).arg(&tree));
+    for iso in &extras.isos {
+        fs::copy(iso, tree.join("ISOs").join(iso.file_name().unwrap())).unwrap();
+    }
+    fs::write(tree.join("hiperiso/hiperiso.json"), config).unwrap();
+    let image = dir.path().join("data.img");
+    let size = extras.data_mib.unwrap_or(64) << 20;
+    let mut file = File::create(&image).unwrap();
+    file.set_len(size).unwrap();
+    let opts = ExfatOptions {
+        label: "HIPERISO".into(),
+        volume_serial: DATA_SERIAL,
+        timestamp: 1_700_000_000,
+    };
+    exfat::format(&mut file, size, Some(&tree), &opts).unwrap();
+    file.flush().unwrap();
+    drop(file);
+
+    let console = dir.path().join("console.log");
+    let qmp_socket = dir.path().join("outer-qmp.sock");
+    let _slot = VmSlot::acquire();
+    let mut outer = QemuCommand::new(qemu);
+    outer
+        .accel(Accel::Tcg)
+        .cpu(cpu, "")
+        .machine(&Machine::q35())
+        .memory_mb(3072)
+        .smp(1)
+        .nodefaults()
+        .display_none()
+        .no_reboot()
+        .direct_kernel(
+            &fx.kernel,
+            &fx.initrd,
+            &format!("console=ttyS0 panic=-1 quiet hiperiso.pause=0 {cmdline}"),
+        )
+        .drive(&Drive::virtio(&image))
+        .serial_chardev("console", &Chardev::File(console.clone()))
+        .qmp("qmp", &qmp_socket);
+    let mut child = outer
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + OUTER_TIMEOUT;
+    let mut guest_running_at: Option<Instant> = None;
+    let mut pressed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if let Some(delay) = extras.power_button_after
+            && !pressed
+        {
+            if guest_running_at.is_none()
+                && String::from_utf8_lossy(&fs::read(&console).unwrap_or_default())
+                    .contains(GUEST_RUNNING)
+            {
+                guest_running_at = Some(Instant::now());
+            }
+            if guest_running_at.is_some_and(|t| t.elapsed() >= delay) {
+                let mut q =
+                    Qmp::connect(&qmp_socket, Duration::from_secs(10)).expect("the outer VM's QMP");
+                q.execute("system_powerdown", None)
+                    .expect("pressing the outer power button");
+                pressed = true;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "outer VM did not power off within {OUTER_TIMEOUT:?}; console:\n{}",
+                fs::read_to_string(&console).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let console = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
+    assert!(status.success(), "outer QEMU: {status}\n{console}");
+    if extras.power_button_after.is_some() {
+        assert!(pressed, "the guest never ran:\n{console}");
+    }
+    BootResult {
+        console,
+        image,
+        _dir: dir,
+    }
+}
+
+/// The one session on a data disk.
+pub(crate) struct SessionFiles {
+    pub(crate) reader: ExfatReader<File>,
+    pub(crate) dir: String,
+    pub(crate) info: SessionInfo,
+    pub(crate) index: Vec<IndexEntry>,
+}
+
+impl SessionFiles {
+    pub(crate) fn open(outcome: &BootResult) -> SessionFiles {
+        let fsck = Command::new("fsck.exfat")
+            .arg("-n")
+            .arg(&outcome.image)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "fsck.exfat after the boot: {}{}",
+            String::from_utf8_lossy(&fsck.stdout),
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+        let mut reader = ExfatReader::open(File::open(&outcome.image).unwrap()).unwrap();
+        let sessions: Vec<String> = reader
+            .read_dir("hiperiso/logs")
+            .unwrap_or_else(|e| panic!("no logs dir: {e}\n{}", outcome.console))
+            .into_iter()
+            .filter(|e| e.is_dir)
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(sessions.len(), 1, "{sessions:?}");
+        let dir = format!("hiperiso/logs/{}", sessions[0]);
+        let info = serde_json::from_slice(&read_all(&mut reader, &format!("{dir}/session.json")))
+            .expect("session.json parses");
+        let index = read_all(&mut reader, "hiperiso/logs/index.jsonl");
+        let index = String::from_utf8(index)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        SessionFiles {
+            reader,
+            dir,
+            info,
+            index,
+        }
+    }
+
+    pub(crate) fn text(&mut self, name: &str) -> String {
+        let path = format!("{}/{name}", self.dir);
+        String::from_utf8_lossy(&read_all(&mut self.reader, &path)).into_owned()
+    }
+
+    pub(crate) fn exists(&mut self, name: &str) -> bool {
+        self.reader
+            .metadata(&format!("{}/{name}", self.dir))
+            .is_ok()
+    }
+
+    pub(crate) fn list(&mut self, name: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .reader
+            .read_dir(&format!("{}/{name}", self.dir))
+            .map(|v| v.into_iter().map(|e| e.name).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The guarantees of every session, successful or not.
+    pub(crate) fn check_always_present(&mut self) {
+        for name in [
+            "session.json",
+            "status.json",
+            "env.txt",
+            "SESSION_COMPLETE",
+            "timing.json",
+            "timing.dat",
+            "report.json",
+            "report.txt",
+            "report.log",
+            "analysis.meta",
+        ] {
+            assert!(self.exists(name), "{name} missing in {}", self.dir);
+        }
+        let status: Status = serde_json::from_str(&self.text("status.json")).unwrap();
+        let env = self.text("env.txt");
+        assert!(
+            env.contains(&format!("(exfat, UUID={DATA_UUID}, label=HIPERISO)")),
+            "{env}"
+        );
+        assert_eq!(self.index.len(), 1);
+        assert_eq!(self.index[0].id, self.info.id);
+        assert_eq!(self.index[0].outcome, self.info.outcome);
+        assert!(self.info.ended_utc.is_some());
+        assert_ne!(self.info.outcome, Outcome::Running);
+        let expected_stage = if self.info.outcome == Outcome::Failure {
+            "failed"
+        } else {
+            "complete"
+        };
+        assert_eq!(serde_json::to_value(status.stage).unwrap(), expected_stage);
+        assert_eq!(self.exists("FAILURE.txt"), !self.info.failures.is_empty());
+    }
+
+    /// `screenshots/timeline.jsonl`, its pictures and texts, and the count
+    /// in `session.json` agree; the timeline's lines.
+    pub(crate) fn check_timeline(&mut self) -> Vec<TimelineEntry> {
+        let timeline: Vec<TimelineEntry> = self
+            .text("screenshots/timeline.jsonl")
+            .lines()
+            .map(|l| {
+                eprintln!("timeline: {l}");
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))
+            })
+            .collect();
+        let files = self.list("screenshots");
+        let pngs: Vec<&String> = files.iter().filter(|f| f.ends_with(".png")).collect();
+        assert_eq!(pngs.len(), timeline.len(), "{files:?}");
+        assert_eq!(self.info.screenshots as usize, pngs.len(), "{files:?}");
+        for (i, entry) in timeline.iter().enumerate() {
+            assert_eq!(entry.file, format!("{:04}.png", i + 1));
+            let png = read_all(
+                &mut self.reader,
+                &format!("{}/screenshots/{}", self.dir, entry.file),
+            );
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{}", entry.file);
+            if let Some(text) = &entry.text {
+                assert_eq!(text, &format!("{:04}.txt", i + 1));
+                assert!(files.contains(text), "{text} missing: {files:?}");
+            }
+        }
+        timeline
+    }
+
+    /// The text of the last text-mode picture.
+    pub(crate) fn last_screen_text(&mut self, timeline: &[TimelineEntry]) -> String {
+        let name = timeline
+            .iter()
+            .rev()
+            .find_map(|e| e.text.clone())
+            .unwrap_or_else(|| panic!("no text-mode picture: {timeline:?}"));
+        let text = self.text(&format!("screenshots/{name}"));
+        eprintln!("screenshots/{name}:\n{text}");
+        text
+    }
+
+    pub(crate) fn check_failure(&mut self, kind: FailureKind, fatal: bool) -> String {
+        self.check_always_present();
+        let failure = self
+            .info
+            .failures
+            .iter()
+            .find(|f| f.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind:?} failure in {:?}", self.info.failures))
+            .clone();
+        assert_eq!(failure.fatal, fatal);
+        assert_eq!(self.info.outcome == Outcome::Failure, fatal);
+        assert!(self.index[0].failures.contains(&kind));
+        let text = self.text("FAILURE.txt");
+        let kind_name = serde_json::to_value(kind).unwrap();
+        assert!(text.contains(kind_name.as_str().unwrap()), "{text}");
+        failure.message
+    }
+
+    /// A guest that booted and printed `marker`.
+    pub(crate) fn check_guest_ran(&mut self, marker: &str, firmware: &str, accel: &str) {
+        self.check_always_present();
+        let serial = self.text("serial.log");
+        assert!(
+            serial.contains(marker),
+            "serial.log lacks {marker}: {serial:?}"
+        );
+        assert_eq!(self.info.firmware.as_deref(), Some(firmware));
+        assert_eq!(self.info.accel.as_deref(), Some(accel));
+        assert_eq!(self.info.qemu_exit_code, Some(0));
+        let cmdline = self.text("qemu.cmdline");
+        assert!(cmdline.contains(&format!("accel={accel}")), "{cmdline}");
+        assert!(cmdline.contains("media=cdrom,readonly=on"), "{cmdline}");
+        assert!(
+            !cmdline.contains("/dev/vd"),
+            "the stick must stay hidden: {cmdline}"
+        );
+        match firmware {
+            "uefi" => assert!(cmdline.contains("if=pflash"), "{cmdline}"),
+            _ => assert!(
+                cmdline.contains("bios-256k.bin") && !cmdline.contains("pflash"),
+                "{cmdline}"
+            ),
+        }
+        let hw = self.list("hw");
+        for name in [
+            "host_cpuinfo.txt",
+            "host_pci.txt",
+            "acpi",
+            "smbios",
+            "qemu_pci.txt",
+            "qemu_qtree.txt",
+            "pci_summary.json",
+        ] {
+            assert!(hw.contains(&name.to_string()), "hw/{name} missing: {hw:?}");
+        }
+        if accel == "kvm" {
+            assert!(hw.contains(&"kvm_caps.json".to_string()), "{hw:?}");
+        }
+        let pci: serde_json::Value =
+            serde_json::from_str(&self.text("hw/pci_summary.json")).unwrap();
+        assert!(
+            pci["devices"].as_array().is_some_and(|d| d.len() >= 3),
+            "{pci}"
+        );
+        assert!(
+            self.info
+                .guest_events
+                .iter()
+                .any(|e| e.contains("SHUTDOWN")),
+            "{:?}",
+            self.info.guest_events
+        );
+        assert!(self.exists("trace.bin"));
+        let timing = self.text("timing.dat");
+        assert!(timing.lines().any(|l| l.starts_with("guest ")), "{timing}");
+    }
+}
+
+pub(crate) fn read_all(reader: &mut ExfatReader<File>, path: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    reader
+        .read_file(path, &mut out)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    out
+}
