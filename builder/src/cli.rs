@@ -171,7 +171,22 @@ pub enum Command {
     )]
     Gc,
     /// Check the host: user namespaces, loop devices, QEMU, disk space.
-    Doctor,
+    #[command(
+        long_about = "Check what the next command needs and say how to fix what is missing: QEMU, KVM \
+        (with the very VM `run` starts; without it `run` uses TCG), nested virtualization, OVMF, user \
+        namespaces for the build sandbox, free space in the cache for the active profile, loop devices \
+        for `install` tests, the Debian mirror (or, with --offline, every pinned file in the cache) and \
+        the lock's pinned rustc. Each check prints ok, warn or fail; the exit status is non-zero when \
+        any check fails.\n\nExamples:\n  hiperiso-build doctor\n  hiperiso-build --offline doctor --json"
+    )]
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Print the checks as JSON: {"checks":[{name,status,detail,fix}],"ok":bool}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,6 +7,8 @@
 //! main.rs, cli.rs   clap structs and dispatch (the only files that see the CLI crates)
 //! commands/         one file per verb; CLI arguments -> Settings (settings.rs);
 //!                   loads the Project once; error.rs gathers every error
+//! doctor/           host checks of `hiperiso-build doctor` (KVM via vm/, sandbox,
+//!                   disk, loop devices, mirror, pinned rustc)
 //! vm/               the outer VM of `hiperiso-build run` (QEMU, the stick image)
 //! payload/          initramfs (cpio, ELF, kmod), the ESP from built steps or from
 //!                   Debian packages, the image's staged trees
@@ -25,6 +27,7 @@
 pub mod cli;
 pub mod commands;
 pub mod debian;
+pub mod doctor;
 pub mod hash;
 pub mod model;
 pub mod payload;

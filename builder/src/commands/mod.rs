@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod bump;
+pub mod doctor;
 pub mod error;
 pub mod fetch;
 pub mod image;
@@ -15,10 +16,3 @@ pub mod settings;
 
 pub use error::{Error, Result, not_implemented};
 pub use settings::settings;
-
-use crate::settings::Settings;
-
-/// `hiperiso-build doctor`.
-pub fn doctor(_settings: &Settings) -> Result<()> {
-    not_implemented("doctor", 8)
-}

@@ -7,6 +7,7 @@ mod http;
 
 mod cli;
 mod disk_cli;
+mod doctor_cli;
 mod recipes;
 mod steps;
 mod steps_locked;
