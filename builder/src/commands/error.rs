@@ -121,7 +121,7 @@ impl Error {
         match self {
             Error::Run(crate::vm::RunError::NotBooted { result, .. }) => match result {
                 BootResult::Failed => 2,
-                BootResult::Timeout | BootResult::Unknown => 3,
+                BootResult::Timeout | BootResult::Stuck | BootResult::Unknown => 3,
                 _ => 1,
             },
             Error::Run(crate::vm::RunError::Timeout { .. }) => 3,
