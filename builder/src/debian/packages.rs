@@ -96,7 +96,29 @@ struct StanzaContext<'a> {
     package: String,
 }
 
-impl StanzaContext<'_> {
+/// The index's stanzas; a syntax error names the index.
+fn stanzas(index: &str, text: &str) -> Result<Vec<control::Paragraph>, IndexError> {
+    control::parse(text).map_err(|source| IndexError::Syntax {
+        index: index.to_string(),
+        source,
+    })
+}
+
+impl<'a> StanzaContext<'a> {
+    /// The context of one stanza, named by its `Package` field (returned).
+    fn named(
+        index: &'a str,
+        paragraph: &'a control::Paragraph,
+    ) -> Result<(Self, String), IndexError> {
+        let mut context = StanzaContext {
+            index,
+            paragraph,
+            package: String::from("?"),
+        };
+        let name = context.required("Package")?.to_string();
+        context.package = name.clone();
+        Ok((context, name))
+    }
     fn required(&self, field: &'static str) -> Result<&str, IndexError> {
         self.paragraph
             .get(field)
@@ -217,19 +239,10 @@ fn parse_provides(text: &str) -> Result<Vec<Provide>, String> {
 
 /// Parses a Packages index. `index` names it in error messages.
 pub fn parse_packages(index: &str, text: &str) -> Result<Vec<BinaryPackage>, IndexError> {
-    let paragraphs = control::parse(text).map_err(|source| IndexError::Syntax {
-        index: index.to_string(),
-        source,
-    })?;
+    let paragraphs = stanzas(index, text)?;
     let mut packages = Vec::with_capacity(paragraphs.len());
     for paragraph in &paragraphs {
-        let mut context = StanzaContext {
-            index,
-            paragraph,
-            package: String::from("?"),
-        };
-        let name = context.required("Package")?.to_string();
-        context.package = name.clone();
+        let (context, name) = StanzaContext::named(index, paragraph)?;
         let source = paragraph
             .get("Source")
             .and_then(|s| s.split_whitespace().next())
@@ -260,19 +273,10 @@ pub fn parse_packages(index: &str, text: &str) -> Result<Vec<BinaryPackage>, Ind
 
 /// Parses a Sources index.
 pub fn parse_sources(index: &str, text: &str) -> Result<Vec<SourcePackage>, IndexError> {
-    let paragraphs = control::parse(text).map_err(|source| IndexError::Syntax {
-        index: index.to_string(),
-        source,
-    })?;
+    let paragraphs = stanzas(index, text)?;
     let mut sources = Vec::with_capacity(paragraphs.len());
     for paragraph in &paragraphs {
-        let mut context = StanzaContext {
-            index,
-            paragraph,
-            package: String::from("?"),
-        };
-        let name = context.required("Package")?.to_string();
-        context.package = name.clone();
+        let (context, name) = StanzaContext::named(index, paragraph)?;
         let mut files = Vec::new();
         for line in context.required("Checksums-Sha256")?.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
