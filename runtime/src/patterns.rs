@@ -276,6 +276,7 @@ mod tests {
             "GNU GRUB  version 2.06",
             "iPXE 1.21.1+ -- Open Source Network Boot Firmware -- https://ipxe.org",
             "Memtest86+ v7",
+            "CLK/Temp: 2603MHz Pass 23%",
             "Select a language",
         ] {
             assert!(matches(Source::Screen, stage).next().is_some(), "{stage}");
