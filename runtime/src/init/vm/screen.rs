@@ -7,6 +7,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::picture::{self, Picture, PictureError};
+
 /// Why a screen could not be read or encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum ScreenError {
@@ -16,100 +18,23 @@ pub enum ScreenError {
         #[source]
         source: io::Error,
     },
-    #[error("the screendump is not a binary PPM (P6, maxval 255): {0}")]
-    Ppm(&'static str),
-    #[error("cannot encode a {width}x{height} PNG")]
-    Png {
-        width: u32,
-        height: u32,
-        #[source]
-        source: png::EncodingError,
-    },
+    #[error("decoding or encoding the screen")]
+    Picture(#[from] PictureError),
 }
 
-/// An RGB picture, 3 bytes a pixel, rows top to bottom.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rgb {
-    pub width: u32,
-    pub height: u32,
-    pub pixels: Vec<u8>,
-}
-
-/// Read a `screendump` file.
-pub fn read_ppm(path: &Path) -> Result<Rgb, ScreenError> {
+/// Read a `screendump` file (PPM).
+pub fn read_ppm(path: &Path) -> Result<Picture, ScreenError> {
     let bytes = fs::read(path).map_err(|source| ScreenError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_ppm(&bytes)
+    Ok(picture::ppm_to_rgb(&bytes)?)
 }
 
-/// A binary PPM (`P6`), as QEMU writes it: `P6\n<w> <h>\n255\n<rgb…>`;
-/// comments and any whitespace between the header fields are accepted.
-pub fn parse_ppm(bytes: &[u8]) -> Result<Rgb, ScreenError> {
-    let mut pos = 0;
-    let mut field = || -> Result<&[u8], ScreenError> {
-        loop {
-            match bytes.get(pos) {
-                Some(b'#') => {
-                    while bytes.get(pos).is_some_and(|&b| b != b'\n') {
-                        pos += 1;
-                    }
-                }
-                Some(b) if b.is_ascii_whitespace() => pos += 1,
-                Some(_) => break,
-                None => return Err(ScreenError::Ppm("truncated header")),
-            }
-        }
-        let start = pos;
-        while bytes.get(pos).is_some_and(|b| !b.is_ascii_whitespace()) {
-            pos += 1;
-        }
-        Ok(&bytes[start..pos])
-    };
-    if field()? != b"P6" {
-        return Err(ScreenError::Ppm("no P6 magic"));
-    }
-    let mut number = || -> Result<u32, ScreenError> {
-        std::str::from_utf8(field()?)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(ScreenError::Ppm("bad number in the header"))
-    };
-    let (width, height, maxval) = (number()?, number()?, number()?);
-    if maxval != 255 {
-        return Err(ScreenError::Ppm("maxval is not 255"));
-    }
-    // Exactly one whitespace byte ends the header.
-    let start = pos + 1;
-    let len = width as usize * height as usize * 3;
-    let pixels = bytes
-        .get(start..start + len)
-        .ok_or(ScreenError::Ppm("fewer pixels than the header says"))?;
-    Ok(Rgb {
-        width,
-        height,
-        pixels: pixels.to_vec(),
-    })
-}
-
-/// Encode as an 8-bit RGB PNG (fast compression: this runs on the stick
-/// while the guest boots).
-pub fn encode_png(rgb: &Rgb) -> Result<Vec<u8>, ScreenError> {
-    let err = |source| ScreenError::Png {
-        width: rgb.width,
-        height: rgb.height,
-        source,
-    };
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, rgb.width, rgb.height);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_compression(png::Compression::Fast);
-    let mut writer = encoder.write_header().map_err(err)?;
-    writer.write_image_data(&rgb.pixels).map_err(err)?;
-    writer.finish().map_err(err)?;
-    Ok(out)
+/// Encode as PNG (fast compression: this runs on the stick while the guest
+/// boots).
+pub fn encode_png(picture: &Picture) -> Result<Vec<u8>, ScreenError> {
+    Ok(picture::try_encode_png(picture)?)
 }
 
 /// Guest-physical address of the BIOS data area bytes read for the mode.
@@ -227,7 +152,7 @@ mod tests {
     #[test]
     fn ppm_to_png_roundtrip() {
         let pixels: Vec<u8> = (0..4 * 3 * 3).map(|i| (i * 7) as u8).collect();
-        let rgb = parse_ppm(&ppm(4, 3, &pixels)).unwrap();
+        let rgb = picture::ppm_to_rgb(&ppm(4, 3, &pixels)).unwrap();
         assert_eq!((rgb.width, rgb.height), (4, 3));
         let png_bytes = encode_png(&rgb).unwrap();
         assert_eq!(&png_bytes[..8], b"\x89PNG\r\n\x1a\n");
@@ -244,11 +169,20 @@ mod tests {
     fn ppm_header_with_comment_and_errors() {
         let mut bytes = b"P6 # QEMU\n2 1\n255\n".to_vec();
         bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
-        assert_eq!(parse_ppm(&bytes).unwrap().pixels, [1, 2, 3, 4, 5, 6]);
-        assert!(parse_ppm(&ppm(2, 2, &[0; 6])).is_err(), "short pixel data");
-        assert!(parse_ppm(b"P3\n1 1\n255\n0 0 0").is_err(), "ASCII PPM");
-        assert!(parse_ppm(b"\x89PNG").is_err());
-        assert!(parse_ppm(b"P6\n1 1\n65535\n\0\0\0\0\0\0").is_err());
+        assert_eq!(
+            picture::ppm_to_rgb(&bytes).unwrap().pixels,
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert!(
+            picture::ppm_to_rgb(&ppm(2, 2, &[0; 6])).is_err(),
+            "short pixel data"
+        );
+        assert!(
+            picture::ppm_to_rgb(b"P3\n1 1\n255\n0 0 0").is_err(),
+            "ASCII PPM"
+        );
+        assert!(picture::ppm_to_rgb(b"\x89PNG").is_err());
+        assert!(picture::ppm_to_rgb(b"P6\n1 1\n65535\n\0\0\0\0\0\0").is_err());
     }
 
     fn bda(mode: u8, columns: u16, rows_minus_1: u8, page: u16) -> Vec<u8> {

@@ -9,8 +9,9 @@
 //! [`TIMELINE_UNCHANGED_EVERY_S`] seconds (`changed: false`), at most
 //! [`MAX_SCREENSHOTS`] pictures.
 
-use super::screen::{self, BDA_LEN, BDA_START, Rgb};
+use super::screen::{self, BDA_LEN, BDA_START};
 use crate::init::recording::Recording;
+use crate::picture::Picture;
 use crate::qmp::{Qmp, QmpError};
 use crate::sys;
 use hiperiso_stick::error_chain;
@@ -46,7 +47,7 @@ pub fn should_save(trigger: Trigger, changed: bool, since_last_save: Option<Dura
 
 /// One screen as read from the guest.
 struct Look {
-    rgb: Rgb,
+    rgb: Picture,
     /// The raw text buffer and its decoded text, in text mode.
     text: Option<(Vec<u8>, String)>,
 }
