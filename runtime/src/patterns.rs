@@ -274,7 +274,7 @@ mod tests {
         assert!(table.len() > 50);
         for stage in [
             "GNU GRUB  version 2.06",
-            "iPXE 1.21.1+ -- Open Source Network Boot Firmware -- https://ipxe.org",
+            "iPXE 1.21.1+ -- Open Source Network Boot Firmware -- ipxe.org",
             "Memtest86+ v7",
             "CLK/Temp: 2603MHz Pass 23%",
             "Select a language",
@@ -282,7 +282,7 @@ mod tests {
             assert!(matches(Source::Screen, stage).next().is_some(), "{stage}");
         }
         // SeaBIOS lists the NIC's iPXE ROM on every BIOS boot: not a boot loader.
-        let rom = "iPXE (http://ipxe.org) 00:02.0 CA00 PCI2.10 PnP PMM+BEFD1290+BEF31290 CA00";
+        let rom = "iPXE (ipxe.org) 00:02.0 CA00 PCI2.10 PnP PMM+BEFD1290+BEF31290 CA00";
         assert!(matches(Source::Screen, rom).next().is_none(), "{rom}");
     }
 
