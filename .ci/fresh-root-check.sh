@@ -8,10 +8,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=${1:-/var/tmp/hiperiso-fresh-check}
 maker=$here/../../shared/tools/fresh-root.sh
-[[ -x $maker ]] || { echo "$0: $maker is missing (../shared beside the checkout)" >&2; exit 1; }
+[[ -f $maker ]] || { echo "$0: $maker is missing (../shared beside the checkout)" >&2; exit 1; }
 command -v mmdebstrap >/dev/null || { echo "$0: mmdebstrap is missing: apt-get install mmdebstrap" >&2; exit 1; }
 
-base=$("$maker" "$work/base" | tail -1)
+base=$(bash "$maker" "$work/base" | tail -1)
 root=$work/root
 cleanup() {
     for m in dev/pts dev proc sys; do mountpoint -q "$root/$m" && umount -l "$root/$m"; done
