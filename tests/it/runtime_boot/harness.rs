@@ -53,16 +53,7 @@ pub(crate) fn boot_with(
     fs::write(tree.join("hiperiso/hiperiso.json"), config).unwrap();
     let image = dir.path().join("data.img");
     let size = extras.data_mib.unwrap_or(64) << 20;
-    let mut file = File::create(&image).unwrap();
-    file.set_len(size).unwrap();
-    let opts = ExfatOptions {
-        label: "HIPERISO".into(),
-        volume_serial: DATA_SERIAL,
-        timestamp: 1_700_000_000,
-    };
-    exfat::format(&mut file, size, Some(&tree), &opts).unwrap();
-    file.flush().unwrap();
-    drop(file);
+    write_data_volume(&image, size, &tree);
 
     let console = dir.path().join("console.log");
     let qmp_socket = dir.path().join("outer-qmp.sock");
@@ -368,4 +359,18 @@ pub(crate) fn read_all(reader: &mut ExfatReader<File>, path: &str) -> Vec<u8> {
         .read_file(path, &mut out)
         .unwrap_or_else(|e| panic!("{path}: {e}"));
     out
+}
+
+/// An exFAT data volume of `size` bytes at `image` holding `tree`, labelled
+/// HIPERISO with the serial grub.cfg and the command lines use.
+pub(crate) fn write_data_volume(image: &Path, size: u64, tree: &Path) {
+    let mut file = File::create(image).unwrap();
+    file.set_len(size).unwrap();
+    let opts = ExfatOptions {
+        label: "HIPERISO".into(),
+        volume_serial: DATA_SERIAL,
+        timestamp: 1_700_000_000,
+    };
+    exfat::format(&mut file, size, Some(tree), &opts).unwrap();
+    file.flush().unwrap();
 }

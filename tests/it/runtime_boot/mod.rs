@@ -357,15 +357,7 @@ fn grub_menu_boots_the_first_iso_with_the_uuids_it_probed() {
     fs::write(tree.join("hiperiso/hiperiso.json"), config).unwrap();
     let data_size = 64u64 << 20;
     let data_img = d.join("data.img");
-    let mut file = File::create(&data_img).unwrap();
-    file.set_len(data_size).unwrap();
-    let opts = ExfatOptions {
-        label: "HIPERISO".into(),
-        volume_serial: DATA_SERIAL,
-        timestamp: 1_700_000_000,
-    };
-    exfat::format(&mut file, data_size, Some(&tree), &opts).unwrap();
-    drop(file);
+    write_data_volume(&data_img, data_size, &tree);
 
     // GPT disk: data partition 1 from 1 MiB, ESP partition 2 after it.
     let disk = d.join("stick.img");
