@@ -2,7 +2,7 @@
 //! the raw bytes into lines, and find boot stages and failures in them with
 //! the table in `patterns`. Streams: memory does not grow with the log.
 
-use crate::patterns::{self, Domain, Meaning, Severity, Source, Stage};
+use crate::patterns::{self, Domain, Meaning, Pattern, Severity, Source, Stage};
 use serde::Serialize;
 use std::io::{self, BufRead};
 
@@ -131,16 +131,16 @@ impl SerialScan {
             if source == Source::Serial {
                 self.last_line = Some(text.clone());
             }
-            let at = || LineRef {
+            let at = |needle: &str| LineRef {
                 source,
                 file: file.to_string(),
                 screenshot: screen.as_ref().map(|s| s.0.clone()),
                 uptime_ms: screen.as_ref().and_then(|s| s.1),
                 line: number,
                 kernel_time_s: kernel_time(&text),
-                text: text.clone(),
+                text: excerpt(&text, needle),
             };
-            let mut worst: Option<&Meaning> = None;
+            let mut worst: Option<&Pattern> = None;
             for pattern in patterns::matches(source, &text) {
                 match &pattern.meaning {
                     Meaning::Stage(stage) => {
@@ -148,28 +148,36 @@ impl SerialScan {
                         self.last_stage_order = Some((stage, order));
                         if self.stage_order(stage).is_none() {
                             self.stage_orders.push((stage, order));
-                            self.stages.push(StageHit { stage, at: at() });
+                            self.stages.push(StageHit {
+                                stage,
+                                at: at(pattern.needle),
+                            });
                         }
                     }
                     // One finding per line even if several rows match: the
                     // first fatal row, else the first row.
-                    failure @ Meaning::Failure { severity, .. } => {
-                        let worse = match worst {
+                    Meaning::Failure { severity, .. } => {
+                        let worse = match worst.map(|p| &p.meaning) {
                             None => true,
                             Some(Meaning::Failure { severity: old, .. }) => severity > old,
                             Some(Meaning::Stage(_)) => false,
                         };
                         if worse {
-                            worst = Some(failure);
+                            worst = Some(pattern);
                         }
                     }
                 }
             }
-            if let Some(&Meaning::Failure {
-                id,
-                domain,
-                severity,
-                hint,
+            if let Some(&Pattern {
+                needle,
+                meaning:
+                    Meaning::Failure {
+                        id,
+                        domain,
+                        severity,
+                        hint,
+                    },
+                ..
             }) = worst
             {
                 self.error_count += 1;
@@ -185,13 +193,70 @@ impl SerialScan {
                         domain,
                         severity,
                         hint,
-                        at: at(),
+                        at: at(needle),
                         order,
                     });
                 }
             }
         }
     }
+}
+
+/// Longest evidence quoted as it is; longer lines are cut around the match.
+const EXCERPT_CHARS: usize = 160;
+
+/// The evidence for `needle` in `line`: the line itself when short and
+/// plain; else (a full-screen dialog drawn with cursor moves and box lines
+/// arrives on serial as one long line) the line with box-drawing characters
+/// and runs of blanks squeezed, cut to a window around the match.
+pub fn excerpt(line: &str, needle: &str) -> String {
+    let is_box = |c: char| ('\u{2500}'..='\u{259f}').contains(&c);
+    if line.chars().count() <= EXCERPT_CHARS && !line.chars().any(is_box) {
+        return line.to_string();
+    }
+    let words: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || is_box(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let squeezed = words.join(" ");
+    let Some(at) = squeezed.find(needle) else {
+        return squeezed.chars().take(EXCERPT_CHARS).collect();
+    };
+    // Up to a quarter of the window before the match, the rest after it,
+    // cut at spaces.
+    let before = &squeezed[..at];
+    let start = if before.chars().count() <= EXCERPT_CHARS / 4 {
+        0
+    } else {
+        before
+            .char_indices()
+            .rev()
+            .take_while(|&(i, _)| before[i..].chars().count() <= EXCERPT_CHARS / 4)
+            .filter(|&(_, c)| c == ' ')
+            .last()
+            .map_or(at, |(i, _)| i + 1)
+    };
+    let rest = &squeezed[start..];
+    let mut end = rest.len();
+    if rest.chars().count() > EXCERPT_CHARS {
+        let limit = rest
+            .char_indices()
+            .nth(EXCERPT_CHARS)
+            .map_or(rest.len(), |(i, _)| i);
+        end = rest[..limit]
+            .rfind(' ')
+            .filter(|&i| i >= at - start + needle.len())
+            .unwrap_or(limit);
+    }
+    let mut out = String::new();
+    if start > 0 {
+        out.push_str("… ");
+    }
+    out.push_str(&rest[..end]);
+    if end < rest.len() {
+        out.push_str(" …");
+    }
+    out
 }
 
 /// Read one line (through `\n`) into `raw`, keeping at most
@@ -309,6 +374,46 @@ pub fn line_marks(source: Source, line: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// debian-installer's first dialog as it reaches serial: one line of
+    /// cursor moves and box drawing (cleaned), quoted as the words around
+    /// the match.
+    #[test]
+    fn excerpts_a_full_screen_dialog() {
+        let raw = format!(
+            "\u{1b}[m\u{1b}[30m\u{1b}[47m┌{}┤ \u{1b}[31m[!!] Select a language \u{1b}[30m├{}┐│{}│ │ Choose \
+             the language to be used for the installation process. The        │ │ selected \
+             language will also be the default language for the installed   │",
+            "─".repeat(23),
+            "─".repeat(24),
+            " ".repeat(73)
+        );
+        let line = clean_line(raw.as_bytes());
+        assert!(line.chars().count() > EXCERPT_CHARS, "{line}");
+        let quoted = excerpt(&line, "Select a language");
+        assert!(
+            quoted.starts_with("[!!] Select a language Choose the language to be used"),
+            "{quoted}"
+        );
+        assert!(quoted.chars().count() <= EXCERPT_CHARS + 2, "{quoted}");
+        assert!(quoted.ends_with("the installed"), "{quoted}");
+        assert!(!quoted.contains('─') && !quoted.contains("  "), "{quoted}");
+        // A short plain line is quoted whole, blanks included.
+        let kernel = "[    0.000000] Linux version 6.1.0-50-amd64";
+        assert_eq!(excerpt(kernel, "Linux version "), kernel);
+        // A long line is cut around its match, the cut marked.
+        let long = format!(
+            "{} Kernel panic - not syncing: VFS {}",
+            "x ".repeat(100),
+            "y ".repeat(100)
+        );
+        let quoted = excerpt(&long, "Kernel panic");
+        assert!(quoted.starts_with("… x "), "{quoted}");
+        assert!(
+            quoted.contains("Kernel panic - not syncing: VFS"),
+            "{quoted}"
+        );
+    }
 
     #[test]
     fn cleans_escapes_and_carriage_returns() {
