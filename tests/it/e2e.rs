@@ -24,7 +24,8 @@ use hiperiso_installer::exfat::ExfatReader;
 use hiperiso_installer::fat::FatReader;
 use hiperiso_installer::inspect;
 use hiperiso_installer::slice::Slice;
-use hiperiso_runtime::analyze::BootResult;
+use hiperiso_runtime::analyze::{self, BootResult};
+use hiperiso_runtime::session_list::Logs;
 use hiperiso_runtime::patterns::Domain;
 use hiperiso_stick::paths::esp::BUILD_JSON;
 use hiperiso_stick::session::{FailureKind, Outcome, SessionInfo};
@@ -118,7 +119,7 @@ fn esp_build_json(image: &Path) -> serde_json::Value {
 }
 
 /// A scratch copy of the base image holding `isos` and `config`.
-fn stick_with(dir: &Path, isos: &[&str], config: &str) -> PathBuf {
+pub(crate) fn stick_with(dir: &Path, isos: &[&str], config: &str) -> PathBuf {
     let base = base();
     let image = dir.join("stick.img");
     run::working_copy(&base.image, &image).unwrap();
@@ -427,6 +428,20 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
     let status: serde_json::Value =
         serde_json::from_str(&text(&image, &hang[0], "status.json")).expect("status.json parses");
     assert!(status["stage"].is_string(), "{status}");
+    // `hiperiso-log sessions IMG` lists it as interrupted with its last
+    // stage, and `show` says so.
+    let mut logs = Logs::open(&image).unwrap();
+    let rows = logs.list().unwrap().sessions;
+    let row = rows.iter().find(|row| row.id == hang[0]).expect("listed");
+    assert!(row.interrupted && row.result == "interrupted", "{row:?}");
+    assert_eq!(row.last_stage.as_deref(), status["stage"].as_str(), "{row:?}");
+    let shown = logs.show(&hang[0]).unwrap();
+    assert!(shown.interrupted, "{shown:?}");
+    assert!(
+        analyze::render_text(&shown).contains("INTERRUPTED: the session never finished."),
+        "{}",
+        analyze::render_text(&shown)
+    );
     assert_data_partition_clean(&image);
 }
 
