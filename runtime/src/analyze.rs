@@ -361,12 +361,19 @@ fn read_json<T: serde::de::DeserializeOwned>(
 
 /// Write `report.json`, `report.txt` and `analysis.meta` atomically.
 pub fn write_report(dir: &Path, report: &Report) -> Result<(), AnalyzeError> {
-    let json = session::to_json("report.json", report).map_err(AnalyzeError::Render)?;
-    write_atomic(&dir.join(files::REPORT_JSON), json.as_bytes())?;
-    write_atomic(&dir.join(files::REPORT_TXT), render_text(report).as_bytes())?;
-    write_atomic(
-        &dir.join(files::ANALYSIS_META),
-        render_meta(report).as_bytes(),
-    )?;
+    for (name, bytes) in report_files(report)? {
+        write_atomic(&dir.join(name), &bytes)?;
+    }
     Ok(())
+}
+
+/// The report's files: `report.json`, `report.txt` and `analysis.meta`,
+/// with their contents.
+pub fn report_files(report: &Report) -> Result<[(&'static str, Vec<u8>); 3], AnalyzeError> {
+    let json = session::to_json("report.json", report).map_err(AnalyzeError::Render)?;
+    Ok([
+        (files::REPORT_JSON, json.into_bytes()),
+        (files::REPORT_TXT, render_text(report).into_bytes()),
+        (files::ANALYSIS_META, render_meta(report).into_bytes()),
+    ])
 }

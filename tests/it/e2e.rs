@@ -25,8 +25,8 @@ use hiperiso_installer::fat::FatReader;
 use hiperiso_installer::inspect;
 use hiperiso_installer::slice::Slice;
 use hiperiso_runtime::analyze::{self, BootResult};
-use hiperiso_runtime::session_list::Logs;
 use hiperiso_runtime::patterns::Domain;
+use hiperiso_runtime::session_list::Logs;
 use hiperiso_stick::paths::esp::BUILD_JSON;
 use hiperiso_stick::session::{FailureKind, Outcome, SessionInfo};
 use hiperiso_tests::{isos, outer_qemu, stick, workspace_root};
@@ -434,7 +434,11 @@ fn run_boots_a_bios_iso_with_kvm_and_survives_a_power_loss() {
     let rows = logs.list().unwrap().sessions;
     let row = rows.iter().find(|row| row.id == hang[0]).expect("listed");
     assert!(row.interrupted && row.result == "interrupted", "{row:?}");
-    assert_eq!(row.last_stage.as_deref(), status["stage"].as_str(), "{row:?}");
+    assert_eq!(
+        row.last_stage.as_deref(),
+        status["stage"].as_str(),
+        "{row:?}"
+    );
     let shown = logs.show(&hang[0]).unwrap();
     assert!(shown.interrupted, "{shown:?}");
     assert!(

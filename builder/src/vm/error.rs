@@ -78,6 +78,12 @@ pub enum RunError {
         #[source]
         source: SessionsError,
     },
+    #[error("session {id}: rendering the report")]
+    Analyze {
+        id: String,
+        #[source]
+        source: hiperiso_runtime::analyze::AnalyzeError,
+    },
     #[error("session {id}: result {}, not booted", result.as_str())]
     NotBooted { id: String, result: BootResult },
     #[error("--accel kvm: KVM cannot run this VM here: {reason}")]

@@ -42,8 +42,8 @@ pub use qemu::{
     Accel, AccelChoice, Console, Vm, find_ovmf, probe_kvm, qemu_program, wait_with_timeout,
 };
 pub use stick::{
-    GRUBENV_PATH, LAST_IMAGE_FILE, StickImage, last_image, read_session_file, record_last_image,
-    session_ids, session_report, working_copy,
+    GRUBENV_PATH, LAST_IMAGE_FILE, StickImage, last_image, put_report, read_session_file,
+    record_last_image, session_ids, session_report, working_copy,
 };
 
 use error::Result;
@@ -232,6 +232,12 @@ pub fn run(
         return Err(RunError::NoSession { image });
     };
     let report = session_report(&image, &id)?;
+    if let Err(error) = put_report(&image, &id, &report) {
+        settings.say(format!(
+            "warning: the report could not be written back into the session: {}",
+            hiperiso_stick::error_chain(&error)
+        ));
+    }
     settings.say(format!("\nsession {id} (read back from the image):"));
     settings.say(analyze::render_text(&report));
     if report.result != BootResult::Booted {

@@ -224,6 +224,26 @@ pub fn session_report(image: &Path, id: &str) -> Result<Report> {
         .map_err(sessions_error)
 }
 
+/// Replaces the session's report files (`report.json`, `report.txt`,
+/// `analysis.meta`) with `report`: the host's analysis, which reads the
+/// graphical screens by OCR where the stick could not, so that
+/// `hiperiso-log sessions` and `show` agree with what `run` printed.
+pub fn put_report(image: &Path, id: &str, report: &Report) -> Result<()> {
+    let files =
+        hiperiso_runtime::analyze::report_files(report).map_err(|source| RunError::Analyze {
+            id: id.to_string(),
+            source,
+        })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut stick = StickImage::open(image)?;
+    for (name, bytes) in files {
+        stick.put_bytes(&format!("{}/{id}/{name}", data::LOGS_DIR), &bytes, now)?;
+    }
+    Ok(())
+}
+
 /// Reads one file of a session directory from the image, without mounting.
 pub fn read_session_file(image: &Path, id: &str, name: &str) -> Result<Option<Vec<u8>>> {
     let mut file = File::open(image).map_err(io_err("open", image))?;

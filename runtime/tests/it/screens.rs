@@ -4,7 +4,7 @@
 
 use hiperiso_runtime::analyze::{self, BootResult};
 use hiperiso_runtime::contact;
-use hiperiso_runtime::patterns::{Source, Stage};
+use hiperiso_runtime::patterns::{Domain, Source, Stage};
 use hiperiso_runtime::picture;
 use std::path::{Path, PathBuf};
 
@@ -198,6 +198,50 @@ fn contact_sheet_and_animation_of_real_screens() {
     let reader = decoder.read_info().unwrap();
     let actl = reader.info().animation_control().unwrap();
     assert_eq!(actl.num_frames, 3);
+}
+
+/// Left alone, the rescue CD's menu runs its default entry, which finds no
+/// kernel (the VGA text of that screen, as the e2e run of
+/// tests/it/verdicts.rs read it): a boot loader failure after the menu.
+#[test]
+fn grub_rescue_default_entry_without_a_kernel_is_a_bootloader_failure() {
+    no_ocr();
+    let dir = session("grub-rescue");
+    let shots = dir.path().join("screenshots");
+    std::fs::copy(shots.join("0003.png"), shots.join("0004.png")).unwrap();
+    std::fs::write(
+        shots.join("0004.txt"),
+        "  Booting `GNU/Linux'\n\nerror: hd0 cannot get C/H/S values.\nerror: you need to \
+         load the kernel first.\n\nPress any key to continue...\n\n  Failed to boot both \
+         default and fallback entries.\n\nPress any key to continue...\n",
+    )
+    .unwrap();
+    let mut timeline = std::fs::read_to_string(shots.join("timeline.jsonl")).unwrap();
+    timeline.push_str(
+        "{\"file\": \"0004.png\", \"uptime_ms\": 40000, \"utc\": null, \"width\": 720, \
+         \"height\": 400, \"text\": \"0004.txt\", \"changed\": true}\n",
+    );
+    std::fs::write(shots.join("timeline.jsonl"), timeline).unwrap();
+
+    let report = analyze::analyze(dir.path()).unwrap();
+    assert_eq!(report.result, BootResult::Failed, "{}", report.summary);
+    assert_eq!(report.failure_domain, Some(Domain::Bootloader));
+    assert_eq!(report.furthest_stage, Some(Stage::Bootloader));
+    assert_eq!(
+        report.summary,
+        "bootloader failure after stage bootloader: Failed to boot both default and fallback \
+         entries."
+    );
+    let ids: Vec<&str> = report.errors.first.iter().map(|f| f.id).collect();
+    assert_eq!(ids, ["grub_no_kernel", "grub_boot_failed"]);
+    assert!(
+        report
+            .hints
+            .iter()
+            .any(|h| h.contains("GRUB inside the ISO")),
+        "{:?}",
+        report.hints
+    );
 }
 
 #[test]
