@@ -12,3 +12,4 @@ mod fetch;
 mod grub_console;
 mod layers;
 mod runtime_boot;
+mod session_schema;

@@ -140,7 +140,9 @@ impl Collector<'_> {
 /// The `dev: hpet` block of `info qtree` (QEMU has no `info hpet`): the
 /// HPET's timers and properties as the guest sees them.
 pub fn hpet_from_qtree(qtree: &str) -> Option<String> {
-    let mut lines = qtree.lines().skip_while(|l| !l.trim_start().starts_with("dev: hpet"));
+    let mut lines = qtree
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("dev: hpet"));
     let first = lines.next()?;
     let indent = first.len() - first.trim_start().len();
     let mut out = format!("{}\n", first.trim_start());
@@ -236,11 +238,17 @@ pub fn collect_guest(
     }
     if let Some((_, path)) = cpus.first() {
         let get = |c: &mut Collector, property: &str| {
-            c.qmp("qom-get", Some(serde_json::json!({"path": path, "property": property})))
+            c.qmp(
+                "qom-get",
+                Some(serde_json::json!({"path": path, "property": property})),
+            )
         };
         if let Some(words) = get(&mut c, "feature-words") {
             let filtered = get(&mut c, "filtered-features");
-            c.put("qemu_cpuid.txt", &cpuid_text(path, &words, filtered.as_ref()))?;
+            c.put(
+                "qemu_cpuid.txt",
+                &cpuid_text(path, &words, filtered.as_ref()),
+            )?;
         }
     }
     if let Some(kind) = c.qmp(

@@ -244,10 +244,7 @@ pub fn host_iommu(sys: &Path) -> String {
 /// `nested` among them.
 pub fn host_kvm(sys: &Path) -> String {
     let present = sys.join("class/misc/kvm").exists();
-    let mut out = format!(
-        "/dev/kvm: {}\n",
-        if present { "present" } else { "absent" }
-    );
+    let mut out = format!("/dev/kvm: {}\n", if present { "present" } else { "absent" });
     for module in ["kvm", "kvm_intel", "kvm_amd"] {
         for param in sorted_entries(&sys.join("module").join(module).join("parameters")) {
             if let Some(value) = read_trimmed(&param) {
@@ -272,7 +269,12 @@ pub fn host_efi(sys: &Path, dmesg: &str) -> String {
     }
     let vendor = dmesg
         .lines()
-        .find_map(|l| l.split_once("efi: EFI v")?.1.split_once(" by ").map(|(_, v)| v.trim()))
+        .find_map(|l| {
+            l.split_once("efi: EFI v")?
+                .1
+                .split_once(" by ")
+                .map(|(_, v)| v.trim())
+        })
         .unwrap_or("unknown");
     let variable = efi.join(format!("efivars/SecureBoot-{EFI_GLOBAL_GUID}"));
     // efivarfs: 4 bytes of attributes, then the value.
@@ -447,16 +449,31 @@ mod tests {
             "proc/cpuinfo",
             "processor : 0\nmodel name : AMD EPYC Processor\nflags : fpu svm\n\nprocessor : 1\nmodel name : AMD EPYC Processor\nflags : fpu svm\n",
         );
-        put("proc/meminfo", "MemTotal:        2097152 kB\nMemFree: 1 kB\n");
+        put(
+            "proc/meminfo",
+            "MemTotal:        2097152 kB\nMemFree: 1 kB\n",
+        );
         put("proc/config.gz", "\x1f\u{8b}gz");
         for cpu in ["cpu0", "cpu1"] {
-            put(&format!("sys/devices/system/cpu/{cpu}/cache/index0/level"), "1\n");
-            put(&format!("sys/devices/system/cpu/{cpu}/cache/index0/size"), "32K\n");
-            put(&format!("sys/devices/system/cpu/{cpu}/topology/core_id"), "0\n");
+            put(
+                &format!("sys/devices/system/cpu/{cpu}/cache/index0/level"),
+                "1\n",
+            );
+            put(
+                &format!("sys/devices/system/cpu/{cpu}/cache/index0/size"),
+                "32K\n",
+            );
+            put(
+                &format!("sys/devices/system/cpu/{cpu}/topology/core_id"),
+                "0\n",
+            );
         }
         put("sys/devices/system/cpu/cpufreq/x", "");
         put("sys/devices/system/node/node0/cpulist", "0-1\n");
-        put("sys/devices/system/node/node0/meminfo", "Node 0 MemTotal: 2048 kB\n");
+        put(
+            "sys/devices/system/node/node0/meminfo",
+            "Node 0 MemTotal: 2048 kB\n",
+        );
         put("sys/kernel/iommu_groups/1/devices/0000:00:02.0", "");
         put("sys/class/misc/kvm/dev", "10:232\n");
         put("sys/module/kvm_amd/parameters/nested", "1\n");
@@ -471,14 +488,23 @@ mod tests {
             "cpu0 index0 level=1 size=32K\ncpu1 index0 level=1 size=32K\n"
         );
         assert_eq!(read("host_cpu_topology.txt"), "cpu0 core=0\ncpu1 core=0\n");
-        assert_eq!(read("host_numa.txt"), "node0 cpus=0-1 mem_total=\"2048 kB\"\n");
+        assert_eq!(
+            read("host_numa.txt"),
+            "node0 cpus=0-1 mem_total=\"2048 kB\"\n"
+        );
         assert_eq!(read("host_iommu.txt"), "group 1: 0000:00:02.0\n");
-        assert_eq!(read("host_kvm.txt"), "/dev/kvm: present\nkvm_amd.nested=1\n");
+        assert_eq!(
+            read("host_kvm.txt"),
+            "/dev/kvm: present\nkvm_amd.nested=1\n"
+        );
         assert_eq!(
             read("host_efi.txt"),
             "uefi: yes\nfirmware_vendor: EDK II\nplatform_size: 64\nsecure_boot: enabled\n"
         );
-        assert_eq!(fs::read(hw.join("host_kernel_config.gz")).unwrap(), "\x1f\u{8b}gz".as_bytes());
+        assert_eq!(
+            fs::read(hw.join("host_kernel_config.gz")).unwrap(),
+            "\x1f\u{8b}gz".as_bytes()
+        );
         assert_eq!(
             host_summary(&proc),
             HostSummary {

@@ -282,7 +282,10 @@ impl Recording {
 fn analysis_summary(report: &crate::analyze::Report) -> AnalysisSummary {
     AnalysisSummary {
         boot_result: report.result.as_str().to_string(),
-        failure_domain: report.failure_domain.as_ref().map(|d| d.as_str().to_string()),
+        failure_domain: report
+            .failure_domain
+            .as_ref()
+            .map(|d| d.as_str().to_string()),
         error_count: report.errors.count,
         timing: report.timing.as_ref().map(|t| AnalysisTiming {
             total_duration_s: t.total_ms as f64 / 1000.0,
@@ -331,12 +334,22 @@ mod tests {
     fn hw_inventory_lists_nested_files_sorted() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("acpi/dynamic")).unwrap();
-        for f in ["qemu_pci.txt", "acpi/dynamic/SSDT1", "acpi/DSDT", "host_cpuinfo.txt"] {
+        for f in [
+            "qemu_pci.txt",
+            "acpi/dynamic/SSDT1",
+            "acpi/DSDT",
+            "host_cpuinfo.txt",
+        ] {
             std::fs::write(tmp.path().join(f), b"x").unwrap();
         }
         assert_eq!(
             hw_inventory(tmp.path()),
-            ["acpi/DSDT", "acpi/dynamic/SSDT1", "host_cpuinfo.txt", "qemu_pci.txt"]
+            [
+                "acpi/DSDT",
+                "acpi/dynamic/SSDT1",
+                "host_cpuinfo.txt",
+                "qemu_pci.txt"
+            ]
         );
         assert!(hw_inventory(&tmp.path().join("absent")).is_empty());
     }

@@ -298,7 +298,7 @@ fn load_config(have_data: bool) -> (LoadedConfig, String) {
             "defaults (no data partition)".into(),
         );
     }
-    match fs::read_to_string(&path) {
+    let (mut loaded, state) = match fs::read_to_string(&path) {
         Ok(text) => {
             let loaded = Config::load(&format!("/{}", data::CONFIG), &text);
             let state = if loaded.error.is_some() {
@@ -312,7 +312,34 @@ fn load_config(have_data: bool) -> (LoadedConfig, String) {
             Config::load("hiperiso.json", "{}"),
             format!("defaults (/{} absent)", data::CONFIG),
         ),
+    };
+    let dir = Path::new(DATA_MOUNT).join(data::ISO_OVERRIDES_DIR);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|f| {
+        f.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    });
+    files.sort();
+    for file in &files {
+        let name = format!(
+            "/{}/{}",
+            data::ISO_OVERRIDES_DIR,
+            file.file_name().unwrap_or_default().to_string_lossy()
+        );
+        match fs::read_to_string(file) {
+            Ok(text) => loaded
+                .config
+                .add_override_file(&name, &text, &mut loaded.warnings),
+            Err(e) => loaded.warnings.push(format!("{name}: {e}; ignored")),
+        }
     }
+    let state = match files.len() {
+        0 => state,
+        n => format!("{state}, {n} file(s) in /{}", data::ISO_OVERRIDES_DIR),
+    };
+    (loaded, state)
 }
 
 /// Keep GRUB's timeout and default image in sync with hiperiso.json.
