@@ -95,6 +95,8 @@ fn assert_clean_menu(dir: &Path, efi: &Path) {
     fs::create_dir_all(data.join("ISOs")).unwrap();
     fs::create_dir_all(data.join("hiperiso")).unwrap();
     fs::write(data.join("ISOs/example.iso"), b"not booted").unwrap();
+    fs::create_dir_all(data.join("ISOs/linux")).unwrap();
+    fs::write(data.join("ISOs/linux/nested.iso"), b"not booted").unwrap();
     // Hold the menu (grub.cfg: hiperiso_hold=1 waits for a key).
     let env = grubenv::render(&[("hiperiso_hold", "1".to_string())]).unwrap();
     fs::write(data.join("hiperiso/grubenv"), env).unwrap();
@@ -149,6 +151,12 @@ fn assert_clean_menu(dir: &Path, efi: &Path) {
     assert!(
         text.contains(LAST_ENTRY) && text.contains("example.iso"),
         "the menu did not show (with the ISO) within 120 s:\n{text}"
+    );
+    // An image in a subdirectory of /ISOs/ is listed by its path below it
+    // (the entry passes hiperiso.iso=/ISOs/linux/nested.iso).
+    assert!(
+        text.contains("linux/nested.iso"),
+        "no subdirectory image:\n{text}"
     );
     let errors: Vec<&str> = text.lines().filter(|l| l.contains("error:")).collect();
     assert!(

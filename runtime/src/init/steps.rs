@@ -35,7 +35,7 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
         return (default_after, true);
     };
     // Opened early, so a press before QEMU runs is not lost.
-    let mut power_buttons = PowerButtons::open(Path::new(INPUT_DIR));
+    let power_buttons = PowerButtons::open(Path::new(INPUT_DIR));
     let buttons = power_buttons.names();
     rec.say(&if buttons.is_empty() {
         "no power button input device; only the guest, session_timeout or a hotkey end the session"
@@ -71,19 +71,51 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
     }
     let (config, settings) = apply_config(&mut rec, boot, loaded, &config_state, t);
     let after = boot.cmdline.after.unwrap_or(config.control.after);
-    let checked = check_host_and_iso(&mut rec, boot, &config, &settings);
+    let failed = run_guest(
+        &mut rec,
+        boot,
+        &config,
+        &settings,
+        &config_state,
+        power_buttons,
+    );
+    // The host's power button means "turn the stick's machine off", whatever
+    // hiperiso.after says.
+    let after = if rec.info.outcome == session::Outcome::Stopped {
+        AfterAction::Poweroff
+    } else {
+        after
+    };
+    // GRUB holds its menu on the next boot, after a failure too.
+    if after == AfterAction::Menu {
+        write_grubenv(&config, true);
+    }
+    (after, failed)
+}
+
+/// Check the host and the ISO, run the guest, finish the session; returns
+/// whether it failed.
+fn run_guest(
+    rec: &mut Recording,
+    boot: &Boot,
+    config: &Config,
+    settings: &EffectiveSettings,
+    config_state: &str,
+    mut power_buttons: PowerButtons,
+) -> bool {
+    let checked = check_host_and_iso(rec, boot, config, settings);
     // Again, now with the KVM state.
-    write_env_txt(&mut rec, boot, &config_state);
+    write_env_txt(rec, boot, config_state);
     let Some((iso_path, accel, firmware)) = checked else {
         rec.finish();
-        return (after, true);
+        return true;
     };
     let guest = Guest {
         iso_path: &iso_path,
         accel,
         firmware,
-        settings: &settings,
-        config: &config,
+        settings,
+        config,
     };
     let failed = if power_buttons.pressed() {
         rec.warn(
@@ -92,21 +124,11 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
         rec.info.outcome = session::Outcome::Stopped;
         false
     } else {
-        vm::run_qemu(&mut rec, boot, &guest, power_buttons)
+        vm::run_qemu(rec, boot, &guest, power_buttons)
     };
     rec.mark("qemu_returned");
     rec.finish();
-    // The host's power button means "turn the stick's machine off", whatever
-    // hiperiso.after says.
-    let after = if rec.info.outcome == session::Outcome::Stopped {
-        AfterAction::Poweroff
-    } else {
-        after
-    };
-    if after == AfterAction::Menu {
-        write_grubenv(&config, true);
-    }
-    (after, failed)
+    failed
 }
 
 /// The session directory (on the data partition, else on tmpfs) and the

@@ -100,6 +100,17 @@ fn kvm_boots_a_bios_only_iso_with_seabios() {
         "{}",
         out.console
     );
+    // The default `after` powers off.
+    assert!(
+        out.console.contains("reboot: Power down"),
+        "{}",
+        out.console
+    );
+    assert!(
+        !out.console.contains("Restarting system"),
+        "{}",
+        out.console
+    );
 }
 
 /// UEFI images get OVMF, and the guest (a standalone GRUB) reaches its
@@ -183,10 +194,12 @@ fn without_kvm_and_without_fallback_the_session_fails() {
     );
 }
 
+/// Also `hiperiso.after=reboot`: the machine restarts (the kernel says so;
+/// the outer QEMU's `-no-reboot` then exits) instead of powering off.
 #[test]
 fn a_missing_iso_fails_the_session() {
     let out = boot(
-        "hiperiso.iso=/ISOs/nowhere.iso hiperiso.data=UUID=4849-5045",
+        "hiperiso.iso=/ISOs/nowhere.iso hiperiso.data=UUID=4849-5045 hiperiso.after=reboot",
         "EPYC",
         GOOD_CONFIG,
     );
@@ -194,18 +207,45 @@ fn a_missing_iso_fails_the_session() {
     let message = s.check_failure(FailureKind::IsoMissing, true);
     assert!(message.contains("ISOs/nowhere.iso"), "{message}");
     assert!(s.dir.contains("nowhere_"), "{}", s.dir);
+    assert_restarted(&out.console);
+    assert_eq!(
+        grub_hold(&mut s),
+        "0",
+        "after=reboot does not hold GRUB's menu"
+    );
 }
 
+/// The kernel restarted the machine rather than powering it off.
+fn assert_restarted(console: &str) {
+    assert!(console.contains("hiperiso: rebooting"), "{console}");
+    assert!(console.contains("reboot: Restarting system"), "{console}");
+    assert!(!console.contains("reboot: Power down"), "{console}");
+}
+
+/// `hiperiso_hold` in the data partition's `hiperiso/grubenv`.
+fn grub_hold(s: &mut SessionFiles) -> String {
+    let block = read_all(&mut s.reader, "hiperiso/grubenv");
+    hiperiso_runtime::grubenv::parse(&block)
+        .into_iter()
+        .find(|(k, _)| k == hiperiso_stick::boot::grubenv::HOLD)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no hold in grubenv: {:?}", String::from_utf8_lossy(&block)))
+}
+
+/// Also `hiperiso.after=menu`: GRUB's environment holds the menu for the
+/// next boot, and the machine restarts.
 #[test]
 fn an_unreadable_iso_fails_the_session() {
     let out = boot(
-        "hiperiso.iso=/ISOs/junk.iso hiperiso.data=UUID=4849-5045",
+        "hiperiso.iso=/ISOs/junk.iso hiperiso.data=UUID=4849-5045 hiperiso.after=menu",
         "EPYC",
         GOOD_CONFIG,
     );
     let mut s = SessionFiles::open(&out);
     let message = s.check_failure(FailureKind::IsoUnreadable, true);
     assert!(message.contains("not an ISO 9660 image"), "{message}");
+    assert_restarted(&out.console);
+    assert_eq!(grub_hold(&mut s), "1", "after=menu holds GRUB's menu");
 }
 
 #[test]
@@ -562,4 +602,13 @@ fn session_timeout_finalizes_the_session_and_reads_grubs_text_menu() {
         "the guest was asked to power down: {:?}",
         s.info.guest_events
     );
+    // HEARTBEAT was refreshed while the guest ran: its last beat is from
+    // at least 15 s into the 25 s guest (beats come every 5 s).
+    let beat = s.text("HEARTBEAT");
+    let guest_s: u64 = beat
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("guest_s="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("HEARTBEAT: {beat:?}"));
+    assert!((15..=40).contains(&guest_s), "HEARTBEAT: {beat:?}");
 }
