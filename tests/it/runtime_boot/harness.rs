@@ -187,6 +187,17 @@ impl SessionFiles {
             .is_ok()
     }
 
+    /// The event names the analysis decoded from the trace (`report.json`).
+    pub(crate) fn trace_events(&mut self) -> Vec<String> {
+        let report: serde_json::Value = serde_json::from_str(&self.text("report.json")).unwrap();
+        report["io"]["event_counts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no decoded trace in report.json: {}", report["io"]))
+            .iter()
+            .map(|pair| pair[0].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// The files below `hw/<sub>`, relative to `hw/`, sorted.
     pub(crate) fn hw_files(&mut self, sub: &str) -> Vec<String> {
         let dir = format!("{}/hw{sub}", self.dir);
@@ -395,6 +406,13 @@ impl SessionFiles {
             self.info.guest_events
         );
         assert!(self.exists("trace.bin"));
+        if self.info.trace_level == "standard" {
+            let events = self.trace_events();
+            assert!(
+                !events.iter().any(|e| DETAILED_EVENTS.contains(&e.as_str())),
+                "detailed events at the standard tier: {events:?}"
+            );
+        }
         let timing = self.text("timing.dat");
         for phase in ["qemu_started\t", "qemu_exited\t"] {
             assert!(timing.lines().any(|l| l.starts_with(phase)), "{timing}");

@@ -30,6 +30,14 @@ pub(crate) const BIOS_MARKER: &str = "HIPERISO-MARKER-BIOS";
 pub(crate) const UEFI_MARKER: &str = "HIPERISO-MARKER-UEFI";
 pub(crate) const PANIC_MARKER: &str = "HIPERISO-MARKER-PANIC";
 pub(crate) const HANG_MARKER: &str = "HIPERISO-MARKER-HANG";
+/// Events of the `detailed` trace tier (trace-detailed.events) that any
+/// SeaBIOS boot under KVM produces; `standard` has none of them.
+pub(crate) const DETAILED_EVENTS: &[&str] = &[
+    "pci_cfg_read",
+    "pci_cfg_write",
+    "fw_cfg_select",
+    "kvm_run_exit",
+];
 /// What init prints once the guest runs.
 pub(crate) const GUEST_RUNNING: &str = "hiperiso: guest running";
 pub(crate) const OUTER_TIMEOUT: Duration = Duration::from_secs(400);
@@ -79,15 +87,26 @@ mod harness;
 use fixture::*;
 use harness::*;
 
+/// Also the `detailed` trace tier: its PCI configuration, fw_cfg and VM
+/// exit events are in the decoded trace, and `full`'s are not.
 #[test]
 fn kvm_boots_a_bios_only_iso_with_seabios() {
     let out = boot(
-        "hiperiso.iso=/ISOs/bios.iso hiperiso.data=UUID=4849-5045",
+        "hiperiso.iso=/ISOs/bios.iso hiperiso.data=UUID=4849-5045 hiperiso.trace=detailed",
         "EPYC",
         GOOD_CONFIG,
     );
     let mut s = SessionFiles::open(&out);
     s.check_guest_ran(BIOS_MARKER, "bios", "kvm");
+    assert_eq!(s.info.trace_level, "detailed");
+    let events = s.trace_events();
+    for name in DETAILED_EVENTS {
+        assert!(events.iter().any(|e| e == name), "no {name} in {events:?}");
+    }
+    assert!(
+        !events.iter().any(|e| e == "memory_region_ops_read"),
+        "{events:?}"
+    );
     assert_eq!(
         s.info.firmware_reason.as_deref(),
         Some("el_torito_bios_only")
@@ -262,15 +281,24 @@ fn qemu_failing_to_start_is_recorded_with_its_stderr() {
     assert_eq!(s.info.matched_overrides, vec!["startfail*.iso".to_string()]);
 }
 
+/// Also the `full` trace tier: every device register access
+/// (`memory_region_ops_*`) besides `detailed`'s events.
 #[test]
 fn a_guest_panic_is_a_crash() {
     let out = boot(
-        "hiperiso.iso=/ISOs/panic.iso hiperiso.data=UUID=4849-5045",
+        "hiperiso.iso=/ISOs/panic.iso hiperiso.data=UUID=4849-5045 hiperiso.trace=full",
         "EPYC",
         GOOD_CONFIG,
     );
     let mut s = SessionFiles::open(&out);
     s.check_failure(FailureKind::GuestCrash, true);
+    let events = s.trace_events();
+    for name in DETAILED_EVENTS
+        .iter()
+        .chain(&["memory_region_ops_read", "memory_region_ops_write"])
+    {
+        assert!(events.iter().any(|e| e == name), "no {name} in {events:?}");
+    }
     assert!(s.text("serial.log").contains(PANIC_MARKER));
     assert!(
         s.info
