@@ -30,14 +30,9 @@ pub(crate) const BIOS_MARKER: &str = "HIPERISO-MARKER-BIOS";
 pub(crate) const UEFI_MARKER: &str = "HIPERISO-MARKER-UEFI";
 pub(crate) const PANIC_MARKER: &str = "HIPERISO-MARKER-PANIC";
 pub(crate) const HANG_MARKER: &str = "HIPERISO-MARKER-HANG";
-/// Events of the `detailed` trace tier (trace-detailed.events) that any
-/// SeaBIOS boot under KVM produces; `standard` has none of them.
-pub(crate) const DETAILED_EVENTS: &[&str] = &[
-    "pci_cfg_read",
-    "pci_cfg_write",
-    "fw_cfg_select",
-    "kvm_run_exit",
-];
+/// Events only the `detailed` trace tier (trace-detailed.events) lists
+/// that any SeaBIOS boot under KVM produces; `standard` has none of them.
+pub(crate) const DETAILED_EVENTS: &[&str] = &["pci_cfg_read", "fw_cfg_select", "kvm_run_exit"];
 /// What init prints once the guest runs.
 pub(crate) const GUEST_RUNNING: &str = "hiperiso: guest running";
 pub(crate) const OUTER_TIMEOUT: Duration = Duration::from_secs(400);
