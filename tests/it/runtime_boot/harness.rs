@@ -242,7 +242,7 @@ impl SessionFiles {
         }
         let status: Status = serde_json::from_str(&self.text("status.json")).unwrap();
         let hw_files = self.hw_files("");
-        crate::session_schema::check_session_files(|name| self.text(name), &hw_files);
+        crate::session_schema::check_session_files(|name| self.text(name), Some(&hw_files));
         let env = self.text("env.txt");
         for key in [
             "cpu_model=",
