@@ -24,7 +24,8 @@ pub struct Recording {
     pub log_dir: String,
     /// `status.json`'s `kvm`: `unchecked`, `available` or `unavailable`.
     pub kvm: &'static str,
-    /// The guest is running (`status.json`'s `status` is `running`).
+    /// The guest was started: `status.json`'s `status` is `running` until
+    /// the session's result is known.
     pub guest_running: bool,
     timing: Timing,
     init_log: Vec<String>,

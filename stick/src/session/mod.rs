@@ -274,8 +274,9 @@ pub struct Status {
     pub schema: u32,
     #[serde(default)]
     pub session_id: String,
-    /// `started` (before the guest), `running` (the guest runs), then the
-    /// session's [`Outcome`]: `success`, `failure`, `stopped` or `timeout`.
+    /// `started` (before the guest), `running` (once the guest started),
+    /// then the session's [`Outcome`]: `success`, `failure`, `stopped` or
+    /// `timeout`.
     #[serde(default)]
     pub status: String,
     /// `hiperiso.iso` as given, e.g. `/ISOs/debian.iso`.

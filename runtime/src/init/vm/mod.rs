@@ -127,7 +127,6 @@ pub(super) fn run_qemu(
     let mut supervisor = Supervisor::new(rec, child, qmp, started, guest.config, power_buttons);
     let exit = supervisor.run(rec, &mut display, exit);
     rec.mark("qemu_exited");
-    rec.guest_running = false;
     display.stop(rec, started);
     if let Some(tpm) = swtpm.as_mut() {
         let _ = tpm.kill();
