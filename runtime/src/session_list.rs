@@ -248,7 +248,10 @@ impl Logs {
             list.sessions.push(SessionRow {
                 iso: field("iso").unwrap_or_default(),
                 result: "interrupted".into(),
-                started_utc: field("started_utc").unwrap_or_default(),
+                // Sticks before schema 2 wrote `started_utc`.
+                started_utc: field("start_time_utc")
+                    .or_else(|| field("started_utc"))
+                    .unwrap_or_default(),
                 duration_s: None,
                 firmware: field("firmware"),
                 accel: field("accel"),

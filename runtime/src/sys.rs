@@ -96,6 +96,12 @@ pub fn uptime_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// Milliseconds since the Unix epoch (CLOCK_REALTIME).
+pub fn unix_ms() -> i64 {
+    let ts = clock(libc::CLOCK_REALTIME);
+    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+}
+
 /// Seconds since the Unix epoch (CLOCK_REALTIME).
 pub fn unix_seconds() -> i64 {
     clock(libc::CLOCK_REALTIME).tv_sec

@@ -30,6 +30,8 @@ pub mod data {
     /// The runtime config (`hiperiso.json`), created by the user from the example.
     pub const CONFIG: &str = "hiperiso/hiperiso.json";
     pub const CONFIG_EXAMPLE: &str = "hiperiso/hiperiso.json.example";
+    /// Per-ISO override files, `NAME.json` (see `Config::add_override_file`).
+    pub const ISO_OVERRIDES_DIR: &str = "hiperiso/iso_overrides";
     /// GRUB's environment block, written by hiperiso-init for the next menu.
     pub const GRUBENV: &str = "hiperiso/grubenv";
     /// One directory per session, `<iso-stem>_<YYYYMMDDTHHMMSSZ>`.

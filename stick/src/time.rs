@@ -47,6 +47,13 @@ pub fn utc_rfc3339(unix_seconds: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// RFC 3339 with milliseconds, `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn utc_rfc3339_ms(unix_ms: i64) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(unix_ms.div_euclid(1000));
+    let ms = unix_ms.rem_euclid(1000);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +65,11 @@ mod tests {
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(utc_compact(1_700_000_000), "20231114T221320Z");
         assert_eq!(utc_rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            utc_rfc3339_ms(1_700_000_000_042),
+            "2023-11-14T22:13:20.042Z"
+        );
+        assert_eq!(utc_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -290,6 +290,7 @@ fn assert_booted(image: &Path, id: &str, marker: &str, firmware: &str, accel: &s
             "{id}/{name} missing"
         );
     }
+    crate::session_schema::check_session_files(|name| text(image, id, name), None);
 }
 
 /// The user's path: `hiperiso-build run --iso bios.iso --boot bios.iso`,

@@ -18,6 +18,8 @@ const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// The last entry of the menu (overlays/esp/EFI/BOOT/grub.cfg).
 const LAST_ENTRY: &str = "Power off";
+/// The entry in place of the images when /ISOs/ holds none.
+const NO_ISO: &str = "No ISO images found";
 
 /// grub.cfg spells the contract's names (GRUB's script cannot use the
 /// constants of `hiperiso_stick::boot`): every grubenv key it loads and
@@ -61,14 +63,17 @@ fn debians_grub_reads_grub_cfg_without_an_error() {
         .status()
         .expect("grub-mkimage (Debian's grub-common and grub-efi-amd64-bin)");
     assert!(status.success(), "grub-mkimage failed: {status}");
-    assert_clean_menu(dir.path(), &efi);
+    assert_clean_menu(dir.path(), &efi, true);
+    // A stick without images: the "no ISO" entry instead, no error either.
+    let empty = tempfile::tempdir().unwrap();
+    assert_clean_menu(empty.path(), &efi, false);
 }
 
 #[test]
 fn the_grub_built_from_source_reads_grub_cfg_without_an_error() {
     let step = outer_qemu::built_step("grub-image").expect("the grub-image step");
     let dir = tempfile::tempdir().unwrap();
-    assert_clean_menu(dir.path(), &step.join("EFI/BOOT/BOOTX64.EFI"));
+    assert_clean_menu(dir.path(), &step.join("EFI/BOOT/BOOTX64.EFI"), true);
 }
 
 fn module_list() -> Vec<String> {
@@ -81,8 +86,9 @@ fn module_list() -> Vec<String> {
 }
 
 /// Boots `efi` with the stick's grub.cfg and asserts the console shows the
-/// whole menu and no `error:` line.
-fn assert_clean_menu(dir: &Path, efi: &Path) {
+/// whole menu and no `error:` line; `/ISOs/` holds two images, one in a
+/// subdirectory, or (`with_isos` false) none.
+fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) {
     let esp = dir.join("esp/EFI/BOOT");
     fs::create_dir_all(&esp).unwrap();
     fs::copy(efi, esp.join("BOOTX64.EFI")).unwrap();
@@ -94,7 +100,11 @@ fn assert_clean_menu(dir: &Path, efi: &Path) {
     let data = dir.join("data");
     fs::create_dir_all(data.join("ISOs")).unwrap();
     fs::create_dir_all(data.join("hiperiso")).unwrap();
-    fs::write(data.join("ISOs/example.iso"), b"not booted").unwrap();
+    if with_isos {
+        fs::write(data.join("ISOs/example.iso"), b"not booted").unwrap();
+        fs::create_dir_all(data.join("ISOs/linux")).unwrap();
+        fs::write(data.join("ISOs/linux/nested.iso"), b"not booted").unwrap();
+    }
     // Hold the menu (grub.cfg: hiperiso_hold=1 waits for a key).
     let env = grubenv::render(&[("hiperiso_hold", "1".to_string())]).unwrap();
     fs::write(data.join("hiperiso/grubenv"), env).unwrap();
@@ -147,9 +157,24 @@ fn assert_clean_menu(dir: &Path, efi: &Path) {
     let _ = child.kill();
     let _ = child.wait();
     assert!(
-        text.contains(LAST_ENTRY) && text.contains("example.iso"),
-        "the menu did not show (with the ISO) within 120 s:\n{text}"
+        text.contains(LAST_ENTRY),
+        "the menu did not show within 120 s:\n{text}"
     );
+    for entry in ["Rescue shell", "Firmware setup", "Reboot"] {
+        assert!(text.contains(entry), "no {entry} entry:\n{text}");
+    }
+    if with_isos {
+        assert!(text.contains("example.iso"), "no image:\n{text}");
+        // An image in a subdirectory of /ISOs/ is listed by its path below
+        // it (the entry passes hiperiso.iso=/ISOs/linux/nested.iso).
+        assert!(
+            text.contains("linux/nested.iso"),
+            "no subdirectory image:\n{text}"
+        );
+        assert!(!text.contains(NO_ISO), "{text}");
+    } else {
+        assert!(text.contains(NO_ISO), "no \"no ISO\" entry:\n{text}");
+    }
     let errors: Vec<&str> = text.lines().filter(|l| l.contains("error:")).collect();
     assert!(
         errors.is_empty(),

@@ -12,4 +12,5 @@ mod fetch;
 mod grub_console;
 mod layers;
 mod runtime_boot;
+mod session_schema;
 mod verdicts;

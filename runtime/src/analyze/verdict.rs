@@ -229,7 +229,7 @@ pub(super) fn decide(
 
 pub(super) fn timing_summary(timing: &Timing) -> TimingSummary {
     let phases: Vec<TimingPhase> = timing
-        .phases
+        .intervals
         .iter()
         .map(|p| TimingPhase {
             name: p.name.clone(),

@@ -35,7 +35,7 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
         return (default_after, true);
     };
     // Opened early, so a press before QEMU runs is not lost.
-    let mut power_buttons = PowerButtons::open(Path::new(INPUT_DIR));
+    let power_buttons = PowerButtons::open(Path::new(INPUT_DIR));
     let buttons = power_buttons.names();
     rec.say(&if buttons.is_empty() {
         "no power button input device; only the guest, session_timeout or a hotkey end the session"
@@ -47,14 +47,8 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
     let t = sys::uptime_ms();
     let (loaded, config_state) = load_config(boot.data.is_some());
     rec.info.config_warnings = loaded.warnings.clone();
-    let env = env_txt(
-        &boot.cmdline,
-        boot.data.as_ref(),
-        boot.esp.as_ref(),
-        &config_state,
-        &boot.modules,
-    );
-    rec.write_file(files::ENV_TXT, env.as_bytes());
+    write_env_txt(&mut rec, boot, &config_state);
+    rec.mark("env_written");
     let message = format!(
         "session {} created in {}",
         rec.info.id,
@@ -77,17 +71,51 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
     }
     let (config, settings) = apply_config(&mut rec, boot, loaded, &config_state, t);
     let after = boot.cmdline.after.unwrap_or(config.control.after);
-    let Some((iso_path, accel, firmware)) = check_host_and_iso(&mut rec, boot, &config, &settings)
-    else {
+    let failed = run_guest(
+        &mut rec,
+        boot,
+        &config,
+        &settings,
+        &config_state,
+        power_buttons,
+    );
+    // The host's power button means "turn the stick's machine off", whatever
+    // hiperiso.after says.
+    let after = if rec.info.outcome == session::Outcome::Stopped {
+        AfterAction::Poweroff
+    } else {
+        after
+    };
+    // GRUB holds its menu on the next boot, after a failure too.
+    if after == AfterAction::Menu {
+        write_grubenv(&config, true);
+    }
+    (after, failed)
+}
+
+/// Check the host and the ISO, run the guest, finish the session; returns
+/// whether it failed.
+fn run_guest(
+    rec: &mut Recording,
+    boot: &Boot,
+    config: &Config,
+    settings: &EffectiveSettings,
+    config_state: &str,
+    mut power_buttons: PowerButtons,
+) -> bool {
+    let checked = check_host_and_iso(rec, boot, config, settings);
+    // Again, now with the KVM state.
+    write_env_txt(rec, boot, config_state);
+    let Some((iso_path, accel, firmware)) = checked else {
         rec.finish();
-        return (after, true);
+        return true;
     };
     let guest = Guest {
         iso_path: &iso_path,
         accel,
         firmware,
-        settings: &settings,
-        config: &config,
+        settings,
+        config,
     };
     let failed = if power_buttons.pressed() {
         rec.warn(
@@ -96,20 +124,11 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
         rec.info.outcome = session::Outcome::Stopped;
         false
     } else {
-        vm::run_qemu(&mut rec, boot, &guest, power_buttons)
+        vm::run_qemu(rec, boot, &guest, power_buttons)
     };
+    rec.mark("qemu_returned");
     rec.finish();
-    // The host's power button means "turn the stick's machine off", whatever
-    // hiperiso.after says.
-    let after = if rec.info.outcome == session::Outcome::Stopped {
-        AfterAction::Poweroff
-    } else {
-        after
-    };
-    if after == AfterAction::Menu {
-        write_grubenv(&config, true);
-    }
-    (after, failed)
+    failed
 }
 
 /// The session directory (on the data partition, else on tmpfs) and the
@@ -131,6 +150,11 @@ fn start_recording(boot: &Boot) -> Option<Recording> {
             return None;
         }
     };
+    if boot.data.is_some() {
+        rec.log_dir = format!("/{}/{}", data::LOGS_DIR, rec.info.id);
+    }
+    rec.mark_at("kernel_start", boot.t_start);
+    rec.mark("session_created");
     rec.phase_between("kernel", 0, boot.t_start);
     rec.phase_between("modules", boot.t_start, boot.t_modules);
     rec.phase_between("wait_data", boot.t_modules, boot.t_data);
@@ -220,6 +244,7 @@ fn check_host_and_iso(
         }
     };
     rec.phase("iso_check", t);
+    rec.mark("iso_verified");
     rec.stage(
         Stage::IsoCheck,
         &format!(
@@ -256,9 +281,11 @@ fn choose_accel(rec: &mut Recording, boot: &Boot, config: &Config) -> Option<Acc
             if let Ok(text) = session::to_json("kvm_caps.json", &info) {
                 let _ = fs::write(rec.dir.join(files::HW_DIR).join("kvm_caps.json"), text);
             }
+            rec.kvm = "available";
             Accel::Kvm
         }
         Err(e) if fallback => {
+            rec.kvm = "unavailable";
             rec.warn(format!(
                 "KVM unusable ({}); using TCG because fallback is enabled",
                 error_chain(&e)
@@ -266,7 +293,9 @@ fn choose_accel(rec: &mut Recording, boot: &Boot, config: &Config) -> Option<Acc
             Accel::Tcg
         }
         Err(e) => {
+            rec.kvm = "unavailable";
             rec.phase("kvm_check", t);
+            rec.mark("kvm_checked");
             rec.fail(
                 FailureKind::NoKvm,
                 true,
@@ -279,6 +308,7 @@ fn choose_accel(rec: &mut Recording, boot: &Boot, config: &Config) -> Option<Acc
         }
     };
     rec.phase("kvm_check", t);
+    rec.mark("kvm_checked");
     Some(accel)
 }
 
@@ -290,7 +320,7 @@ fn load_config(have_data: bool) -> (LoadedConfig, String) {
             "defaults (no data partition)".into(),
         );
     }
-    match fs::read_to_string(&path) {
+    let (mut loaded, state) = match fs::read_to_string(&path) {
         Ok(text) => {
             let loaded = Config::load(&format!("/{}", data::CONFIG), &text);
             let state = if loaded.error.is_some() {
@@ -304,7 +334,34 @@ fn load_config(have_data: bool) -> (LoadedConfig, String) {
             Config::load("hiperiso.json", "{}"),
             format!("defaults (/{} absent)", data::CONFIG),
         ),
+    };
+    let dir = Path::new(DATA_MOUNT).join(data::ISO_OVERRIDES_DIR);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|f| {
+        f.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    });
+    files.sort();
+    for file in &files {
+        let name = format!(
+            "/{}/{}",
+            data::ISO_OVERRIDES_DIR,
+            file.file_name().unwrap_or_default().to_string_lossy()
+        );
+        match fs::read_to_string(file) {
+            Ok(text) => loaded
+                .config
+                .add_override_file(&name, &text, &mut loaded.warnings),
+            Err(e) => loaded.warnings.push(format!("{name}: {e}; ignored")),
+        }
     }
+    let state = match files.len() {
+        0 => state,
+        n => format!("{state}, {n} file(s) in /{}", data::ISO_OVERRIDES_DIR),
+    };
+    (loaded, state)
 }
 
 /// Keep GRUB's timeout and default image in sync with hiperiso.json.
@@ -336,14 +393,28 @@ fn write_grubenv(config: &Config, hold_menu: bool) {
     }
 }
 
+fn write_env_txt(rec: &mut Recording, boot: &Boot, config_state: &str) {
+    let env = env_txt(
+        &boot.cmdline,
+        boot.data.as_ref(),
+        boot.esp.as_ref(),
+        config_state,
+        &boot.modules,
+        rec,
+    );
+    rec.write_file(files::ENV_TXT, env.as_bytes());
+}
+
 fn env_txt(
     cmdline: &KernelCmdline,
     data: Option<&ProbedPartition>,
     esp: Option<&ProbedPartition>,
     config_state: &str,
     modules: &modules::LoadReport,
+    rec: &Recording,
 ) -> String {
     let part = |p: Option<&ProbedPartition>| p.map_or("none".to_string(), |p| p.describe());
+    let host = rec.info.host.clone().unwrap_or_default();
     let mut out = String::new();
     out.push_str(&format!("hiperiso_version={}\n", env!("CARGO_PKG_VERSION")));
     out.push_str(&format!("kernel_release={}\n", sys::kernel_release()));
@@ -353,6 +424,11 @@ fn env_txt(
             .unwrap_or_default()
             .trim()
     ));
+    out.push_str(&format!("cpu_model={}\n", host.cpu_model));
+    out.push_str(&format!("cpu_cores={}\n", host.cpu_cores));
+    out.push_str(&format!("ram_mb={}\n", host.ram_mb));
+    out.push_str(&format!("virtualization={}\n", host.virtualization));
+    out.push_str(&format!("kvm={}\n", rec.kvm));
     out.push_str(&format!("data_spec={}\n", cmdline.data));
     out.push_str(&format!("data_partition={}\n", part(data)));
     out.push_str(&format!("esp_partition={}\n", part(esp)));

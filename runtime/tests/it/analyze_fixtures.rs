@@ -3,7 +3,7 @@
 
 use hiperiso_runtime::analyze::{self, BootResult};
 use hiperiso_runtime::patterns::{Domain, Stage};
-use hiperiso_stick::session::{self, Failure, FailureKind, Outcome, Phase, SessionInfo, Timing};
+use hiperiso_stick::session::{self, Failure, FailureKind, Interval, Outcome, SessionInfo, Timing};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -41,6 +41,10 @@ fn session_info(firmware: &str) -> SessionInfo {
         warnings: vec![],
         guest_events: vec![],
         screenshots: 0,
+        report_available: false,
+        host: None,
+        analysis: None,
+        hw_inventory: vec![],
     }
 }
 
@@ -65,19 +69,19 @@ fn stages(report: &analyze::Report) -> Vec<Stage> {
 fn linux_boot_to_marker_is_booted() {
     let dir = session_dir(Some("linux-boot.serial.log"), Some(&session_info("bios")));
     let timing = Timing {
-        schema: session::SCHEMA_VERSION,
-        phases: vec![
-            Phase {
+        intervals: vec![
+            Interval {
                 name: "host_boot".into(),
                 start_ms: 0,
                 end_ms: 1500,
             },
-            Phase {
+            Interval {
                 name: "qemu".into(),
                 start_ms: 2000,
                 end_ms: 14000,
             },
         ],
+        ..Timing::new()
     };
     std::fs::write(
         dir.path().join("timing.json"),

@@ -43,6 +43,10 @@ fn info(id: &str, iso: &str, start: i64, end: i64) -> SessionInfo {
         warnings: vec![],
         guest_events: vec![],
         screenshots: 0,
+        report_available: false,
+        host: None,
+        analysis: None,
+        hw_inventory: vec![],
     }
 }
 
@@ -104,6 +108,16 @@ fn data_tree() -> tempfile::TempDir {
     .unwrap();
     let status = session::Status {
         schema: session::SCHEMA_VERSION,
+        session_id: "cut".into(),
+        status: "running".into(),
+        iso_path: "/ISOs/cut.iso".into(),
+        iso_basename: "cut.iso".into(),
+        log_dir: "/hiperiso/logs/cut".into(),
+        start_time_utc: "2026-11-21T12:00:00Z".into(),
+        kvm: "available".into(),
+        trace_level: "standard".into(),
+        guest_ram_mb: 1024,
+        guest_cpus: 1,
         stage: session::Stage::QemuRunning,
         updated_utc: "2026-11-21T12:00:05Z".into(),
         uptime_ms: 5000,

@@ -187,6 +187,33 @@ impl SessionFiles {
             .is_ok()
     }
 
+    /// The event names the analysis decoded from the trace (`report.json`).
+    pub(crate) fn trace_events(&mut self) -> Vec<String> {
+        let report: serde_json::Value = serde_json::from_str(&self.text("report.json")).unwrap();
+        report["io"]["event_counts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no decoded trace in report.json: {}", report["io"]))
+            .iter()
+            .map(|pair| pair[0].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The files below `hw/<sub>`, relative to `hw/`, sorted.
+    pub(crate) fn hw_files(&mut self, sub: &str) -> Vec<String> {
+        let dir = format!("{}/hw{sub}", self.dir);
+        let mut out = Vec::new();
+        for entry in self.reader.read_dir(&dir).unwrap_or_default() {
+            let name = format!("{sub}/{}", entry.name);
+            if entry.is_dir {
+                out.extend(self.hw_files(&name));
+            } else {
+                out.push(name[1..].to_string());
+            }
+        }
+        out.sort();
+        out
+    }
+
     pub(crate) fn list(&mut self, name: &str) -> Vec<String> {
         let mut names: Vec<String> = self
             .reader
@@ -214,7 +241,21 @@ impl SessionFiles {
             assert!(self.exists(name), "{name} missing in {}", self.dir);
         }
         let status: Status = serde_json::from_str(&self.text("status.json")).unwrap();
+        let hw_files = self.hw_files("");
+        crate::session_schema::check_session_files(|name| self.text(name), Some(&hw_files));
         let env = self.text("env.txt");
+        for key in [
+            "cpu_model=",
+            "cpu_cores=",
+            "ram_mb=",
+            "virtualization=",
+            "kvm=",
+        ] {
+            assert!(
+                env.lines().any(|l| l.starts_with(key)),
+                "env.txt lacks {key}: {env}"
+            );
+        }
         assert!(
             env.contains(&format!("(exfat, UUID={DATA_UUID}, label=HIPERISO)")),
             "{env}"
@@ -322,10 +363,27 @@ impl SessionFiles {
         for name in [
             "host_cpuinfo.txt",
             "host_pci.txt",
+            "host_diskstats.txt",
+            "host_cpu_cache.txt",
+            "host_cpu_topology.txt",
+            "host_numa.txt",
+            "host_iommu.txt",
+            "host_kvm.txt",
+            "host_efi.txt",
             "acpi",
             "smbios",
             "qemu_pci.txt",
             "qemu_qtree.txt",
+            "qemu_cpuid.txt",
+            "qemu_ioapic.txt",
+            "qemu_lapic.txt",
+            "qemu_registers.txt",
+            "qemu_tlb.txt",
+            "qemu_numa.txt",
+            "qemu_hpet.txt",
+            "qemu_qomtree.txt",
+            "qemu_smbios.txt",
+            "qemu_monitor_raw.txt",
             "pci_summary.json",
         ] {
             assert!(hw.contains(&name.to_string()), "hw/{name} missing: {hw:?}");
@@ -348,8 +406,46 @@ impl SessionFiles {
             self.info.guest_events
         );
         assert!(self.exists("trace.bin"));
+        if self.info.trace_level == "standard" {
+            let events = self.trace_events();
+            assert!(
+                !events.iter().any(|e| DETAILED_EVENTS.contains(&e.as_str())),
+                "detailed events at the standard tier: {events:?}"
+            );
+        }
         let timing = self.text("timing.dat");
-        assert!(timing.lines().any(|l| l.starts_with("guest ")), "{timing}");
+        for phase in ["qemu_started\t", "qemu_exited\t"] {
+            assert!(timing.lines().any(|l| l.starts_with(phase)), "{timing}");
+        }
+        if accel == "kvm" {
+            let kvm = self.text("hw/host_kvm.txt");
+            assert!(kvm.starts_with("/dev/kvm: present\n"), "{kvm}");
+        }
+        let cpuid = self.text("hw/qemu_cpuid.txt");
+        assert!(
+            cpuid.lines().any(|l| l.starts_with("eax=0x00000001 ")),
+            "{cpuid}"
+        );
+        let raw = self.text("hw/qemu_monitor_raw.txt");
+        for section in [
+            "### info registers -a\n",
+            "### info pic\n",
+            "### info lapic 0\n",
+        ] {
+            assert!(
+                raw.contains(section),
+                "qemu_monitor_raw.txt lacks {section:?}"
+            );
+        }
+        assert!(
+            !self
+                .info
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("guest inventory")),
+            "{:?}",
+            self.info.warnings
+        );
     }
 }
 

@@ -30,6 +30,9 @@ pub(crate) const BIOS_MARKER: &str = "HIPERISO-MARKER-BIOS";
 pub(crate) const UEFI_MARKER: &str = "HIPERISO-MARKER-UEFI";
 pub(crate) const PANIC_MARKER: &str = "HIPERISO-MARKER-PANIC";
 pub(crate) const HANG_MARKER: &str = "HIPERISO-MARKER-HANG";
+/// Events only the `detailed` trace tier (trace-detailed.events) lists
+/// that any SeaBIOS boot under KVM produces; `standard` has none of them.
+pub(crate) const DETAILED_EVENTS: &[&str] = &["pci_cfg_read", "fw_cfg_select", "kvm_run_exit"];
 /// What init prints once the guest runs.
 pub(crate) const GUEST_RUNNING: &str = "hiperiso: guest running";
 pub(crate) const OUTER_TIMEOUT: Duration = Duration::from_secs(400);
@@ -79,15 +82,26 @@ mod harness;
 use fixture::*;
 use harness::*;
 
+/// Also the `detailed` trace tier: its PCI configuration, fw_cfg and VM
+/// exit events are in the decoded trace, and `full`'s are not.
 #[test]
 fn kvm_boots_a_bios_only_iso_with_seabios() {
     let out = boot(
-        "hiperiso.iso=/ISOs/bios.iso hiperiso.data=UUID=4849-5045",
+        "hiperiso.iso=/ISOs/bios.iso hiperiso.data=UUID=4849-5045 hiperiso.trace=detailed",
         "EPYC",
         GOOD_CONFIG,
     );
     let mut s = SessionFiles::open(&out);
     s.check_guest_ran(BIOS_MARKER, "bios", "kvm");
+    assert_eq!(s.info.trace_level, "detailed");
+    let events = s.trace_events();
+    for name in DETAILED_EVENTS {
+        assert!(events.iter().any(|e| e == name), "no {name} in {events:?}");
+    }
+    assert!(
+        !events.iter().any(|e| e == "memory_region_ops_read"),
+        "{events:?}"
+    );
     assert_eq!(
         s.info.firmware_reason.as_deref(),
         Some("el_torito_bios_only")
@@ -97,6 +111,17 @@ fn kvm_boots_a_bios_only_iso_with_seabios() {
     assert!(!s.list("screenshots").is_empty(), "no screenshots");
     assert!(
         out.console.contains("hiperiso: session complete"),
+        "{}",
+        out.console
+    );
+    // The default `after` powers off.
+    assert!(
+        out.console.contains("reboot: Power down"),
+        "{}",
+        out.console
+    );
+    assert!(
+        !out.console.contains("Restarting system"),
         "{}",
         out.console
     );
@@ -183,10 +208,12 @@ fn without_kvm_and_without_fallback_the_session_fails() {
     );
 }
 
+/// Also `hiperiso.after=reboot`: the machine restarts (the kernel says so;
+/// the outer QEMU's `-no-reboot` then exits) instead of powering off.
 #[test]
 fn a_missing_iso_fails_the_session() {
     let out = boot(
-        "hiperiso.iso=/ISOs/nowhere.iso hiperiso.data=UUID=4849-5045",
+        "hiperiso.iso=/ISOs/nowhere.iso hiperiso.data=UUID=4849-5045 hiperiso.after=reboot",
         "EPYC",
         GOOD_CONFIG,
     );
@@ -194,18 +221,45 @@ fn a_missing_iso_fails_the_session() {
     let message = s.check_failure(FailureKind::IsoMissing, true);
     assert!(message.contains("ISOs/nowhere.iso"), "{message}");
     assert!(s.dir.contains("nowhere_"), "{}", s.dir);
+    assert_restarted(&out.console);
+    assert_eq!(
+        grub_hold(&mut s),
+        "0",
+        "after=reboot does not hold GRUB's menu"
+    );
 }
 
+/// The kernel restarted the machine rather than powering it off.
+fn assert_restarted(console: &str) {
+    assert!(console.contains("hiperiso: rebooting"), "{console}");
+    assert!(console.contains("reboot: Restarting system"), "{console}");
+    assert!(!console.contains("reboot: Power down"), "{console}");
+}
+
+/// `hiperiso_hold` in the data partition's `hiperiso/grubenv`.
+fn grub_hold(s: &mut SessionFiles) -> String {
+    let block = read_all(&mut s.reader, "hiperiso/grubenv");
+    hiperiso_runtime::grubenv::parse(&block)
+        .into_iter()
+        .find(|(k, _)| k == hiperiso_stick::boot::grubenv::HOLD)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no hold in grubenv: {:?}", String::from_utf8_lossy(&block)))
+}
+
+/// Also `hiperiso.after=menu`: GRUB's environment holds the menu for the
+/// next boot, and the machine restarts.
 #[test]
 fn an_unreadable_iso_fails_the_session() {
     let out = boot(
-        "hiperiso.iso=/ISOs/junk.iso hiperiso.data=UUID=4849-5045",
+        "hiperiso.iso=/ISOs/junk.iso hiperiso.data=UUID=4849-5045 hiperiso.after=menu",
         "EPYC",
         GOOD_CONFIG,
     );
     let mut s = SessionFiles::open(&out);
     let message = s.check_failure(FailureKind::IsoUnreadable, true);
     assert!(message.contains("not an ISO 9660 image"), "{message}");
+    assert_restarted(&out.console);
+    assert_eq!(grub_hold(&mut s), "1", "after=menu holds GRUB's menu");
 }
 
 #[test]
@@ -222,15 +276,24 @@ fn qemu_failing_to_start_is_recorded_with_its_stderr() {
     assert_eq!(s.info.matched_overrides, vec!["startfail*.iso".to_string()]);
 }
 
+/// Also the `full` trace tier: every device register access
+/// (`memory_region_ops_*`) besides `detailed`'s events.
 #[test]
 fn a_guest_panic_is_a_crash() {
     let out = boot(
-        "hiperiso.iso=/ISOs/panic.iso hiperiso.data=UUID=4849-5045",
+        "hiperiso.iso=/ISOs/panic.iso hiperiso.data=UUID=4849-5045 hiperiso.trace=full",
         "EPYC",
         GOOD_CONFIG,
     );
     let mut s = SessionFiles::open(&out);
     s.check_failure(FailureKind::GuestCrash, true);
+    let events = s.trace_events();
+    for name in DETAILED_EVENTS
+        .iter()
+        .chain(&["memory_region_ops_read", "memory_region_ops_write"])
+    {
+        assert!(events.iter().any(|e| e == name), "no {name} in {events:?}");
+    }
     assert!(s.text("serial.log").contains(PANIC_MARKER));
     assert!(
         s.info
@@ -562,4 +625,13 @@ fn session_timeout_finalizes_the_session_and_reads_grubs_text_menu() {
         "the guest was asked to power down: {:?}",
         s.info.guest_events
     );
+    // HEARTBEAT was refreshed while the guest ran: its last beat is from
+    // at least 15 s into the 25 s guest (beats come every 5 s).
+    let beat = s.text("HEARTBEAT");
+    let guest_s: u64 = beat
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("guest_s="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("HEARTBEAT: {beat:?}"));
+    assert!((15..=40).contains(&guest_s), "HEARTBEAT: {beat:?}");
 }

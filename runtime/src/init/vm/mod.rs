@@ -92,11 +92,13 @@ pub(super) fn run_qemu(
         vnc_socket,
     } = prepared;
     rec.write_file(files::QEMU_CMDLINE, plan.cmdline_text().as_bytes());
+    rec.mark("qemu_launching");
     rec.stage(Stage::QemuStarting, "starting QEMU");
     let stderr_path = rec.dir.join(files::QEMU_STDERR);
     let Some(mut child) = spawn(rec, &plan, &stderr_path) else {
         return true;
     };
+    rec.mark("qemu_started");
     let started = Instant::now();
     let status = StatusInfo {
         session: rec.info.id.clone(),
@@ -109,6 +111,7 @@ pub(super) fn run_qemu(
     let t_run = sys::uptime_ms();
 
     let (qmp, exit) = connect_qmp(&mut child, &plan.monitor_socket, started);
+    rec.guest_running = exit.is_none();
     if qmp.is_some() {
         rec.stage(
             Stage::QemuRunning,
@@ -123,6 +126,7 @@ pub(super) fn run_qemu(
     }
     let mut supervisor = Supervisor::new(rec, child, qmp, started, guest.config, power_buttons);
     let exit = supervisor.run(rec, &mut display, exit);
+    rec.mark("qemu_exited");
     display.stop(rec, started);
     if let Some(tpm) = swtpm.as_mut() {
         let _ = tpm.kill();

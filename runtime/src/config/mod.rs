@@ -7,7 +7,10 @@
 
 use crate::cmdline::{AfterAction, TraceLevel};
 use crate::glob;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+mod reader;
+use reader::Reader;
 
 /// Firmware for the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,213 +264,11 @@ impl Config {
     }
 }
 
-struct Reader<'a> {
-    file: &'a str,
-    warnings: &'a mut Vec<String>,
-}
-
-impl Reader<'_> {
-    fn warn(&mut self, path: &str, message: &str) {
-        self.warnings
-            .push(format!("{}: {path}: {message}", self.file));
-    }
-
-    fn object<'v>(&mut self, path: &str, value: &'v Value) -> Option<&'v Map<String, Value>> {
-        let object = value.as_object();
-        if object.is_none() {
-            self.warn(path, &format!("expected an object, got {value}; ignored"));
-        }
-        object
-    }
-
-    fn positive(&mut self, path: &str, value: &Value, max: u64) -> Option<u32> {
-        match value.as_u64() {
-            Some(n) if (1..=max).contains(&n) => Some(n as u32),
-            _ => {
-                self.warn(
-                    path,
-                    &format!("expected an integer from 1 to {max}, got {value}; ignored"),
-                );
-                None
-            }
-        }
-    }
-
-    fn unsigned(&mut self, path: &str, value: &Value) -> Option<u32> {
-        match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => Some(n),
-            None => {
-                self.warn(
-                    path,
-                    &format!("expected a non-negative integer, got {value}; ignored"),
-                );
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, path: &str, value: &Value) -> Option<bool> {
-        let b = value.as_bool();
-        if b.is_none() {
-            self.warn(
-                path,
-                &format!("expected true or false, got {value}; ignored"),
-            );
-        }
-        b
-    }
-
-    fn string(&mut self, path: &str, value: &Value) -> Option<String> {
-        let s = value.as_str().map(str::to_string);
-        if s.is_none() {
-            self.warn(path, &format!("expected a string, got {value}; ignored"));
-        }
-        s
-    }
-
-    fn parsed<T: std::str::FromStr<Err = String>>(
-        &mut self,
-        path: &str,
-        value: &Value,
-    ) -> Option<T> {
-        let text = self.string(path, value)?;
-        match text.parse() {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.warn(path, &format!("{e}; ignored"));
-                None
-            }
-        }
-    }
-
-    fn firmware(&mut self, path: &str, value: &Value) -> Option<Firmware> {
-        match self.string(path, value)?.as_str() {
-            "uefi" => Some(Firmware::Uefi),
-            "bios" => Some(Firmware::Bios),
-            other => {
-                self.warn(
-                    path,
-                    &format!("unknown firmware {other:?} (expected uefi or bios); ignored"),
-                );
-                None
-            }
-        }
-    }
-
-    fn control(&mut self, value: &Value, control: &mut Control) {
-        let Some(map) = self.object("control", value) else {
-            return;
-        };
-        for (key, v) in map {
-            let path = format!("control.{key}");
-            match key.as_str() {
-                "default_ram" => {
-                    if let Some(n) = self.positive(&path, v, 1 << 20) {
-                        control.default_ram = n;
-                    }
-                }
-                "default_cpus" => {
-                    if let Some(n) = self.positive(&path, v, 1024) {
-                        control.default_cpus = n;
-                    }
-                }
-                "default_trace_level" => {
-                    if let Some(level) = self.parsed(&path, v) {
-                        control.default_trace_level = level;
-                    }
-                }
-                "menu_timeout" => match v.as_i64() {
-                    Some(n) if (-1..=86_400).contains(&n) => control.menu_timeout = n as i32,
-                    _ => self.warn(
-                        &path,
-                        &format!("expected seconds from -1 to 86400, got {v}; ignored"),
-                    ),
-                },
-                "default_image" => {
-                    if v.is_null() {
-                        control.default_image = None;
-                    } else if let Some(s) = self.string(&path, v) {
-                        control.default_image = Some(s);
-                    }
-                }
-                "after" => {
-                    if let Some(action) = self.parsed(&path, v) {
-                        control.after = action;
-                    }
-                }
-                "screenshot_interval" => {
-                    if let Some(n) = self.unsigned(&path, v) {
-                        control.screenshot_interval = n;
-                    }
-                }
-                "session_timeout" => {
-                    if let Some(n) = self.unsigned(&path, v) {
-                        control.session_timeout = n;
-                    }
-                }
-                _ => self.warn(&path, "unknown key ignored"),
-            }
-        }
-    }
-
-    fn control_ext(&mut self, value: &Value, ext: &mut ControlExt) {
-        let Some(map) = self.object("control_ext", value) else {
-            return;
-        };
-        for (key, v) in map {
-            let path = format!("control_ext.{key}");
-            let slot = match key.as_str() {
-                "net" => &mut ext.net,
-                "net_dump" => &mut ext.net_dump,
-                "fallback_tcg" => &mut ext.fallback_tcg,
-                "firmware_log" => &mut ext.firmware_log,
-                _ => {
-                    self.warn(&path, "unknown key ignored");
-                    continue;
-                }
-            };
-            if let Some(b) = self.boolean(&path, v) {
-                *slot = b;
-            }
-        }
-    }
-
-    fn overrides(&mut self, value: &Value) -> Vec<(String, IsoOverride)> {
-        let Some(map) = self.object("iso_overrides", value) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (pattern, entry) in map {
-            let base = format!("iso_overrides.{pattern:?}");
-            let Some(fields) = self.object(&base, entry) else {
-                continue;
-            };
-            let mut o = IsoOverride::default();
-            for (key, v) in fields {
-                let path = format!("{base}.{key}");
-                match key.as_str() {
-                    "ram" => o.ram = self.positive(&path, v, 1 << 20),
-                    "cpus" => o.cpus = self.positive(&path, v, 1024),
-                    "tpm" => o.tpm = self.boolean(&path, v),
-                    "cpu_features" => o.cpu_features = self.string(&path, v),
-                    "firmware" => o.firmware = self.firmware(&path, v),
-                    "net" => o.net = self.boolean(&path, v),
-                    "net_dump" => o.net_dump = self.boolean(&path, v),
-                    "trace_level" => o.trace_level = self.parsed(&path, v),
-                    _ => self.warn(&path, "unknown key ignored"),
-                }
-            }
-            out.push((pattern.clone(), o));
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../overlays/data/hiperiso/hiperiso.json.example");
+    const EXAMPLE: &str = include_str!("../../../overlays/data/hiperiso/hiperiso.json.example");
 
     #[test]
     fn example_file_loads_cleanly() {
@@ -556,5 +357,62 @@ mod tests {
         let s = loaded.config.settings_for("/ISOs/image.img");
         assert!(s.matched.is_empty());
         assert_eq!((s.ram_mb, s.cpus, s.tpm, s.net), (2048, 2, false, true));
+    }
+
+    #[test]
+    fn cpu_features_as_an_array_of_names() {
+        let loaded = Config::load(
+            "h.json",
+            r#"{"iso_overrides": {
+                  "*windows11*.iso": {"cpu_features": ["vmx", "-svm", "+x2apic"]},
+                  "bad*.iso": {"cpu_features": ["vmx", 3, "--svm", "a b"]}
+                }}"#,
+        );
+        let s = loaded.config.settings_for("/ISOs/windows11_24h2.iso");
+        assert_eq!(s.cpu_features.as_deref(), Some("+vmx,-svm,+x2apic"));
+        let s = loaded.config.settings_for("/ISOs/bad.iso");
+        assert_eq!(s.cpu_features.as_deref(), Some("+vmx"));
+        assert_eq!(
+            loaded.warnings,
+            [
+                "h.json: iso_overrides.\"bad*.iso\".cpu_features[1]: expected a CPU feature name such as \"vmx\" or \"-svm\", got 3; ignored",
+                "h.json: iso_overrides.\"bad*.iso\".cpu_features[2]: expected a CPU feature name such as \"vmx\" or \"-svm\", got \"--svm\"; ignored",
+                "h.json: iso_overrides.\"bad*.iso\".cpu_features[3]: expected a CPU feature name such as \"vmx\" or \"-svm\", got \"a b\"; ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn per_iso_override_files() {
+        let mut loaded = Config::load("h.json", r#"{"iso_overrides": {"*.iso": {"ram": 512}}}"#);
+        let mut warnings = Vec::new();
+        let config = &mut loaded.config;
+        config.add_override_file(
+            "/hiperiso/iso_overrides/windows11.json",
+            r#"{"match": "*windows11*.iso", "ram": 4096, "tpm": true, "cpu_features": ["vmx"]}"#,
+            &mut warnings,
+        );
+        config.add_override_file(
+            "/hiperiso/iso_overrides/freedos.json",
+            r#"{"firmware": "bios", "colour": "red"}"#,
+            &mut warnings,
+        );
+        config.add_override_file("/hiperiso/iso_overrides/broken.json", "{", &mut warnings);
+        let s = config.settings_for("/ISOs/sub/en_windows11_x64.iso");
+        assert_eq!(s.matched, ["*.iso", "*windows11*.iso"]);
+        assert_eq!((s.ram_mb, s.tpm), (4096, true));
+        assert_eq!(s.cpu_features.as_deref(), Some("+vmx"));
+        let s = config.settings_for("/ISOs/freedos.iso");
+        assert_eq!(s.matched, ["*.iso", "freedos.iso"]);
+        assert_eq!((s.ram_mb, s.firmware), (512, Some(Firmware::Bios)));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(
+            warnings[0],
+            "/hiperiso/iso_overrides/freedos.json: colour: unknown key ignored"
+        );
+        assert!(
+            warnings[1].starts_with("/hiperiso/iso_overrides/broken.json: invalid JSON"),
+            "{warnings:?}"
+        );
     }
 }

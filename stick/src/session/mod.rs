@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Version of every JSON schema in this module; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// File names inside a session directory (DESIGN.md §5).
 pub mod files {
@@ -44,6 +44,9 @@ pub mod files {
     /// In the logs directory, beside the session directories.
     pub const INDEX_JSONL: &str = "index.jsonl";
 }
+
+mod timing;
+pub use timing::{Interval, Milestone, Timing};
 
 /// Errors while writing session files.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +124,39 @@ pub struct Failure {
     pub message: String,
 }
 
+/// `session.json`'s `host`: the machine the stick booted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostSummary {
+    /// `model name` of the first CPU in `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// Logical CPUs the host kernel sees.
+    pub cpu_cores: u32,
+    /// `MemTotal` of `/proc/meminfo`, in MiB.
+    pub ram_mb: u64,
+    /// `vmx` (Intel VT-x), `svm` (AMD-V) or `none`: the CPU flag.
+    pub virtualization: String,
+}
+
+/// `session.json`'s `analysis`: the headline of `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisSummary {
+    /// `report.json`'s `result`: `booted`, `failed`, `timeout`, ...
+    pub boot_result: String,
+    pub failure_domain: Option<String>,
+    /// Failure lines found in the logs.
+    pub error_count: u64,
+    pub timing: Option<AnalysisTiming>,
+}
+
+/// `analysis.timing`: the session's timing as the analysis summed it up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisTiming {
+    /// From the earliest interval's start to the latest's end.
+    pub total_duration_s: f64,
+    /// The longest interval of `timing.json`'s `intervals`.
+    pub slowest: Option<String>,
+}
+
 /// `session.json`: what was booted and how; rewritten at the end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionInfo {
@@ -131,7 +167,9 @@ pub struct SessionInfo {
     pub iso: String,
     /// ISO size in bytes, when it could be read.
     pub iso_size: Option<u64>,
+    #[serde(rename = "start_time_utc", alias = "started_utc")]
     pub started_utc: String,
+    #[serde(rename = "end_time_utc", alias = "ended_utc")]
     pub ended_utc: Option<String>,
     pub hiperiso_version: String,
     /// `/proc/cmdline` of the host kernel.
@@ -157,6 +195,7 @@ pub struct SessionInfo {
     pub qemu_exit_code: Option<i32>,
     /// Signal that killed QEMU, if any.
     pub qemu_signal: Option<i32>,
+    #[serde(rename = "result", alias = "outcome")]
     pub outcome: Outcome,
     pub failures: Vec<Failure>,
     /// Non-fatal notes: command-line warnings, missing swtpm, inventory gaps.
@@ -168,6 +207,18 @@ pub struct SessionInfo {
     /// Distinct screenshots saved under `screenshots/`.
     #[serde(default)]
     pub screenshots: u32,
+    /// `report.json` was written by the analysis.
+    #[serde(default)]
+    pub report_available: bool,
+    /// The host machine, read when the session starts.
+    #[serde(default)]
+    pub host: Option<HostSummary>,
+    /// The analysis' headline, once it ran.
+    #[serde(default)]
+    pub analysis: Option<AnalysisSummary>,
+    /// The files under `hw/`, relative to it, sorted.
+    #[serde(default)]
+    pub hw_inventory: Vec<String>,
 }
 
 /// One line of `screenshots/timeline.jsonl`: a picture of the guest's
@@ -217,46 +268,44 @@ pub enum Stage {
 }
 
 /// `status.json`: rewritten at every stage so a crash leaves the last one.
+/// Fields missing from an older stick's file read as empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub schema: u32,
+    #[serde(default)]
+    pub session_id: String,
+    /// `started` (before the guest), `running` (once the guest started),
+    /// then the session's [`Outcome`]: `success`, `failure`, `stopped` or
+    /// `timeout`.
+    #[serde(default)]
+    pub status: String,
+    /// `hiperiso.iso` as given, e.g. `/ISOs/debian.iso`.
+    #[serde(default)]
+    pub iso_path: String,
+    #[serde(default)]
+    pub iso_basename: String,
+    /// The session directory, as a path on the data partition
+    /// (`/hiperiso/logs/<id>`), or on tmpfs when there is none.
+    #[serde(default)]
+    pub log_dir: String,
+    #[serde(default)]
+    pub start_time_utc: String,
+    /// `unchecked`, `available` (KVM can run a VM) or `unavailable`.
+    #[serde(default)]
+    pub kvm: String,
+    /// Empty until the configuration is loaded.
+    #[serde(default)]
+    pub trace_level: String,
+    /// 0 until the configuration is loaded.
+    #[serde(default)]
+    pub guest_ram_mb: u32,
+    #[serde(default)]
+    pub guest_cpus: u32,
     pub stage: Stage,
     pub updated_utc: String,
     /// Milliseconds since the host kernel booted (CLOCK_BOOTTIME).
     pub uptime_ms: u64,
     pub message: String,
-}
-
-/// One phase in `timing.json` / `timing.dat`; times are ms since kernel boot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Phase {
-    pub name: String,
-    pub start_ms: u64,
-    pub end_ms: u64,
-}
-
-/// `timing.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Timing {
-    pub schema: u32,
-    pub phases: Vec<Phase>,
-}
-
-impl Timing {
-    /// `timing.dat`: a gnuplot-friendly table, one phase per line.
-    pub fn to_dat(&self) -> String {
-        let mut out = String::from("# phase start_ms end_ms duration_ms\n");
-        for phase in &self.phases {
-            out.push_str(&format!(
-                "{} {} {} {}\n",
-                phase.name,
-                phase.start_ms,
-                phase.end_ms,
-                phase.end_ms.saturating_sub(phase.start_ms)
-            ));
-        }
-        out
-    }
 }
 
 /// One line of `logs/index.jsonl`.
@@ -491,32 +540,22 @@ mod tests {
             warnings: vec![],
             guest_events: vec![],
             screenshots: 0,
+            report_available: false,
+            host: None,
+            analysis: None,
+            hw_inventory: vec![],
         };
         let text = to_json("session.json", &info).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(value["outcome"], "failure");
+        assert_eq!(value["result"], "failure");
+        assert_eq!(value["start_time_utc"], "1970-01-01T00:00:00Z");
+        assert!(value.get("end_time_utc").is_some());
         assert_eq!(value["failures"][0]["kind"], "no_kvm");
         let back: SessionInfo = serde_json::from_str(&text).unwrap();
         assert_eq!(back, info);
         let index = serde_json::to_string(&IndexEntry::from(&info)).unwrap();
         assert!(!index.contains('\n'));
         assert!(index.contains(r#""failures":["no_kvm"]"#), "{index}");
-    }
-
-    #[test]
-    fn timing_dat() {
-        let timing = Timing {
-            schema: SCHEMA_VERSION,
-            phases: vec![Phase {
-                name: "qemu".into(),
-                start_ms: 1000,
-                end_ms: 3500,
-            }],
-        };
-        assert_eq!(
-            timing.to_dat(),
-            "# phase start_ms end_ms duration_ms\nqemu 1000 3500 2500\n"
-        );
     }
 
     #[test]
