@@ -18,6 +18,11 @@ pub mod esp {
     pub const HIPERISO_LOG: &str = "EFI/hiperiso/hiperiso-log";
     /// `trace-{standard,detailed,full}.events`.
     pub const TRACE_DIR: &str = "EFI/hiperiso/trace";
+    /// GRUB's i386-pc boot code for legacy BIOS: `boot.img` goes into the
+    /// MBR, `core.img` into the gap before the first partition
+    /// (hiperiso_installer::bios_boot); absent when the payload has none.
+    pub const BIOS_BOOT_IMG: &str = "EFI/hiperiso/bios/boot.img";
+    pub const BIOS_CORE_IMG: &str = "EFI/hiperiso/bios/core.img";
     /// The build record; read through [`crate::build_json`].
     pub const BUILD_JSON: &str = "EFI/hiperiso/build.json";
 }

@@ -168,6 +168,13 @@ pub struct SessionInfo {
     /// Distinct screenshots saved under `screenshots/`.
     #[serde(default)]
     pub screenshots: u32,
+    /// How the host booted: `enabled`, `disabled`, `unknown` or `not_uefi`
+    /// (legacy BIOS), from the kernel's `secureboot:` line.
+    #[serde(default)]
+    pub secure_boot: Option<String>,
+    /// The host kernel's lockdown mode (`none`, `integrity`, …).
+    #[serde(default)]
+    pub lockdown: Option<String>,
 }
 
 /// One line of `screenshots/timeline.jsonl`: a picture of the guest's
@@ -491,6 +498,8 @@ mod tests {
             warnings: vec![],
             guest_events: vec![],
             screenshots: 0,
+            secure_boot: None,
+            lockdown: None,
         };
         let text = to_json("session.json", &info).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
+use hiperiso_build::cli::TableArg;
 use hiperiso_build::debian::closure::LockMode;
 use hiperiso_build::payload::esp::Payload;
 use hiperiso_build::payload::from_packages;
@@ -40,19 +41,26 @@ pub fn build_image(dir: &Path) -> Result<(PathBuf, Payload)> {
     let esp = dir.join("esp");
     let payload = build_esp(&esp)?;
     let image = dir.join("hiperiso.img");
+    write_image(dir, &esp, &image, None)?;
+    Ok((image, payload))
+}
+
+/// `hiperiso-build image --esp-tree ESP --size 512MiB [--table TABLE] -o
+/// IMAGE` (the manifest's table when `table` is None); `dir` holds the
+/// image step's cache.
+pub fn write_image(dir: &Path, esp: &Path, image: &Path, table: Option<TableArg>) -> Result<()> {
     let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
     settings.cache_dir = Some(dir.join("cache"));
     settings.verbosity = -1;
     hiperiso_build::commands::image::image(
         &settings,
         &hiperiso_build::cli::ImageArgs {
-            output: image.clone(),
-            table: None,
+            output: image.to_path_buf(),
+            table,
             size: Some("512MiB".into()),
-            esp_tree: Some(esp),
+            esp_tree: Some(esp.to_path_buf()),
             data_tree: None,
         },
     )
-    .context("hiperiso-build image")?;
-    Ok((image, payload))
+    .context("hiperiso-build image")
 }

@@ -6,6 +6,7 @@ use super::console::say;
 use super::partitions::{self, ProbedPartition};
 use crate::cmdline::KernelCmdline;
 use crate::modules;
+use crate::secure_boot;
 use crate::sys;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ fn mount_basics() {
         ("devtmpfs", "/dev", "devtmpfs"),
         ("tmpfs", "/run", "tmpfs"),
         ("devpts", "/dev/pts", "devpts"),
+        // the kernel's lockdown mode (secure_boot.rs)
+        ("securityfs", "/sys/kernel/security", "securityfs"),
     ];
     for (source, target, fstype) in mounts {
         match sys::mount(source, Path::new(target), fstype, 0, "") {
@@ -38,6 +41,34 @@ fn mount_basics() {
         }
     }
     let _ = fs::create_dir_all(RUN_DIR);
+}
+
+/// The kernel's log so far, from /dev/kmsg (one record per read; reading
+/// stops where the log ends).
+fn kernel_log() -> String {
+    use std::io::{ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut kmsg) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return String::new();
+    };
+    let mut log = String::new();
+    let mut record = [0u8; 8192];
+    // Bounded: the ring buffer holds far fewer records.
+    for _ in 0..100_000 {
+        match kmsg.read(&mut record) {
+            Ok(0) => break,
+            Ok(n) => log.push_str(&String::from_utf8_lossy(&record[..n])),
+            // EPIPE: records were overwritten while reading; go on.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    log
 }
 
 /// Load the initramfs' kernel modules: the list file when the builder
@@ -74,6 +105,11 @@ pub struct Boot {
     pub modules: modules::LoadReport,
     pub data: Option<ProbedPartition>,
     pub esp: Option<ProbedPartition>,
+    /// `enabled`, `disabled`, `unknown` or `not_uefi` (secure_boot.rs).
+    pub secure_boot: &'static str,
+    /// The lockdown mode in force (`none`, `integrity`,
+    /// `confidentiality`), or `unknown` without securityfs.
+    pub lockdown: String,
     pub t_start: u64,
     pub t_modules: u64,
     pub t_data: u64,
@@ -92,6 +128,12 @@ pub fn start() -> Boot {
     for warning in &cmdline.warnings {
         say(&format!("warning: {warning}"));
     }
+    let secure_boot = secure_boot::secure_boot_from_kernel_log(&kernel_log());
+    let lockdown = fs::read_to_string("/sys/kernel/security/lockdown")
+        .ok()
+        .and_then(|text| secure_boot::lockdown_mode(&text).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    say(&format!("secure_boot={secure_boot} lockdown={lockdown}"));
     let release = sys::kernel_release();
     let modules = load_modules(&release);
     say(&format!(
@@ -116,6 +158,8 @@ pub fn start() -> Boot {
         modules,
         data,
         esp,
+        secure_boot,
+        lockdown,
         t_start,
         t_modules,
         t_data: sys::uptime_ms(),

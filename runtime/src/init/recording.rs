@@ -65,6 +65,8 @@ impl Recording {
             warnings: Vec::new(),
             guest_events: Vec::new(),
             screenshots: 0,
+            secure_boot: None,
+            lockdown: None,
         };
         Ok(Recording {
             dir,

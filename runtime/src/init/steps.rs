@@ -9,12 +9,11 @@ use super::partitions::ProbedPartition;
 use super::recording::Recording;
 use super::vm::power::PowerButtons;
 use super::vm::{self, Guest};
-use crate::cmdline::{AfterAction, KernelCmdline};
+use crate::cmdline::AfterAction;
 use crate::config::{Config, EffectiveSettings, Firmware, LoadedConfig};
 use crate::grubenv;
 use crate::hw;
 use crate::kvm;
-use crate::modules;
 use crate::qemu::Accel;
 use crate::sys;
 use hiperiso_stick::boot::grubenv as grubenv_keys;
@@ -47,13 +46,9 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
     let t = sys::uptime_ms();
     let (loaded, config_state) = load_config(boot.data.is_some());
     rec.info.config_warnings = loaded.warnings.clone();
-    let env = env_txt(
-        &boot.cmdline,
-        boot.data.as_ref(),
-        boot.esp.as_ref(),
-        &config_state,
-        &boot.modules,
-    );
+    rec.info.secure_boot = Some(boot.secure_boot.to_string());
+    rec.info.lockdown = Some(boot.lockdown.clone());
+    let env = env_txt(boot, &config_state);
     rec.write_file(files::ENV_TXT, env.as_bytes());
     let message = format!(
         "session {} created in {}",
@@ -336,13 +331,9 @@ fn write_grubenv(config: &Config, hold_menu: bool) {
     }
 }
 
-fn env_txt(
-    cmdline: &KernelCmdline,
-    data: Option<&ProbedPartition>,
-    esp: Option<&ProbedPartition>,
-    config_state: &str,
-    modules: &modules::LoadReport,
-) -> String {
+fn env_txt(boot: &Boot, config_state: &str) -> String {
+    let (cmdline, modules) = (&boot.cmdline, &boot.modules);
+    let (data, esp) = (boot.data.as_ref(), boot.esp.as_ref());
     let part = |p: Option<&ProbedPartition>| p.map_or("none".to_string(), |p| p.describe());
     let mut out = String::new();
     out.push_str(&format!("hiperiso_version={}\n", env!("CARGO_PKG_VERSION")));
@@ -356,6 +347,8 @@ fn env_txt(
     out.push_str(&format!("data_spec={}\n", cmdline.data));
     out.push_str(&format!("data_partition={}\n", part(data)));
     out.push_str(&format!("esp_partition={}\n", part(esp)));
+    out.push_str(&format!("secure_boot={}\n", boot.secure_boot));
+    out.push_str(&format!("lockdown={}\n", boot.lockdown));
     out.push_str(&format!("config={config_state}\n"));
     out.push_str(&format!("modules_loaded={}\n", modules.loaded.join(",")));
     let failed: Vec<&str> = modules.failed.iter().map(|(m, _)| m.as_str()).collect();

@@ -41,6 +41,8 @@ fn session_info(firmware: &str) -> SessionInfo {
         warnings: vec![],
         guest_events: vec![],
         screenshots: 0,
+        secure_boot: None,
+        lockdown: None,
     }
 }
 

@@ -43,6 +43,8 @@ fn info(id: &str, iso: &str, start: i64, end: i64) -> SessionInfo {
         warnings: vec![],
         guest_events: vec![],
         screenshots: 0,
+        secure_boot: None,
+        lockdown: None,
     }
 }
 
