@@ -35,6 +35,19 @@ pub fn lockdown_mode(text: &str) -> Option<&str> {
     Some(&text[start..end])
 }
 
+/// The image hiperiso-init boots for `hiperiso.iso=pick` (the GRUB menu
+/// that Secure Boot's signed GRUB cannot show): grubenv's default when it
+/// names one of `isos`, else the first by name. `isos` are file names in
+/// /ISOs/; the result is the `hiperiso.iso` path.
+pub fn pick_iso(isos: &[String], default: Option<&str>) -> Option<String> {
+    let mut sorted: Vec<&String> = isos.iter().collect();
+    sorted.sort();
+    let chosen = default
+        .and_then(|d| sorted.iter().find(|iso| iso.eq_ignore_ascii_case(d)))
+        .or_else(|| sorted.first())?;
+    Some(format!("/ISOs/{chosen}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +70,21 @@ mod tests {
             secure_boot_from_kernel_log("6,1,2,-;Linux version"),
             "not_uefi"
         );
+    }
+
+    #[test]
+    fn pick_takes_the_default_else_the_first() {
+        let isos = ["b.iso".to_string(), "A.iso".to_string()];
+        assert_eq!(
+            pick_iso(&isos, Some("b.ISO")).as_deref(),
+            Some("/ISOs/b.iso")
+        );
+        assert_eq!(
+            pick_iso(&isos, Some("gone.iso")).as_deref(),
+            Some("/ISOs/A.iso")
+        );
+        assert_eq!(pick_iso(&isos, None).as_deref(), Some("/ISOs/A.iso"));
+        assert_eq!(pick_iso(&[], None), None);
     }
 
     #[test]

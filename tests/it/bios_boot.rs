@@ -12,7 +12,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hiperiso_build::cli::TableArg;
@@ -91,36 +90,13 @@ fn boot_until_init(dir: &Path, image: &Path, table: TableKind) {
         .serial_chardev("console", &Chardev::File(console.clone()))
         .no_monitor();
     let started = Instant::now();
-    let mut child = q
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64 (apt install qemu-system-x86)");
-    let mut text = String::new();
-    while started.elapsed() < BOOT_TIMEOUT {
-        text = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
-        if text
-            .lines()
-            .any(|l| l.contains(INIT_NAME) && l.contains(INIT_STARTED))
-        {
-            break;
-        }
-        if child.try_wait().ok().flatten().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let tail: Vec<&str> = text.lines().rev().take(40).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    let (reached, text) = stick::console_until(&q, &console, BOOT_TIMEOUT, |line| {
+        line.contains(INIT_NAME) && line.contains(INIT_STARTED)
+    });
     assert!(
-        text.lines()
-            .any(|l| l.contains(INIT_NAME) && l.contains(INIT_STARTED)),
+        reached,
         "{table}: SeaBIOS did not reach hiperiso-init within {BOOT_TIMEOUT:?}; console:\n{}",
-        tail.join("\n")
+        stick::tail(&text, 40)
     );
     let errors: Vec<&str> = text.lines().filter(|l| l.contains("error:")).collect();
     assert!(

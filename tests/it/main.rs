@@ -13,3 +13,4 @@ mod fetch;
 mod grub_console;
 mod layers;
 mod runtime_boot;
+mod secure_boot;

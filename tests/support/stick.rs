@@ -6,6 +6,8 @@
 //! not turn CI red. The committed lock stays the reproducibility record.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use hiperiso_build::cli::TableArg;
@@ -14,6 +16,7 @@ use hiperiso_build::payload::esp::Payload;
 use hiperiso_build::payload::from_packages;
 use hiperiso_build::project::Project;
 use hiperiso_build::settings::Settings;
+use hiperiso_stick::qemu::QemuCommand;
 
 use crate::workspace_root;
 
@@ -63,4 +66,42 @@ pub fn write_image(dir: &Path, esp: &Path, image: &Path, table: Option<TableArg>
         },
     )
     .context("hiperiso-build image")
+}
+
+/// Runs `qemu` (its serial console going to the file `console`) until a
+/// console line satisfies `done`, QEMU exits or `timeout` passes; returns
+/// whether `done` was met and the console text.
+pub fn console_until(
+    qemu: &QemuCommand,
+    console: &Path,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) -> (bool, String) {
+    let started = Instant::now();
+    let mut child = qemu
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 (apt install qemu-system-x86)");
+    let read = || String::from_utf8_lossy(&std::fs::read(console).unwrap_or_default()).into_owned();
+    let mut met = false;
+    while started.elapsed() < timeout {
+        met = read().lines().any(&done);
+        if met || child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = read();
+    (met || text.lines().any(&done), text)
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -4,7 +4,9 @@
 //! build.json).
 //!
 //! ```text
-//! EFI/BOOT/BOOTX64.EFI            the grub-image step's, or grub-mkimage of the tree
+//! EFI/BOOT/BOOTX64.EFI            the grub-image step's, or Debian's signed shim
+//!                                 (+ grubx64.efi, EFI/debian/grub.cfg, x86_64-efi/)
+//!                                 when the tree has it, or grub-mkimage of the tree
 //! EFI/hiperiso/bios/boot.img …    GRUB's legacy BIOS pair (payload/grub.rs), when
 //!                                 the grub-image step or the tree has i386-pc
 //! EFI/BOOT/fonts/unicode.pf2      GRUB's font for gfxterm
@@ -29,7 +31,9 @@ use sha2::{Digest, Sha256};
 
 use crate::debian::deb::resolve_in_tree;
 use crate::payload::cpio::{Content, Node};
-use crate::payload::grub::{Platform, bios_boot, grub_mkimage, has_platform};
+use crate::payload::grub::{
+    Platform, bios_boot, grub_mkimage, has_platform, has_signed_chain, signed_chain,
+};
 use crate::payload::initramfs::{Compression, Initramfs, InitramfsError};
 use crate::payload::kmod::{KmodError, ModuleIndex};
 
@@ -424,6 +428,7 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
 
     match &options.grub_image {
         Some(image) => copy(image, &esp.join(paths::BOOT_EFI))?,
+        None if has_signed_chain(root) => signed_chain(root, esp, &options.grub_modules)?,
         None => grub_mkimage(
             root,
             Platform::Efi,

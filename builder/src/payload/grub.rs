@@ -2,8 +2,10 @@
 //! the i386-pc `boot.img` + `core.img` pair for legacy BIOS, made by the
 //! package tree's own grub-mkimage with the modules listed under
 //! recipes/grub-image/ (the from-source grub-image step uses the same
-//! lists).
+//! lists); or, when the tree has them, Debian's signed shim and GRUB for
+//! Secure Boot ([`signed_chain`]).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -116,4 +118,101 @@ pub fn bios_boot(root: &Path, esp: &Path) -> Result<(), PayloadError> {
     let boot = real_path(root, "usr/lib/grub/i386-pc/boot.img")?;
     fs::copy(&boot, esp.join(paths::BIOS_BOOT_IMG)).map_err(io_err("copy", &boot))?;
     grub_mkimage(root, Platform::Bios, &Platform::Bios.modules(), &core)
+}
+
+/// Debian's shim, signed by Microsoft's UEFI CA (package shim-signed).
+const SIGNED_SHIM: &str = "usr/lib/shim/shimx64.efi.signed";
+/// Debian's GRUB, signed by Debian's key that shim trusts (package
+/// grub-efi-amd64-signed).
+const SIGNED_GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+
+/// `EFI/debian/grub.cfg`: Debian's signed GRUB looks for its config in
+/// its built-in prefix /EFI/debian; this hands over to the stick's menu
+/// and makes EFI/BOOT the prefix (fonts, and modules when Secure Boot is
+/// off).
+const DEBIAN_STUB: &str = "# Debian's signed GRUB reads this (its built-in prefix is /EFI/debian);\n\
+# the menu is EFI/BOOT/grub.cfg, the stick's own.\n\
+set prefix=($root)/EFI/BOOT\n\
+source $prefix/grub.cfg\n";
+
+/// Whether the tree has Debian's signed shim and GRUB.
+pub fn has_signed_chain(root: &Path) -> bool {
+    real_path(root, SIGNED_SHIM).is_ok() && real_path(root, SIGNED_GRUB).is_ok()
+}
+
+/// Debian's signed chain into the ESP tree: shim as `BOOTX64.EFI` (it
+/// boots with Secure Boot on wherever the firmware trusts Microsoft's UEFI
+/// CA), the signed GRUB as `grubx64.efi` beside it, the EFI/debian stub,
+/// and `modules` with their dependencies from the tree's x86_64-efi GRUB
+/// (same version) for when Secure Boot is off. With it on, GRUB loads no
+/// module from disk: only those built into the signed image (no exFAT).
+pub fn signed_chain(root: &Path, esp: &Path, modules: &[String]) -> Result<(), PayloadError> {
+    let copy = |from: &Path, to: &str| -> Result<(), PayloadError> {
+        let target = esp.join(to);
+        if let Some(dir) = target.parent() {
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        fs::copy(from, &target).map_err(io_err("copy", from))?;
+        Ok(())
+    };
+    copy(&real_path(root, SIGNED_SHIM)?, paths::BOOT_EFI)?;
+    copy(&real_path(root, SIGNED_GRUB)?, paths::SIGNED_GRUB_EFI)?;
+    let stub = esp.join(paths::DEBIAN_GRUB_CFG);
+    if let Some(dir) = stub.parent() {
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    fs::write(&stub, DEBIAN_STUB).map_err(io_err("write", &stub))?;
+    let module_dir = real_path(root, &format!("usr/lib/grub/{}", Platform::Efi.target()))?;
+    let moddep = module_dir.join("moddep.lst");
+    let moddep = fs::read_to_string(&moddep).map_err(io_err("read", &moddep))?;
+    for module in module_closure(&moddep, modules) {
+        let from = module_dir.join(format!("{module}.mod"));
+        if from.is_file() {
+            copy(&from, &format!("{}/{module}.mod", paths::GRUB_MODULE_DIR))?;
+        }
+    }
+    Ok(())
+}
+
+/// `modules` and everything they need, by GRUB's `moddep.lst` (`name: dep
+/// dep`), sorted.
+fn module_closure(moddep: &str, modules: &[String]) -> BTreeSet<String> {
+    let deps = |name: &str| -> Vec<String> {
+        moddep
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(module, _)| module.trim() == name)
+            .map(|(_, deps)| deps.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let mut done = BTreeSet::new();
+    let mut todo: Vec<String> = modules.to_vec();
+    while let Some(module) = todo.pop() {
+        if done.insert(module.clone()) {
+            todo.extend(deps(&module));
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_closure_follows_moddep() {
+        let moddep = "exfat: fshelp\nfshelp:\nnormal: crypto boot\nboot:\ncrypto:\n";
+        let got = module_closure(moddep, &["exfat".into(), "normal".into()]);
+        let want = ["boot", "crypto", "exfat", "fshelp", "normal"];
+        assert_eq!(got.into_iter().collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn the_platforms_share_the_common_list() {
+        let efi = Platform::Efi.modules();
+        let bios = Platform::Bios.modules();
+        assert!(efi.contains(&"exfat".to_string()) && bios.contains(&"exfat".to_string()));
+        assert!(efi.contains(&"efi_gop".to_string()) && !bios.contains(&"efi_gop".to_string()));
+        assert!(bios.contains(&"biosdisk".to_string()));
+    }
 }

@@ -8,6 +8,7 @@ use crate::cmdline::KernelCmdline;
 use crate::modules;
 use crate::secure_boot;
 use crate::sys;
+use hiperiso_stick::boot::{cmdline as boot_keys, grubenv as grubenv_keys};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +70,25 @@ fn kernel_log() -> String {
         }
     }
     log
+}
+
+/// `hiperiso.iso=pick`: the image from the data partition's /ISOs and
+/// grubenv's default (secure_boot.rs).
+fn pick_iso() -> Option<String> {
+    let data = Path::new(DATA_MOUNT);
+    let isos: Vec<String> = fs::read_dir(data.join(hiperiso_stick::paths::data::ISOS_DIR))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.to_ascii_lowercase().ends_with(".iso"))
+        .collect();
+    let env = fs::read(data.join(hiperiso_stick::paths::data::GRUBENV)).unwrap_or_default();
+    let default = crate::grubenv::parse(&env)
+        .into_iter()
+        .find(|(key, value)| key == grubenv_keys::DEFAULT && !value.is_empty())
+        .map(|(_, value)| value);
+    secure_boot::pick_iso(&isos, default.as_deref())
 }
 
 /// Load the initramfs' kernel modules: the list file when the builder
@@ -148,6 +168,17 @@ pub fn start() -> Boot {
         cmdline.data
     ));
     let data = partitions::mount_data(&cmdline.data, wait, DATA_MOUNT);
+    let mut cmdline = cmdline;
+    if cmdline.iso.as_deref() == Some(boot_keys::ISO_PICK) {
+        cmdline.iso = pick_iso();
+        say(&format!(
+            "hiperiso.iso=pick: booting {}",
+            cmdline
+                .iso
+                .as_deref()
+                .unwrap_or("nothing (no *.iso in /ISOs)")
+        ));
+    }
     let esp = cmdline
         .esp
         .as_ref()
