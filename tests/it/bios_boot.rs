@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use hiperiso_build::cli::TableArg;
 use hiperiso_build::vm::{self as run, StickImage};
 use hiperiso_installer::bios_boot::BiosBoot;
+use hiperiso_installer::inspect;
 use hiperiso_installer::layout::TableKind;
 use hiperiso_stick::paths::esp::{BIOS_BOOT_IMG, BIOS_CORE_IMG};
 use hiperiso_stick::qemu::{Accel, Chardev, Firmware, Machine, QemuCommand};
@@ -44,6 +45,18 @@ fn seabios_boots_the_mbr_and_the_gpt_stick_to_hiperiso_init() {
         let image = dir.path().join(format!("{kind}.img"));
         stick::write_image(dir.path(), &esp, &image, Some(table)).unwrap();
         assert_boot_code_in_place(&esp, &image, kind);
+        // `inspect` names both boot paths.
+        let found = inspect::inspect_path(&image).unwrap();
+        assert_eq!(
+            found.boot.bios.map(|b| b.core_lba),
+            Some(BiosBoot::core_lba(kind))
+        );
+        assert!(found.boot.uefi.is_some(), "{found}");
+        let shown = found.to_string();
+        assert!(
+            shown.contains("legacy BIOS: GRUB boot.img") && shown.contains("UEFI"),
+            "{shown}"
+        );
         let mut data = StickImage::open(&image).unwrap();
         data.put_bytes(
             "ISOs/bios-test.iso",

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hiperiso_build::vm::{self as run, StickImage};
-use hiperiso_installer::pe;
+use hiperiso_installer::{inspect, pe};
 use hiperiso_stick::paths::esp::{BOOT_EFI, SIGNED_GRUB_EFI};
 use hiperiso_stick::qemu::{Accel, Chardev, Firmware, Machine, QemuCommand};
 use hiperiso_tests::stick;
@@ -24,8 +24,10 @@ use hiperiso_tests::stick;
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-/// hiperiso-init's line (runtime/src/init/boot.rs).
+/// hiperiso-init's lines (runtime/src/init/boot.rs): the first at its
+/// start, the second once the data partition is mounted.
 const SECURE_BOOT_LINE: &str = "secure_boot=";
+const PICK_LINE: &str = "hiperiso.iso=pick: booting";
 
 #[test]
 fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
@@ -45,6 +47,12 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
 
     let image = dir.path().join("signed.img");
     stick::write_image(dir.path(), &esp, &image, None).unwrap();
+    let shown = inspect::inspect_path(&image).unwrap().to_string();
+    assert!(
+        shown.contains("UEFI and UEFI Secure Boot")
+            && shown.contains("Microsoft Corporation UEFI CA"),
+        "{shown}"
+    );
     add_iso(&image);
     let (reached, text) = boot(dir.path(), &image, "signed");
     assert!(
@@ -58,7 +66,7 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
         "{line}"
     );
     assert!(
-        text.contains("hiperiso.iso=pick: booting /ISOs/sb-test.iso"),
+        text.contains(&format!("{PICK_LINE} /ISOs/sb-test.iso")),
         "hiperiso-init did not pick the grubenv default:\n{}",
         stick::tail(&text, 40)
     );
@@ -98,8 +106,8 @@ fn add_iso(image: &Path) {
     data.boot_once("sb-test.iso").unwrap();
 }
 
-/// Boots `image` under Secure Boot OVMF until hiperiso-init's Secure Boot
-/// line, or shim's refusal.
+/// Boots `image` under Secure Boot OVMF until hiperiso-init has picked the
+/// image, or shim's refusal; returns whether hiperiso-init ran.
 fn boot(dir: &Path, image: &Path, name: &str) -> (bool, String) {
     let vars = dir.join(format!("vars-{name}.fd"));
     fs::copy(OVMF_VARS, &vars).expect("Debian's ovmf (OVMF_VARS_4M.ms.fd)");
@@ -122,7 +130,7 @@ fn boot(dir: &Path, image: &Path, name: &str) -> (bool, String) {
         .serial_chardev("console", &Chardev::File(console.clone()))
         .no_monitor();
     let (_, text) = stick::console_until(&q, &console, BOOT_TIMEOUT, |line| {
-        line.contains(SECURE_BOOT_LINE)
+        line.contains(PICK_LINE)
             || line.contains("Security Violation")
             || line.contains("Verification failed")
     });

@@ -169,7 +169,13 @@ pub fn start() -> Boot {
     ));
     let data = partitions::mount_data(&cmdline.data, wait, DATA_MOUNT);
     let mut cmdline = cmdline;
-    if cmdline.iso.as_deref() == Some(boot_keys::ISO_PICK) {
+    // (the parser made it `/pick`, as every hiperiso.iso is absolute)
+    if cmdline
+        .iso
+        .as_deref()
+        .map(|iso| iso.trim_start_matches('/'))
+        == Some(boot_keys::ISO_PICK)
+    {
         cmdline.iso = pick_iso();
         say(&format!(
             "hiperiso.iso=pick: booting {}",
