@@ -108,8 +108,8 @@ pub enum PayloadError {
     Cpio(#[from] crate::payload::cpio::CpioError),
     #[error("resolving the kernel modules")]
     Kmod(#[from] KmodError),
-    #[error("grub-mkimage failed ({status}): {stderr}")]
-    GrubMkimage { status: String, stderr: String },
+    #[error(transparent)]
+    Grub(#[from] crate::payload::grub::GrubError),
     #[error(transparent)]
     Io(#[from] IoError),
 }
@@ -327,18 +327,8 @@ fn tree_path_exists(root: &Path, path: &str) -> bool {
     resolve_in_tree(root, &components, true).is_ok_and(|p| p.exists())
 }
 
-pub(crate) fn real_path(root: &Path, path: &str) -> Result<PathBuf, PayloadError> {
-    let components: Vec<String> = path.split('/').map(str::to_string).collect();
-    let resolved =
-        resolve_in_tree(root, &components, true).map_err(io_err("resolve", &root.join(path)))?;
-    if resolved.exists() {
-        Ok(resolved)
-    } else {
-        Err(PayloadError::Missing(format!(
-            "{path} is not in the package tree {}",
-            root.display()
-        )))
-    }
+fn real_path(root: &Path, path: &str) -> Result<PathBuf, PayloadError> {
+    Ok(crate::payload::grub::real_path(root, path)?)
 }
 
 /// `busybox --list-full` of the tree's static busybox: `bin/sh`, `sbin/…`.

@@ -10,10 +10,38 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use hiperiso_stick::io::io_err;
+use hiperiso_stick::io::{IoError, io_err};
 use hiperiso_stick::paths::esp as paths;
 
-use crate::payload::esp::{PayloadError, real_path};
+use crate::debian::deb::resolve_in_tree;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrubError {
+    #[error("{path} is not in the package tree {}", .root.display())]
+    Missing {
+        path: String,
+        root: std::path::PathBuf,
+    },
+    #[error("grub-mkimage failed ({status}): {stderr}")]
+    Mkimage { status: String, stderr: String },
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// `path` in the unpacked tree `root`, its symlinks resolved inside it
+/// (esp.rs uses it too).
+pub(crate) fn real_path(root: &Path, path: &str) -> Result<std::path::PathBuf, GrubError> {
+    let components: Vec<String> = path.split('/').map(str::to_string).collect();
+    let resolved =
+        resolve_in_tree(root, &components, true).map_err(io_err("resolve", &root.join(path)))?;
+    match resolved.exists() {
+        true => Ok(resolved),
+        false => Err(GrubError::Missing {
+            path: path.to_string(),
+            root: root.to_path_buf(),
+        }),
+    }
+}
 
 /// A GRUB platform hiperiso boots through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +105,7 @@ pub fn grub_mkimage(
     platform: Platform,
     modules: &[String],
     output: &Path,
-) -> Result<(), PayloadError> {
+) -> Result<(), GrubError> {
     let loader = real_path(root, "lib64/ld-linux-x86-64.so.2")?;
     let mkimage = real_path(root, "usr/bin/grub-mkimage")?;
     let module_dir = real_path(root, &format!("usr/lib/grub/{}", platform.target()))?;
@@ -100,7 +128,7 @@ pub fn grub_mkimage(
         .output()
         .map_err(io_err("run", &mkimage))?;
     if !result.status.success() {
-        return Err(PayloadError::GrubMkimage {
+        return Err(GrubError::Mkimage {
             status: result.status.to_string(),
             stderr: String::from_utf8_lossy(&result.stderr).trim().to_string(),
         });
@@ -111,7 +139,7 @@ pub fn grub_mkimage(
 /// The legacy BIOS pair into the ESP tree `esp`: the tree's `boot.img` and
 /// a `core.img` of the i386-pc modules (hiperiso_installer::bios_boot puts
 /// them on the disk).
-pub fn bios_boot(root: &Path, esp: &Path) -> Result<(), PayloadError> {
+pub fn bios_boot(root: &Path, esp: &Path) -> Result<(), GrubError> {
     let core = esp.join(paths::BIOS_CORE_IMG);
     let dir = core.parent().unwrap_or(esp);
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
@@ -146,8 +174,8 @@ pub fn has_signed_chain(root: &Path) -> bool {
 /// and `modules` with their dependencies from the tree's x86_64-efi GRUB
 /// (same version) for when Secure Boot is off. With it on, GRUB loads no
 /// module from disk: only those built into the signed image (no exFAT).
-pub fn signed_chain(root: &Path, esp: &Path, modules: &[String]) -> Result<(), PayloadError> {
-    let copy = |from: &Path, to: &str| -> Result<(), PayloadError> {
+pub fn signed_chain(root: &Path, esp: &Path, modules: &[String]) -> Result<(), GrubError> {
+    let copy = |from: &Path, to: &str| -> Result<(), GrubError> {
         let target = esp.join(to);
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir).map_err(io_err("create", dir))?;
