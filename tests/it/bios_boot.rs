@@ -32,8 +32,7 @@ const INIT_NAME: &str = "hiperiso-init";
 #[test]
 fn seabios_boots_the_mbr_and_the_gpt_stick_to_hiperiso_init() {
     let dir = tempfile::tempdir().unwrap();
-    let esp = dir.path().join("esp");
-    stick::build_esp(&esp).expect("building the debian profile's ESP");
+    let esp = stick::shared_esp();
     assert!(
         esp.join(BIOS_BOOT_IMG).is_file() && esp.join(BIOS_CORE_IMG).is_file(),
         "the debian profile's ESP has no BIOS boot pair (is grub-pc-bin in its packages?)"
@@ -43,8 +42,8 @@ fn seabios_boots_the_mbr_and_the_gpt_stick_to_hiperiso_init() {
         (TableArg::Gpt, TableKind::Gpt),
     ] {
         let image = dir.path().join(format!("{kind}.img"));
-        stick::write_image(dir.path(), &esp, &image, Some(table)).unwrap();
-        assert_boot_code_in_place(&esp, &image, kind);
+        stick::write_image(dir.path(), esp, &image, Some(table)).unwrap();
+        assert_boot_code_in_place(esp, &image, kind);
         // `inspect` names both boot paths.
         let found = inspect::inspect_path(&image).unwrap();
         assert_eq!(
@@ -88,6 +87,8 @@ fn assert_boot_code_in_place(esp: &Path, image: &Path, table: TableKind) {
 /// Boots `image` under SeaBIOS until hiperiso-init's first line, with no
 /// GRUB error on the way.
 fn boot_until_init(dir: &Path, image: &Path, table: TableKind) {
+    // one of the two outer-VM slots of this test binary
+    let _slot = crate::runtime_boot::VmSlot::acquire();
     let console = dir.join(format!("console-{table}.log"));
     let mut q = QemuCommand::new(run::qemu_program());
     q.machine(&Machine::q35())

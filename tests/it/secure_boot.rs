@@ -32,8 +32,7 @@ const PICK_LINE: &str = "hiperiso.iso=pick: booting";
 #[test]
 fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
     let dir = tempfile::tempdir().unwrap();
-    let esp = dir.path().join("esp");
-    stick::build_esp(&esp).expect("building the debian profile's ESP");
+    let esp = stick::shared_esp();
     let shim = fs::read(esp.join(BOOT_EFI)).unwrap();
     let signature = pe::signature(&shim).expect("BOOTX64.EFI (shim) carries a signature");
     assert!(
@@ -46,7 +45,7 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
     );
 
     let image = dir.path().join("signed.img");
-    stick::write_image(dir.path(), &esp, &image, None).unwrap();
+    stick::write_image(dir.path(), esp, &image, None).unwrap();
     let shown = inspect::inspect_path(&image).unwrap().to_string();
     assert!(
         shown.contains("UEFI and UEFI Secure Boot")
@@ -73,7 +72,7 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
 
     // One byte of GRUB's code changed: shim must refuse it.
     let tampered_esp = dir.path().join("esp-tampered");
-    copy_tree(&esp, &tampered_esp);
+    copy_tree(esp, &tampered_esp);
     let grub = tampered_esp.join(SIGNED_GRUB_EFI);
     let mut bytes = fs::read(&grub).unwrap();
     let middle = bytes.len() / 2;
@@ -109,6 +108,8 @@ fn add_iso(image: &Path) {
 /// Boots `image` under Secure Boot OVMF until hiperiso-init has picked the
 /// image, or shim's refusal; returns whether hiperiso-init ran.
 fn boot(dir: &Path, image: &Path, name: &str) -> (bool, String) {
+    // one of the two outer-VM slots of this test binary
+    let _slot = crate::runtime_boot::VmSlot::acquire();
     let vars = dir.join(format!("vars-{name}.fd"));
     fs::copy(OVMF_VARS, &vars).expect("Debian's ovmf (OVMF_VARS_4M.ms.fd)");
     let console = dir.join(format!("console-{name}.log"));

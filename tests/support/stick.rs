@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -36,6 +37,19 @@ pub fn build_esp(esp: &Path) -> Result<Payload> {
     let scratch_lock = target_dir().join("hiperiso-e2e.lock");
     from_packages::build_esp(&project, LockMode::Scratch(&scratch_lock), esp)
         .context("building the debian profile's ESP payload")
+}
+
+/// The debian profile's ESP tree, built once per test process and shared
+/// by the tests that only read it (bios_boot, secure_boot).
+pub fn shared_esp() -> &'static Path {
+    static ESP: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &ESP.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let esp = dir.path().join("esp");
+        build_esp(&esp).expect("building the debian profile's ESP");
+        (dir, esp)
+    })
+    .1
 }
 
 /// A 512 MiB stick image in `dir` (`hiperiso.img`) with the debian profile's
