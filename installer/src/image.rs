@@ -6,15 +6,11 @@ use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use crate::bios_boot::{self, BiosBoot, BiosBootError};
 use crate::exfat::{self, ExfatError, ExfatOptions};
 use crate::fat::{self, FatError, FatOptions, FatSummary};
 use crate::layout::{Layout, LayoutError, MIB, MIN_ESP_SIZE, TableKind};
-use crate::mbr::BOOT_CODE_SIZE;
 use crate::slice::Slice;
-
-/// The BIOS boot code placed in the MBR's first 440 bytes. hiperiso boots by
-/// UEFI only for now, so the area stays zero (and free for a BIOS path).
-pub const BOOT_CODE: [u8; BOOT_CODE_SIZE] = [0; BOOT_CODE_SIZE];
 
 /// Everything that decides an image's bytes.
 #[derive(Debug, Clone)]
@@ -60,6 +56,12 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Layout(LayoutError),
+    #[error("the BIOS boot code of the ESP tree {}", .tree.display())]
+    BiosBoot {
+        tree: PathBuf,
+        #[source]
+        source: BiosBootError,
+    },
     #[error("cannot write the ESP (FAT) from {tree}")]
     Esp {
         tree: PathBuf,
@@ -118,8 +120,9 @@ pub fn plan(spec: &ImageSpec) -> Result<Layout, ImageError> {
     })
 }
 
-/// Lays `layout` out on `disk`: the ESP, the data partition, and the
-/// partition table last. Only metadata and file data are written.
+/// Lays `layout` out on `disk`: the ESP, the data partition, GRUB's BIOS
+/// core image when the ESP tree has one, and the partition table (with the
+/// MBR boot code) last. Only metadata and file data are written.
 pub fn write_disk<D: Read + Write + Seek>(
     spec: &ImageSpec,
     layout: &Layout,
@@ -159,7 +162,17 @@ pub fn write_disk<D: Read + Write + Seek>(
             source,
         })?;
     }
-    layout.write_table(disk, &BOOT_CODE).map_err(|e| match e {
+    let bios_err = |source| ImageError::BiosBoot {
+        tree: spec.esp_tree.clone(),
+        source,
+    };
+    let bios = BiosBoot::from_esp_tree(&spec.esp_tree).map_err(bios_err)?;
+    if let Some(bios) = &bios {
+        bios.write_core(disk, layout.table, layout.data.offset)
+            .map_err(bios_err)?;
+    }
+    let boot_code = bios_boot::boot_code(bios.as_ref(), layout.table);
+    layout.write_table(disk, &boot_code).map_err(|e| match e {
         LayoutError::Gpt(crate::gpt::GptError::Io(source))
         | LayoutError::Mbr(crate::mbr::MbrError::Io(source)) => ImageError::Io {
             path: disk_path.to_path_buf(),

@@ -10,9 +10,13 @@ use std::path::{Path, PathBuf};
 use hiperiso_stick::build_json::{BUILD_JSON, BuildMarker};
 use hiperiso_stick::fs_identity::{is_exfat_boot_sector, serial_uuid};
 
+use hiperiso_stick::paths::esp::BOOT_EFI;
+
+use crate::bios_boot::{self, FoundBiosBoot};
 use crate::exfat::ExfatReader;
 use crate::fat::{FatReader, FatType};
 use crate::gpt;
+use crate::pe::{self, PeSignature};
 use crate::slice::Slice;
 // Callers in builder/ and runtime/ still name these `inspect::…`.
 use crate::table::PartitionEntry;
@@ -53,6 +57,17 @@ pub struct Inspection {
     pub partitions: Vec<(PartitionEntry, Option<FoundFilesystem>)>,
     /// The `"hiperiso"` marker of the ESP's build.json.
     pub build: Option<BuildMarker>,
+    pub boot: BootPaths,
+}
+
+/// How firmware can start the disk.
+#[derive(Debug, Clone, Default)]
+pub struct BootPaths {
+    /// The ESP's EFI/BOOT/BOOTX64.EFI, with its Authenticode signature
+    /// (`Some(None)`: present, unsigned).
+    pub uefi: Option<Option<PeSignature>>,
+    /// GRUB's boot.img in the MBR and the core.img it points at.
+    pub bios: Option<FoundBiosBoot>,
 }
 
 fn probe_filesystem<D: Read + Seek>(part: &mut Slice<D>) -> Option<FoundFilesystem> {
@@ -108,6 +123,13 @@ pub fn inspect<D: Read + Seek>(
     };
     let mut partitions = Vec::new();
     let mut build = None;
+    let mut boot = BootPaths {
+        uefi: None,
+        bios: bios_boot::detect(disk).map_err(|source_err| InspectError::Io {
+            path: source.to_path_buf(),
+            source: source_err,
+        })?,
+    };
     for part in parts {
         let mut slice = Slice::new(&mut *disk, part.offset, part.len);
         let fs = probe_filesystem(&mut slice);
@@ -119,6 +141,11 @@ pub fn inspect<D: Read + Seek>(
                 .read_file(BUILD_JSON)
                 .ok()
                 .and_then(|bytes| BuildMarker::parse(&bytes).ok());
+            boot.uefi = fat
+                .read_file(BOOT_EFI)
+                .ok()
+                .filter(|bytes| pe::is_pe(bytes))
+                .map(|bytes| pe::signature(&bytes));
         }
         partitions.push((part, fs));
     }
@@ -128,6 +155,7 @@ pub fn inspect<D: Read + Seek>(
         table: kind,
         partitions,
         build,
+        boot,
     })
 }
 
@@ -199,6 +227,24 @@ impl fmt::Display for Inspection {
                 )?,
                 None => writeln!(f, "     no filesystem recognised")?,
             }
+        }
+        writeln!(f, "boot paths:")?;
+        match &self.boot.uefi {
+            Some(None) => writeln!(f, "  UEFI: {BOOT_EFI} (unsigned: Secure Boot must be off)")?,
+            Some(Some(signature)) => writeln!(
+                f,
+                "  UEFI and UEFI Secure Boot: {BOOT_EFI} signed; certificates: {}",
+                signature.common_names.join("; ")
+            )?,
+            None => writeln!(f, "  UEFI: none (no {BOOT_EFI} on an ESP)")?,
+        }
+        match &self.boot.bios {
+            Some(found) => writeln!(
+                f,
+                "  legacy BIOS: GRUB boot.img in the MBR, core.img at LBA {} (+{} sectors)",
+                found.core_lba, found.core_sectors
+            )?,
+            None => writeln!(f, "  legacy BIOS: none (no GRUB boot code in the MBR)")?,
         }
         match &self.build {
             Some(build) => {

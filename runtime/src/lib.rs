@@ -38,6 +38,7 @@ pub mod patterns;
 pub mod picture;
 pub mod qemu;
 pub mod screens;
+pub mod secure_boot;
 pub mod serial;
 pub mod session_list;
 pub mod simpletrace;

@@ -6,6 +6,9 @@
 pub mod cmdline {
     /// `hiperiso.iso=/ISOs/<file>`: the image to boot, on the data partition.
     pub const ISO: &str = "hiperiso.iso";
+    /// `hiperiso.iso=pick`: GRUB could not list the images (Secure Boot:
+    /// no exFAT in the signed GRUB), hiperiso-init chooses one.
+    pub const ISO_PICK: &str = "pick";
     /// `hiperiso.data=UUID=<fs uuid>`: which partition is the data partition.
     pub const DATA: &str = "hiperiso.data";
     /// `hiperiso.esp=UUID=<fs uuid>`: which partition is the ESP.

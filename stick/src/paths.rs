@@ -6,6 +6,14 @@
 pub mod esp {
     /// The removable-media boot path every UEFI firmware tries.
     pub const BOOT_EFI: &str = "EFI/BOOT/BOOTX64.EFI";
+    /// Debian's signed GRUB beside the signed shim (which is then
+    /// BOOT_EFI): shim loads `grubx64.efi` from its own directory.
+    pub const SIGNED_GRUB_EFI: &str = "EFI/BOOT/grubx64.efi";
+    /// Where Debian's signed GRUB reads its config (its built-in prefix is
+    /// /EFI/debian): a stub that hands over to GRUB_CFG.
+    pub const DEBIAN_GRUB_CFG: &str = "EFI/debian/grub.cfg";
+    /// GRUB modules the signed GRUB may load when Secure Boot is off.
+    pub const GRUB_MODULE_DIR: &str = "EFI/BOOT/x86_64-efi";
     /// GRUB's directory (`-p /EFI/BOOT`): its config and fonts.
     pub const GRUB_DIR: &str = "EFI/BOOT";
     pub const GRUB_CFG: &str = "EFI/BOOT/grub.cfg";
@@ -18,6 +26,11 @@ pub mod esp {
     pub const HIPERISO_LOG: &str = "EFI/hiperiso/hiperiso-log";
     /// `trace-{standard,detailed,full}.events`.
     pub const TRACE_DIR: &str = "EFI/hiperiso/trace";
+    /// GRUB's i386-pc boot code for legacy BIOS: `boot.img` goes into the
+    /// MBR, `core.img` into the gap before the first partition
+    /// (hiperiso_installer::bios_boot); absent when the payload has none.
+    pub const BIOS_BOOT_IMG: &str = "EFI/hiperiso/bios/boot.img";
+    pub const BIOS_CORE_IMG: &str = "EFI/hiperiso/bios/core.img";
     /// The build record; read through [`crate::build_json`].
     pub const BUILD_JSON: &str = "EFI/hiperiso/build.json";
 }

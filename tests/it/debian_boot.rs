@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use hiperiso_build::debian::closure;
 use hiperiso_build::payload::esp::{self as payload, PayloadOptions};
+use hiperiso_build::payload::grub::{Platform, grub_mkimage};
 use hiperiso_build::payload::initramfs::Compression;
 use hiperiso_build::project::Project;
 use hiperiso_build::settings::Settings;
@@ -212,10 +213,16 @@ fn grub_efi_image_starts_under_packaged_ovmf() {
     let esp = work.path().join("esp");
     let boot = esp.join("EFI/BOOT");
     fs::create_dir_all(&boot).unwrap();
-    let modules = payload::grub_modules();
-    payload::grub_mkimage(tree, &modules, &boot.join("BOOTX64.EFI")).unwrap();
+    let modules = Platform::Efi.modules();
+    grub_mkimage(tree, Platform::Efi, &modules, &boot.join("BOOTX64.EFI")).unwrap();
     // grub-mkimage is reproducible (DESIGN §8): a second run is identical.
-    payload::grub_mkimage(tree, &modules, &work.path().join("again.efi")).unwrap();
+    grub_mkimage(
+        tree,
+        Platform::Efi,
+        &modules,
+        &work.path().join("again.efi"),
+    )
+    .unwrap();
     assert_eq!(
         fs::read(boot.join("BOOTX64.EFI")).unwrap(),
         fs::read(work.path().join("again.efi")).unwrap()

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hiperiso_build::payload::grub::Platform;
 use hiperiso_runtime::grubenv;
 use hiperiso_stick::qemu::{Accel, Chardev, Drive, Firmware, Machine, QemuCommand};
 use hiperiso_tests::{outer_qemu, workspace_root};
@@ -55,7 +56,7 @@ fn debians_grub_reads_grub_cfg_without_an_error() {
     let efi = dir.path().join("BOOTX64.EFI");
     // grub-mkimage from Debian's grub-efi-amd64-bin with the stick's module
     // list, exactly as the debian profile builds it.
-    let modules = module_list();
+    let modules = Platform::Efi.modules();
     let status = Command::new("grub-mkimage")
         .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o"])
         .arg(&efi)
@@ -74,15 +75,6 @@ fn the_grub_built_from_source_reads_grub_cfg_without_an_error() {
     let step = outer_qemu::built_step("grub-image").expect("the grub-image step");
     let dir = tempfile::tempdir().unwrap();
     assert_clean_menu(dir.path(), &step.join("EFI/BOOT/BOOTX64.EFI"), true);
-}
-
-fn module_list() -> Vec<String> {
-    fs::read_to_string(workspace_root().join("recipes/grub-image/modules"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect()
 }
 
 /// Boots `efi` with the stick's grub.cfg and asserts the console shows the

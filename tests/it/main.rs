@@ -3,6 +3,7 @@
 //! library). At most two tests run at once (the test harness's default on
 //! two cores); the VM-booting modules limit their own VMs further.
 
+mod bios_boot;
 mod debian_boot;
 mod debian_lock;
 mod display;
@@ -12,5 +13,6 @@ mod fetch;
 mod grub_console;
 mod layers;
 mod runtime_boot;
+mod secure_boot;
 mod session_schema;
 mod verdicts;

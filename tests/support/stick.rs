@@ -6,13 +6,18 @@
 //! not turn CI red. The committed lock stays the reproducibility record.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use hiperiso_build::cli::TableArg;
 use hiperiso_build::debian::closure::LockMode;
 use hiperiso_build::payload::esp::Payload;
 use hiperiso_build::payload::from_packages;
 use hiperiso_build::project::Project;
 use hiperiso_build::settings::Settings;
+use hiperiso_stick::qemu::QemuCommand;
 
 use crate::workspace_root;
 
@@ -34,25 +39,83 @@ pub fn build_esp(esp: &Path) -> Result<Payload> {
         .context("building the debian profile's ESP payload")
 }
 
+/// The debian profile's ESP tree, built once per test process and shared
+/// by the tests that only read it (bios_boot, secure_boot).
+pub fn shared_esp() -> &'static Path {
+    static ESP: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &ESP.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let esp = dir.path().join("esp");
+        build_esp(&esp).expect("building the debian profile's ESP");
+        (dir, esp)
+    })
+    .1
+}
+
 /// A 512 MiB stick image in `dir` (`hiperiso.img`) with the debian profile's
 /// ESP, as `hiperiso-build image --esp-tree` writes it.
 pub fn build_image(dir: &Path) -> Result<(PathBuf, Payload)> {
     let esp = dir.join("esp");
     let payload = build_esp(&esp)?;
     let image = dir.join("hiperiso.img");
+    write_image(dir, &esp, &image, None)?;
+    Ok((image, payload))
+}
+
+/// `hiperiso-build image --esp-tree ESP --size 512MiB [--table TABLE] -o
+/// IMAGE` (the manifest's table when `table` is None); `dir` holds the
+/// image step's cache.
+pub fn write_image(dir: &Path, esp: &Path, image: &Path, table: Option<TableArg>) -> Result<()> {
     let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
     settings.cache_dir = Some(dir.join("cache"));
     settings.verbosity = -1;
     hiperiso_build::commands::image::image(
         &settings,
         &hiperiso_build::cli::ImageArgs {
-            output: image.clone(),
-            table: None,
+            output: image.to_path_buf(),
+            table,
             size: Some("512MiB".into()),
-            esp_tree: Some(esp),
+            esp_tree: Some(esp.to_path_buf()),
             data_tree: None,
         },
     )
-    .context("hiperiso-build image")?;
-    Ok((image, payload))
+    .context("hiperiso-build image")
+}
+
+/// Runs `qemu` (its serial console going to the file `console`) until a
+/// console line satisfies `done`, QEMU exits or `timeout` passes; returns
+/// whether `done` was met and the console text.
+pub fn console_until(
+    qemu: &QemuCommand,
+    console: &Path,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) -> (bool, String) {
+    let started = Instant::now();
+    let mut child = qemu
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 (apt install qemu-system-x86)");
+    let read = || String::from_utf8_lossy(&std::fs::read(console).unwrap_or_default()).into_owned();
+    let mut met = false;
+    while started.elapsed() < timeout {
+        met = read().lines().any(&done);
+        if met || child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = read();
+    (met || text.lines().any(&done), text)
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

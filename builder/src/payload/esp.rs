@@ -4,7 +4,11 @@
 //! build.json).
 //!
 //! ```text
-//! EFI/BOOT/BOOTX64.EFI            the grub-image step's, or grub-mkimage of the tree
+//! EFI/BOOT/BOOTX64.EFI            the grub-image step's, or Debian's signed shim
+//!                                 (+ grubx64.efi, EFI/debian/grub.cfg, x86_64-efi/)
+//!                                 when the tree has it, or grub-mkimage of the tree
+//! EFI/hiperiso/bios/boot.img …    GRUB's legacy BIOS pair (payload/grub.rs), when
+//!                                 the grub-image step or the tree has i386-pc
 //! EFI/BOOT/fonts/unicode.pf2      GRUB's font for gfxterm
 //! EFI/BOOT/grub.cfg …             overlays/esp (laid on last)
 //! EFI/hiperiso/vmlinuz            the tree's boot/vmlinuz-<version>
@@ -27,19 +31,11 @@ use sha2::{Digest, Sha256};
 
 use crate::debian::deb::resolve_in_tree;
 use crate::payload::cpio::{Content, Node};
+use crate::payload::grub::{
+    Platform, bios_boot, grub_mkimage, has_platform, has_signed_chain, signed_chain,
+};
 use crate::payload::initramfs::{Compression, Initramfs, InitramfsError};
 use crate::payload::kmod::{KmodError, ModuleIndex};
-
-/// GRUB modules embedded in BOOTX64.EFI: recipes/grub-image/modules, the
-/// list the from-source grub-image step uses too.
-pub fn grub_modules() -> Vec<String> {
-    include_str!("../../../recipes/grub-image/modules")
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(str::to_string)
-        .collect()
-}
 
 /// Kernel modules the host needs (hiperiso-init loads them in the order of
 /// `/etc/hiperiso/modules.load`). Built-in ones are skipped.
@@ -112,8 +108,8 @@ pub enum PayloadError {
     Cpio(#[from] crate::payload::cpio::CpioError),
     #[error("resolving the kernel modules")]
     Kmod(#[from] KmodError),
-    #[error("grub-mkimage failed ({status}): {stderr}")]
-    GrubMkimage { status: String, stderr: String },
+    #[error(transparent)]
+    Grub(#[from] crate::payload::grub::GrubError),
     #[error(transparent)]
     Io(#[from] IoError),
 }
@@ -132,6 +128,10 @@ pub struct PayloadOptions {
     /// A ready BOOTX64.EFI (the grub-image step's); else grub-mkimage of
     /// the tree runs with `grub_modules`.
     pub grub_image: Option<PathBuf>,
+    /// A ready directory with the BIOS `boot.img` and `core.img` (the
+    /// grub-image step's); else made from the tree's i386-pc GRUB when it
+    /// has one; else the image has no legacy BIOS path.
+    pub grub_bios: Option<PathBuf>,
     pub compression: Compression,
     pub source_date_epoch: u32,
     /// Extra files for the ESP, e.g. `EFI/hiperiso/hiperiso-log`.
@@ -147,8 +147,9 @@ impl PayloadOptions {
             init: init.into(),
             overlays: None,
             kernel_modules: KERNEL_MODULES.iter().map(|s| s.to_string()).collect(),
-            grub_modules: grub_modules(),
+            grub_modules: Platform::Efi.modules(),
             grub_image: None,
+            grub_bios: None,
             compression: Compression::Zstd,
             source_date_epoch: 0,
             extra_esp_files: Vec::new(),
@@ -327,17 +328,7 @@ fn tree_path_exists(root: &Path, path: &str) -> bool {
 }
 
 fn real_path(root: &Path, path: &str) -> Result<PathBuf, PayloadError> {
-    let components: Vec<String> = path.split('/').map(str::to_string).collect();
-    let resolved =
-        resolve_in_tree(root, &components, true).map_err(io_err("resolve", &root.join(path)))?;
-    if resolved.exists() {
-        Ok(resolved)
-    } else {
-        Err(PayloadError::Missing(format!(
-            "{path} is not in the package tree {}",
-            root.display()
-        )))
-    }
+    Ok(crate::payload::grub::real_path(root, path)?)
 }
 
 /// `busybox --list-full` of the tree's static busybox: `bin/sh`, `sbin/…`.
@@ -361,39 +352,6 @@ fn busybox_applets(root: &Path) -> Result<Vec<String>, PayloadError> {
         )));
     }
     Ok(applets)
-}
-
-/// Runs the tree's own grub-mkimage with the tree's own dynamic loader and
-/// libraries, so the host's GRUB (if any) plays no part.
-pub fn grub_mkimage(root: &Path, modules: &[String], output: &Path) -> Result<(), PayloadError> {
-    let loader = real_path(root, "lib64/ld-linux-x86-64.so.2")?;
-    let mkimage = real_path(root, "usr/bin/grub-mkimage")?;
-    let module_dir = real_path(root, "usr/lib/grub/x86_64-efi")?;
-    let library_path = crate::payload::elf::library_dirs(root)
-        .iter()
-        .map(|dir| root.join(dir).display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
-    let result = Command::new(&loader)
-        .arg("--library-path")
-        .arg(&library_path)
-        .arg(&mkimage)
-        .arg("-d")
-        .arg(&module_dir)
-        .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o"])
-        .arg(output)
-        .args(modules)
-        .env_clear()
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(io_err("run", &mkimage))?;
-    if !result.status.success() {
-        return Err(PayloadError::GrubMkimage {
-            status: result.status.to_string(),
-            stderr: String::from_utf8_lossy(&result.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
 }
 
 fn copy(source: &Path, destination: &Path) -> Result<(), PayloadError> {
@@ -460,7 +418,21 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
 
     match &options.grub_image {
         Some(image) => copy(image, &esp.join(paths::BOOT_EFI))?,
-        None => grub_mkimage(root, &options.grub_modules, &esp.join(paths::BOOT_EFI))?,
+        None if has_signed_chain(root) => signed_chain(root, esp, &options.grub_modules)?,
+        None => grub_mkimage(
+            root,
+            Platform::Efi,
+            &options.grub_modules,
+            &esp.join(paths::BOOT_EFI),
+        )?,
+    }
+    match &options.grub_bios {
+        Some(dir) => {
+            copy(&dir.join("boot.img"), &esp.join(paths::BIOS_BOOT_IMG))?;
+            copy(&dir.join("core.img"), &esp.join(paths::BIOS_CORE_IMG))?;
+        }
+        None if has_platform(root, Platform::Bios) => bios_boot(root, esp)?,
+        None => {}
     }
     if let Ok(font) = real_path(root, "usr/share/grub/unicode.pf2") {
         copy(&font, &boot.join("fonts/unicode.pf2"))?;

@@ -10,7 +10,7 @@
 //! seabios     usr/share/qemu/{bios-256k,vgabios-stdvga}.bin
 //! edk2        usr/share/OVMF/OVMF_{CODE,VARS}_4M.fd
 //! busybox     bin/busybox
-//! grub-image  EFI/BOOT/BOOTX64.EFI
+//! grub-image  EFI/BOOT/BOOTX64.EFI, EFI/hiperiso/bios/{boot,core}.img
 //! runtime     hiperiso-init, hiperiso-log (steps/runtime.rs; not laid in)
 //! ```
 //!
@@ -64,6 +64,11 @@ pub fn build_esp(
         });
     }
     options.grub_image = Some(grub);
+    let bios = root.join(esp_paths::BIOS_CORE_IMG);
+    options.grub_bios = bios
+        .parent()
+        .filter(|_| bios.is_file())
+        .map(Path::to_path_buf);
     esp::build(&options, esp).map_err(EspError::Assemble)
 }
 

@@ -8,6 +8,7 @@ pub mod elf;
 pub mod esp;
 pub mod from_packages;
 pub mod from_steps;
+pub mod grub;
 pub mod initramfs;
 pub mod kmod;
 pub mod trees;

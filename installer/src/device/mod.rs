@@ -34,6 +34,12 @@ use crate::image::ImageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
+    #[error("the BIOS boot code of the ESP tree {}", .tree.display())]
+    BiosBoot {
+        tree: PathBuf,
+        #[source]
+        source: crate::bios_boot::BiosBootError,
+    },
     #[error("{path}: not a block device")]
     NotBlockDevice { path: PathBuf },
     #[error("{path} is a partition, not a whole disk; give the disk itself ({disk})")]

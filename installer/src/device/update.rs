@@ -14,8 +14,8 @@ use super::install::{Region, drop_cache, hash_region, open_exclusive, sync};
 use super::recognise::recognise;
 use super::refusals::check_target;
 use super::{BlockDevice, DeviceError, human};
+use crate::bios_boot::{self, BiosBoot};
 use crate::fat::{self, FatError, FatOptions};
-use crate::image::BOOT_CODE;
 use crate::layout::{Extent, Identity};
 use crate::mbr::BOOT_CODE_SIZE;
 use crate::table::DiskTable;
@@ -31,6 +31,9 @@ pub struct UpdatePlan {
     pub current_build: Option<BuildMarker>,
     pub new_esp: Vec<u8>,
     pub esp_label: String,
+    /// GRUB's BIOS boot code from the new ESP tree (None: sector 0's boot
+    /// code is zeroed, as the payload has no BIOS path).
+    pub bios: Option<BiosBoot>,
 }
 
 impl fmt::Display for UpdatePlan {
@@ -61,7 +64,11 @@ impl fmt::Display for UpdatePlan {
         }
         writeln!(
             f,
-            "writes, in order: ESP boot sector zeroed; ESP sectors 1..end; ESP boot sector; MBR boot code (440 bytes)"
+            "writes, in order: ESP boot sector zeroed; ESP sectors 1..end; ESP boot sector; {}MBR boot code (440 bytes)",
+            match &self.bios {
+                Some(_) => "GRUB's BIOS core image (before the data partition); ",
+                None => "",
+            }
         )?;
         writeln!(f, "then fsync and read the ESP back to compare sha256")
     }
@@ -90,6 +97,19 @@ pub fn plan_update(
         timestamp: source_date_epoch,
         hidden_sectors: u32::try_from(esp.first_lba()).unwrap_or(u32::MAX),
     };
+    let bios = BiosBoot::from_esp_tree(esp_tree).map_err(|source| DeviceError::BiosBoot {
+        tree: esp_tree.to_path_buf(),
+        source,
+    })?;
+    if let Some(bios) = &bios {
+        // Before anything is written: core.img must end before the data
+        // partition, which an update never touches.
+        bios.check_room(table, data.offset)
+            .map_err(|source| DeviceError::BiosBoot {
+                tree: esp_tree.to_path_buf(),
+                source,
+            })?;
+    }
     let mut new_esp = Cursor::new(vec![0u8; esp.len as usize]);
     fat::format(&mut new_esp, esp.len, Some(esp_tree), &opts).map_err(|source| match source {
         FatError::DoesNotFit { short, .. } => DeviceError::EspTooSmall {
@@ -110,6 +130,7 @@ pub fn plan_update(
         current_build,
         new_esp: new_esp.into_inner(),
         esp_label: esp_label.to_string(),
+        bios,
     })
 }
 
@@ -138,11 +159,16 @@ pub fn execute_update(
     at(&mut dev, plan.esp.offset + 512, &plan.new_esp[512..])?;
     at(&mut dev, plan.esp.offset, &plan.new_esp[..512])?;
     progress("writing the boot code");
+    if let Some(bios) = &plan.bios {
+        let core = bios.core_image(plan.table);
+        at(&mut dev, BiosBoot::core_lba(plan.table) * 512, &core)?;
+    }
     let mut sector0 = [0u8; 512];
     dev.seek(SeekFrom::Start(0))
         .and_then(|_| dev.read_exact(&mut sector0))
         .map_err(io_err("read sector 0 of", path))?;
-    sector0[..BOOT_CODE_SIZE].copy_from_slice(&BOOT_CODE);
+    sector0[..BOOT_CODE_SIZE]
+        .copy_from_slice(&bios_boot::boot_code(plan.bios.as_ref(), plan.table));
     at(&mut dev, 0, &sector0)?;
     progress("verifying");
     drop_cache(&dev);

@@ -7,6 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hiperiso_installer::bios_boot::BiosBoot;
 use hiperiso_installer::device::{self, DeviceError};
 use hiperiso_installer::exfat::ExfatReader;
 use hiperiso_installer::image::{self, ImageSpec};
@@ -313,6 +314,7 @@ fn install_and_update(table: TableKind) {
     let data_before = sha256_range(&stick.0, data.offset, data.len);
     let esp_before = sha256_range(&stick.0, esp.offset, esp.len);
     let t2 = trees("2.0");
+    let bios = with_bios_boot_code(&t2.esp);
     let plan = device::plan_update(
         &stick.0,
         &t2.esp,
@@ -330,6 +332,19 @@ fn install_and_update(table: TableKind) {
     device::execute_update(&plan, |_| {}).unwrap();
     assert_eq!(sha256_range(&stick.0, data.offset, data.len), data_before);
     assert_ne!(sha256_range(&stick.0, esp.offset, esp.len), esp_before);
+    // The new payload's BIOS boot code went into the MBR and the gap.
+    let disk = fs::read(&stick.0).unwrap();
+    assert_eq!(&disk[..440], &bios.boot_code(table)[..]);
+    let core = bios.core_image(table);
+    let at = (BiosBoot::core_lba(table) * 512) as usize;
+    assert_eq!(&disk[at..at + core.len()], &core[..]);
+    assert!(plan.to_string().contains("GRUB's BIOS core image"));
+    if table == TableKind::Gpt {
+        let v = run(Command::new("sgdisk").arg("-v").arg(&stick.0));
+        assert!(v.contains("No problems found"), "{v}");
+    }
+    let text = inspect::inspect_path(&stick.0).unwrap().to_string();
+    assert!(text.contains("legacy BIOS: GRUB boot.img"), "{text}");
     fsck_partitions(&stick.partition(1), &stick.partition(2));
     let text = inspect::inspect_path(&stick.0).unwrap().to_string();
     assert!(text.contains("hiperiso 2.0"), "{text}");
@@ -569,4 +584,20 @@ fn recognise_needs_the_marker_or_a_hiperiso_data_partition() {
     assert!(device::recognise(&mut file, 128 * MIB).unwrap().3.is_none());
     let err = device::recognise(&mut foreign_file, 128 * MIB).unwrap_err();
     assert!(err.to_string().contains("blank"), "{err}");
+}
+
+/// A GRUB-shaped BIOS pair (boot.img's jump and signature, core.img's
+/// blocklist) in the ESP tree, as payload/grub.rs lays out the real one.
+fn with_bios_boot_code(esp: &Path) -> BiosBoot {
+    use hiperiso_stick::paths::esp::{BIOS_BOOT_IMG, BIOS_CORE_IMG};
+    let mut boot = vec![0x90u8; 512];
+    boot[..3].copy_from_slice(&[0xEB, 0x63, 0x90]);
+    boot[510..].copy_from_slice(&[0x55, 0xAA]);
+    let mut core = vec![0x42u8; 100 * 512 + 7];
+    core[500..508].copy_from_slice(&2u64.to_le_bytes());
+    core[508..510].copy_from_slice(&100u16.to_le_bytes());
+    fs::create_dir_all(esp.join(BIOS_CORE_IMG).parent().unwrap()).unwrap();
+    fs::write(esp.join(BIOS_BOOT_IMG), &boot).unwrap();
+    fs::write(esp.join(BIOS_CORE_IMG), &core).unwrap();
+    BiosBoot::new(&boot, core).unwrap()
 }

@@ -6,7 +6,9 @@ use super::console::say;
 use super::partitions::{self, ProbedPartition};
 use crate::cmdline::KernelCmdline;
 use crate::modules;
+use crate::secure_boot;
 use crate::sys;
+use hiperiso_stick::boot::{cmdline as boot_keys, grubenv as grubenv_keys};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,8 @@ fn mount_basics() {
         ("devtmpfs", "/dev", "devtmpfs"),
         ("tmpfs", "/run", "tmpfs"),
         ("devpts", "/dev/pts", "devpts"),
+        // the kernel's lockdown mode (secure_boot.rs)
+        ("securityfs", "/sys/kernel/security", "securityfs"),
     ];
     for (source, target, fstype) in mounts {
         match sys::mount(source, Path::new(target), fstype, 0, "") {
@@ -38,6 +42,53 @@ fn mount_basics() {
         }
     }
     let _ = fs::create_dir_all(RUN_DIR);
+}
+
+/// The kernel's log so far, from /dev/kmsg (one record per read; reading
+/// stops where the log ends).
+fn kernel_log() -> String {
+    use std::io::{ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut kmsg) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return String::new();
+    };
+    let mut log = String::new();
+    let mut record = [0u8; 8192];
+    // Bounded: the ring buffer holds far fewer records.
+    for _ in 0..100_000 {
+        match kmsg.read(&mut record) {
+            Ok(0) => break,
+            Ok(n) => log.push_str(&String::from_utf8_lossy(&record[..n])),
+            // EPIPE: records were overwritten while reading; go on.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    log
+}
+
+/// `hiperiso.iso=pick`: the image from the data partition's /ISOs and
+/// grubenv's default (secure_boot.rs).
+fn pick_iso() -> Option<String> {
+    let data = Path::new(DATA_MOUNT);
+    let isos: Vec<String> = fs::read_dir(data.join(hiperiso_stick::paths::data::ISOS_DIR))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.to_ascii_lowercase().ends_with(".iso"))
+        .collect();
+    let env = fs::read(data.join(hiperiso_stick::paths::data::GRUBENV)).unwrap_or_default();
+    let default = crate::grubenv::parse(&env)
+        .into_iter()
+        .find(|(key, value)| key == grubenv_keys::DEFAULT && !value.is_empty())
+        .map(|(_, value)| value);
+    secure_boot::pick_iso(&isos, default.as_deref())
 }
 
 /// Load the initramfs' kernel modules: the list file when the builder
@@ -74,6 +125,11 @@ pub struct Boot {
     pub modules: modules::LoadReport,
     pub data: Option<ProbedPartition>,
     pub esp: Option<ProbedPartition>,
+    /// `enabled`, `disabled`, `unknown` or `not_uefi` (secure_boot.rs).
+    pub secure_boot: &'static str,
+    /// The lockdown mode in force (`none`, `integrity`,
+    /// `confidentiality`), or `unknown` without securityfs.
+    pub lockdown: String,
     pub t_start: u64,
     pub t_modules: u64,
     pub t_data: u64,
@@ -92,6 +148,12 @@ pub fn start() -> Boot {
     for warning in &cmdline.warnings {
         say(&format!("warning: {warning}"));
     }
+    let secure_boot = secure_boot::secure_boot_from_kernel_log(&kernel_log());
+    let lockdown = fs::read_to_string("/sys/kernel/security/lockdown")
+        .ok()
+        .and_then(|text| secure_boot::lockdown_mode(&text).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    say(&format!("secure_boot={secure_boot} lockdown={lockdown}"));
     let release = sys::kernel_release();
     let modules = load_modules(&release);
     say(&format!(
@@ -106,6 +168,23 @@ pub fn start() -> Boot {
         cmdline.data
     ));
     let data = partitions::mount_data(&cmdline.data, wait, DATA_MOUNT);
+    let mut cmdline = cmdline;
+    // (the parser made it `/pick`, as every hiperiso.iso is absolute)
+    if cmdline
+        .iso
+        .as_deref()
+        .map(|iso| iso.trim_start_matches('/'))
+        == Some(boot_keys::ISO_PICK)
+    {
+        cmdline.iso = pick_iso();
+        say(&format!(
+            "hiperiso.iso=pick: booting {}",
+            cmdline
+                .iso
+                .as_deref()
+                .unwrap_or("nothing (no *.iso in /ISOs)")
+        ));
+    }
     let esp = cmdline
         .esp
         .as_ref()
@@ -116,6 +195,8 @@ pub fn start() -> Boot {
         modules,
         data,
         esp,
+        secure_boot,
+        lockdown,
         t_start,
         t_modules,
         t_data: sys::uptime_ms(),

@@ -77,6 +77,8 @@ impl Recording {
             host: Some(crate::hw::host_summary(Path::new("/proc"))),
             analysis: None,
             hw_inventory: Vec::new(),
+            secure_boot: None,
+            lockdown: None,
         };
         Ok(Recording {
             log_dir: dir.display().to_string(),

@@ -9,12 +9,11 @@ use super::partitions::ProbedPartition;
 use super::recording::Recording;
 use super::vm::power::PowerButtons;
 use super::vm::{self, Guest};
-use crate::cmdline::{AfterAction, KernelCmdline};
+use crate::cmdline::AfterAction;
 use crate::config::{Config, EffectiveSettings, Firmware, LoadedConfig};
 use crate::grubenv;
 use crate::hw;
 use crate::kvm;
-use crate::modules;
 use crate::qemu::Accel;
 use crate::sys;
 use hiperiso_stick::boot::grubenv as grubenv_keys;
@@ -47,6 +46,8 @@ pub fn run(boot: &Boot) -> (AfterAction, bool) {
     let t = sys::uptime_ms();
     let (loaded, config_state) = load_config(boot.data.is_some());
     rec.info.config_warnings = loaded.warnings.clone();
+    rec.info.secure_boot = Some(boot.secure_boot.to_string());
+    rec.info.lockdown = Some(boot.lockdown.clone());
     write_env_txt(&mut rec, boot, &config_state);
     rec.mark("env_written");
     let message = format!(
@@ -394,25 +395,13 @@ fn write_grubenv(config: &Config, hold_menu: bool) {
 }
 
 fn write_env_txt(rec: &mut Recording, boot: &Boot, config_state: &str) {
-    let env = env_txt(
-        &boot.cmdline,
-        boot.data.as_ref(),
-        boot.esp.as_ref(),
-        config_state,
-        &boot.modules,
-        rec,
-    );
+    let env = env_txt(boot, config_state, rec);
     rec.write_file(files::ENV_TXT, env.as_bytes());
 }
 
-fn env_txt(
-    cmdline: &KernelCmdline,
-    data: Option<&ProbedPartition>,
-    esp: Option<&ProbedPartition>,
-    config_state: &str,
-    modules: &modules::LoadReport,
-    rec: &Recording,
-) -> String {
+fn env_txt(boot: &Boot, config_state: &str, rec: &Recording) -> String {
+    let (cmdline, modules) = (&boot.cmdline, &boot.modules);
+    let (data, esp) = (boot.data.as_ref(), boot.esp.as_ref());
     let part = |p: Option<&ProbedPartition>| p.map_or("none".to_string(), |p| p.describe());
     let host = rec.info.host.clone().unwrap_or_default();
     let mut out = String::new();
@@ -432,6 +421,8 @@ fn env_txt(
     out.push_str(&format!("data_spec={}\n", cmdline.data));
     out.push_str(&format!("data_partition={}\n", part(data)));
     out.push_str(&format!("esp_partition={}\n", part(esp)));
+    out.push_str(&format!("secure_boot={}\n", boot.secure_boot));
+    out.push_str(&format!("lockdown={}\n", boot.lockdown));
     out.push_str(&format!("config={config_state}\n"));
     out.push_str(&format!("modules_loaded={}\n", modules.loaded.join(",")));
     let failed: Vec<&str> = modules.failed.iter().map(|(m, _)| m.as_str()).collect();

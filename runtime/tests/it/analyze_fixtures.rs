@@ -45,6 +45,8 @@ fn session_info(firmware: &str) -> SessionInfo {
         host: None,
         analysis: None,
         hw_inventory: vec![],
+        secure_boot: None,
+        lockdown: None,
     }
 }
 

@@ -47,6 +47,8 @@ fn info(id: &str, iso: &str, start: i64, end: i64) -> SessionInfo {
         host: None,
         analysis: None,
         hw_inventory: vec![],
+        secure_boot: None,
+        lockdown: None,
     }
 }
 

@@ -219,6 +219,13 @@ pub struct SessionInfo {
     /// The files under `hw/`, relative to it, sorted.
     #[serde(default)]
     pub hw_inventory: Vec<String>,
+    /// How the host booted: `enabled`, `disabled`, `unknown` or `not_uefi`
+    /// (legacy BIOS), from the kernel's `secureboot:` line.
+    #[serde(default)]
+    pub secure_boot: Option<String>,
+    /// The host kernel's lockdown mode (`none`, `integrity`, …).
+    #[serde(default)]
+    pub lockdown: Option<String>,
 }
 
 /// One line of `screenshots/timeline.jsonl`: a picture of the guest's
@@ -544,6 +551,8 @@ mod tests {
             host: None,
             analysis: None,
             hw_inventory: vec![],
+            secure_boot: None,
+            lockdown: None,
         };
         let text = to_json("session.json", &info).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
