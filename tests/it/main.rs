@@ -11,4 +11,5 @@ mod exfat_kernel;
 mod fetch;
 mod grub_console;
 mod layers;
+mod payload_cache;
 mod runtime_boot;

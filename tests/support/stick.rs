@@ -5,10 +5,12 @@
 //! the committed versions still on the mirror: a Debian point release must
 //! not turn CI red. The committed lock stays the reproducibility record.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use hiperiso_build::debian::closure::LockMode;
+use hiperiso_build::payload::cached::{self, StepsInfo};
 use hiperiso_build::payload::esp::Payload;
 use hiperiso_build::payload::from_packages;
 use hiperiso_build::project::Project;
@@ -30,8 +32,15 @@ pub fn build_esp(esp: &Path) -> Result<Payload> {
     settings.profile = Some("debian".into());
     let project = Project::load(settings).context("loading the manifest")?;
     let scratch_lock = target_dir().join("hiperiso-e2e.lock");
-    from_packages::build_esp(&project, LockMode::Scratch(&scratch_lock), esp)
-        .context("building the debian profile's ESP payload")
+    let steps = BTreeMap::new();
+    let info = StepsInfo {
+        steps: &steps,
+        tools: None,
+    };
+    let built = from_packages::build_esp(&project, LockMode::Scratch(&scratch_lock), info)
+        .context("building the debian profile's ESP payload")?;
+    cached::copy_esp(&built.esp, esp).context("copying the ESP out of the cache")?;
+    Ok(built.payload)
 }
 
 /// A 512 MiB stick image in `dir` (`hiperiso.img`) with the debian profile's

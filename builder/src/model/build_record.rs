@@ -67,7 +67,23 @@ pub fn add_steps(
         Err(e) if e.kind() == io::ErrorKind::NotFound => serde_json::Map::new(),
         Err(e) => return Err(io_err("read", build_json)(e).into()),
     };
-    object.insert(
+    object.extend(step_fields(steps, tools_tree));
+    let text =
+        serde_json::to_string_pretty(&serde_json::Value::Object(object)).expect("json") + "\n";
+    if let Some(parent) = build_json.parent() {
+        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    }
+    Ok(fs::write(build_json, text).map_err(io_err("write", build_json))?)
+}
+
+/// What [`add_steps`] adds to build.json: `steps`, `tools_tree` (when
+/// steps ran) and the `image_sha256` placeholder.
+pub fn step_fields(
+    steps: &BTreeMap<String, String>,
+    tools_tree: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields = serde_json::Map::new();
+    fields.insert(
         "steps".into(),
         steps
             .iter()
@@ -76,15 +92,10 @@ pub fn add_steps(
             .into(),
     );
     if let Some(tools) = tools_tree {
-        object.insert("tools_tree".into(), tools.into());
+        fields.insert("tools_tree".into(), tools.into());
     }
-    object.insert(IMAGE_SHA256.into(), PLACEHOLDER.into());
-    let text =
-        serde_json::to_string_pretty(&serde_json::Value::Object(object)).expect("json") + "\n";
-    if let Some(parent) = build_json.parent() {
-        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-    }
-    Ok(fs::write(build_json, text).map_err(io_err("write", build_json))?)
+    fields.insert(IMAGE_SHA256.into(), PLACEHOLDER.into());
+    fields
 }
 
 fn field(value: &str) -> Vec<u8> {
