@@ -13,11 +13,18 @@ use hiperiso_stick::io::{IoError, io_err};
 use crate::payload::cpio::{self, Content, CpioError, Node, Tree};
 use crate::payload::elf::{self, ElfError};
 
-/// Compression of the cpio archive; the settings are fixed (single thread,
-/// fixed level) so the bytes do not depend on the machine.
+/// zstd's level: on the ~90 MB debian-profile cpio, level 9 gives 30.1 MB
+/// in 2.2 s on two cores where 19 gave 27.5 MB in 48 s.
+const ZSTD_LEVEL: i32 = 9;
+/// zstd's worker threads: fixed, never the machine's core count, so the
+/// bytes do not depend on the machine.
+const ZSTD_WORKERS: u32 = 2;
+
+/// Compression of the cpio archive; the settings are fixed (level, worker
+/// count) so the bytes do not depend on the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
-    /// zstd level 19 with a content checksum.
+    /// zstd level 9 (two workers) with a content checksum.
     #[default]
     Zstd,
     /// gzip level 9.
@@ -265,8 +272,9 @@ pub fn compress(
 ) -> Result<(), InitramfsError> {
     let result = match compression {
         Compression::Zstd => (|| {
-            let mut encoder = zstd::stream::Encoder::new(&mut out, 19)?;
+            let mut encoder = zstd::stream::Encoder::new(&mut out, ZSTD_LEVEL)?;
             encoder.include_checksum(true)?;
+            encoder.multithread(ZSTD_WORKERS)?;
             encoder.write_all(data)?;
             encoder.finish().map(|_| ())
         })(),
