@@ -107,7 +107,7 @@ fn esp_for_image(project: &Project, steps: &BuiltSteps) -> Result<Option<CachedE
     };
     let settings = &project.settings;
     for (derivation, outcome) in &built.outcomes {
-        if *outcome == Outcome::Built || settings.verbosity > 0 {
+        if settings.verbosity > 0 {
             settings.say(format!("{derivation}: {}", outcome_word(*outcome)));
         }
     }
@@ -182,10 +182,12 @@ pub fn image(settings: &Settings, args: &ImageArgs) -> Result<ImageReport> {
         report.sha256 = state.sha256;
         return Ok(report);
     }
+    let activity = settings.activity(format!("writing {}", args.output.display()));
     let summary = image::write_image(&spec, &args.output).map_err(DiskError::from)?;
     let layout = &summary.layout;
     let image_sha256 =
         build_record::seal_image(&args.output, (layout.esp.offset, layout.esp.end()))?;
+    activity.finish();
     build_record::ImageState::of(&args.output, &key, &image_sha256)?.save(&cache, &args.output)?;
     settings.say(format!(
         "wrote {} ({} bytes, {}): data partition exFAT {} UUID {} at {}..{}, ESP {:?} at {}..{}",

@@ -11,7 +11,7 @@
 //!            steps, tools tree), SOURCE_DATE_EPOCH
 //! ```
 //!
-//! Both keys hash hiperiso's version. An edit of overlays/esp rebuilds the
+//! Both keys hash hiperiso's version and [`ASSEMBLY_VERSION`]. An edit of overlays/esp rebuilds the
 //! ESP around the cached initramfs; a new package tree rebuilds both.
 
 use std::collections::BTreeMap;
@@ -23,6 +23,7 @@ use hiperiso_stick::io::io_err;
 
 use crate::model::build_record;
 use crate::payload::esp::{self, Payload, PayloadError, PayloadOptions};
+use crate::sources::progress::{Activity, Progress};
 use crate::sources::store::sha256_hex;
 use crate::steps::cache::{Cache, remove_tree};
 use crate::steps::tree::{self, Tree};
@@ -65,10 +66,11 @@ pub fn esp(
     cache: &Cache,
     options: &PayloadOptions,
     steps: StepsInfo<'_>,
+    progress: Progress,
 ) -> Result<CachedEsp, PayloadError> {
     let epoch = i64::from(options.source_date_epoch);
     let mut outcomes = Vec::new();
-    let (initramfs_record, initramfs_path, outcome) = initramfs(cache, options)?;
+    let (initramfs_record, initramfs_path, outcome) = initramfs(cache, options, progress)?;
     outcomes.push((INITRAMFS, outcome));
     let mut info = options.build_info.clone();
     info.extend(build_record::step_fields(steps.steps, steps.tools));
@@ -85,7 +87,7 @@ pub fn esp(
             "epoch": epoch,
         }),
     );
-    let (record, path, outcome) = derive(cache, ESP, &key, epoch, |out| {
+    let (record, path, outcome) = derive(cache, ESP, &key, epoch, progress, |out| {
         let mut options = options.clone();
         options.build_info = info;
         let archive = initramfs_path.join(esp::initramfs_name(options.compression));
@@ -116,6 +118,7 @@ pub fn esp(
 fn initramfs(
     cache: &Cache,
     options: &PayloadOptions,
+    progress: Progress,
 ) -> Result<(StepRecord, PathBuf, Outcome), PayloadError> {
     let epoch = i64::from(options.source_date_epoch);
     let key = key(
@@ -123,12 +126,12 @@ fn initramfs(
         serde_json::json!({
             "content": options.content_id,
             "kernel_modules": options.kernel_modules,
-            "compression": format!("{:?}", options.compression),
+            "compression": options.compression.settings(),
             "overlay": overlay_manifest(options, "initramfs")?,
             "epoch": epoch,
         }),
     );
-    derive(cache, INITRAMFS, &key, epoch, |out| {
+    derive(cache, INITRAMFS, &key, epoch, progress, |out| {
         let archive = out.join(esp::initramfs_name(options.compression));
         let modules = esp::build_initramfs(options, &archive)?;
         let list: String = modules.iter().map(|m| format!("{m}\n")).collect();
@@ -138,10 +141,15 @@ fn initramfs(
     })
 }
 
+/// Bumped when the assembly code (esp.rs, initramfs.rs, cpio.rs) changes
+/// what it makes from the same inputs, so cached payloads are not reused.
+const ASSEMBLY_VERSION: u32 = 1;
+
 fn key(name: &str, inputs: serde_json::Value) -> String {
     let value = serde_json::json!({
         "derivation": name,
         "hiperiso": HIPERISO_VERSION,
+        "assembly": ASSEMBLY_VERSION,
         "inputs": inputs,
     });
     sha256_hex(value.to_string().as_bytes())
@@ -162,6 +170,7 @@ fn derive(
     name: &'static str,
     key: &str,
     epoch: i64,
+    progress: Progress,
     build: impl FnOnce(&Path) -> Result<(), PayloadError>,
 ) -> Result<(StepRecord, PathBuf, Outcome), PayloadError> {
     let cached = |record: StepRecord| {
@@ -182,6 +191,7 @@ fn derive(
     remove_tree(&work)?;
     let out = work.join("out");
     fs::create_dir_all(&out).map_err(io_err("create", &out))?;
+    let activity = Activity::start(progress, format!("building {name}"));
     let result = build(&out).and_then(|()| {
         let tree = tree::normalize(&out, epoch).map_err(StepError::from)?;
         let record = StepRecord {
@@ -196,6 +206,9 @@ fn derive(
         Ok((record, path, Outcome::Built))
     });
     let _ = remove_tree(&work);
+    if result.is_ok() {
+        activity.finish();
+    }
     result
 }
 

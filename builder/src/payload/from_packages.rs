@@ -60,5 +60,11 @@ pub fn build_esp(
         closure::tree_key(&prepared.lock),
         runtime.record.tree
     );
-    cached::esp(&payload_cache(project)?, &options, steps).map_err(EspError::Assemble)
+    cached::esp(
+        &payload_cache(project)?,
+        &options,
+        steps,
+        project.settings.progress(),
+    )
+    .map_err(EspError::Assemble)
 }

@@ -69,7 +69,13 @@ pub fn build_esp(
         steps: &steps.trees,
         tools: steps.tools.as_deref(),
     };
-    cached::esp(&payload_cache(project)?, &options, info).map_err(EspError::Assemble)
+    cached::esp(
+        &payload_cache(project)?,
+        &options,
+        info,
+        project.settings.progress(),
+    )
+    .map_err(EspError::Assemble)
 }
 
 /// Lays `source/relative` into `root/relative`: directories merged, files

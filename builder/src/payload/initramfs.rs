@@ -50,6 +50,16 @@ impl std::str::FromStr for Compression {
 }
 
 impl Compression {
+    /// The exact settings, for cache keys (payload/cached.rs).
+    pub fn settings(self) -> String {
+        match self {
+            Self::Zstd => format!("zstd level {ZSTD_LEVEL} workers {ZSTD_WORKERS} checksum"),
+            Self::Gzip => "gzip level 9 mtime 0".into(),
+            Self::Xz => "xz preset 6 crc32".into(),
+            Self::None => "none".into(),
+        }
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             Self::Zstd => ".zst",
