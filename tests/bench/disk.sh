@@ -35,7 +35,7 @@ bytes_of() { numfmt --from=iec-i "${1%B}"; }
 # An offset loop device over partition N of IMAGE (from sgdisk's table).
 part_loop() {
   local info first last
-  info=$(sgdisk -i "$2" "$1")
+  info=$(sgdisk -i "$2" "$1" 2>/dev/null)
   first=$(awk '/^First sector:/ {print $3}' <<<"$info")
   last=$(awk '/^Last sector:/ {print $3}' <<<"$info")
   losetup -f --show -o $((first * 512)) --sizelimit $(((last - first + 1) * 512)) "$1"
