@@ -22,7 +22,7 @@ fn run(cli: Cli) -> commands::Result<()> {
         Command::Lock(args) => lock::lock(s, args.update.as_deref()),
         Command::Build(args) => build::build(s, &args),
         Command::Verify(args) => build::verify(s, &args),
-        Command::Image(args) => image::image(s, &args),
+        Command::Image(args) => image::image(s, &args).map(drop),
         Command::Install(args) => install::install(s, &args),
         Command::Inspect(args) => inspect::inspect(&args),
         Command::Run(args) => run_verb::run(s, &args.into()),

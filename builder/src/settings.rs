@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::sources::fetch::{FetchOptions, Progress};
+use crate::sources::progress::Activity;
 
 /// The global options.
 #[derive(Debug, Clone)]
@@ -35,15 +36,25 @@ impl Settings {
         }
     }
 
+    /// Progress display: none with `-q`.
+    pub fn progress(&self) -> Progress {
+        if self.verbosity < 0 {
+            Progress::Quiet
+        } else {
+            Progress::Auto
+        }
+    }
+
+    /// A long operation's progress (sources/progress.rs).
+    pub fn activity(&self, name: impl Into<String>) -> Activity {
+        Activity::start(self.progress(), name)
+    }
+
     pub fn fetch_options(&self) -> FetchOptions {
         FetchOptions {
             jobs: self.jobs,
             offline: self.offline,
-            progress: if self.verbosity < 0 {
-                Progress::Quiet
-            } else {
-                Progress::Auto
-            },
+            progress: self.progress(),
             verbose: self.verbosity > 0,
             ..FetchOptions::default()
         }

@@ -18,10 +18,13 @@
 //! - [`fs_identity`]: exFAT/FAT type, volume serial (as a UUID) and label
 //!   from a partition's first sectors.
 //! - [`build_json`]: the ESP's build record and its `"hiperiso"` marker.
+//! - [`image_hash`]: the image hash over written blocks, the same for a
+//!   sparse file and a device.
 
 pub mod boot;
 pub mod build_json;
 pub mod fs_identity;
+pub mod image_hash;
 pub mod io;
 pub mod paths;
 pub mod qemu;

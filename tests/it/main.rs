@@ -12,6 +12,7 @@ mod exfat_kernel;
 mod fetch;
 mod grub_console;
 mod layers;
+mod payload_cache;
 mod runtime_boot;
 mod secure_boot;
 mod session_schema;

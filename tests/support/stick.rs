@@ -5,6 +5,7 @@
 //! the committed versions still on the mirror: a Debian point release must
 //! not turn CI red. The committed lock stays the reproducibility record.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use hiperiso_build::cli::TableArg;
 use hiperiso_build::debian::closure::LockMode;
+use hiperiso_build::payload::cached::{self, StepsInfo};
 use hiperiso_build::payload::esp::Payload;
 use hiperiso_build::payload::from_packages;
 use hiperiso_build::project::Project;
@@ -35,8 +37,15 @@ pub fn build_esp(esp: &Path) -> Result<Payload> {
     settings.profile = Some("debian".into());
     let project = Project::load(settings).context("loading the manifest")?;
     let scratch_lock = target_dir().join("hiperiso-e2e.lock");
-    from_packages::build_esp(&project, LockMode::Scratch(&scratch_lock), esp)
-        .context("building the debian profile's ESP payload")
+    let steps = BTreeMap::new();
+    let info = StepsInfo {
+        steps: &steps,
+        tools: None,
+    };
+    let built = from_packages::build_esp(&project, LockMode::Scratch(&scratch_lock), info)
+        .context("building the debian profile's ESP payload")?;
+    cached::copy_esp(&built.esp, esp).context("copying the ESP out of the cache")?;
+    Ok(built.payload)
 }
 
 /// The debian profile's ESP tree, built once per test process and shared
@@ -79,7 +88,8 @@ pub fn write_image(dir: &Path, esp: &Path, image: &Path, table: Option<TableArg>
             data_tree: None,
         },
     )
-    .context("hiperiso-build image")
+    .context("hiperiso-build image")?;
+    Ok(())
 }
 
 /// Runs `qemu` (its serial console going to the file `console`) until a

@@ -12,11 +12,13 @@ use crate::commands::error::{DiskError, Result};
 use crate::debian::closure::LockMode;
 use crate::model::build_record;
 use crate::model::manifest::{ByteSize, Manifest, PartitionTable, PayloadFrom};
-use crate::payload::base::{BuiltEsp, EspError, temp_dir};
-use crate::payload::trees::{self, PayloadTrees};
+use crate::payload::base::EspError;
+use crate::payload::cached::{CachedEsp, StepsInfo};
+use crate::payload::trees::{self, EspSource, PayloadTrees};
 use crate::payload::{from_packages, from_steps};
 use crate::project::Project;
 use crate::settings::Settings;
+use crate::steps::Outcome;
 use crate::steps::profile::{BuiltSteps, build_profile_steps};
 use crate::vm::record_last_image;
 
@@ -51,11 +53,11 @@ pub(crate) fn image_spec(
 }
 
 /// The profile's steps, built, and the ESP payload made from them or from
-/// its packages; an explicit `--esp-tree` replaces both.
+/// its packages, through the cache; an explicit `--esp-tree` replaces both.
 pub(crate) fn payload(
     project: &Project,
     esp_tree: Option<&Path>,
-) -> Result<(BuiltSteps, Option<BuiltEsp>)> {
+) -> Result<(BuiltSteps, Option<CachedEsp>)> {
     if esp_tree.is_some() {
         return Ok((BuiltSteps::default(), None));
     }
@@ -66,48 +68,80 @@ pub(crate) fn payload(
 
 /// The payload (built, unless `esp_tree` replaces it) and the trees the
 /// image or device gets: the ESP from the payload or `esp_tree`, the data
-/// partition from `data_tree` or `overlays/data`. The built payload's
-/// temporary directory lives as long as the returned `BuiltEsp`.
+/// partition from `data_tree` or `overlays/data`.
 pub(crate) fn staged_trees(
     project: &Project,
     esp_tree: Option<&Path>,
     data_tree: Option<&Path>,
-) -> Result<(BuiltSteps, Option<BuiltEsp>, PayloadTrees)> {
+) -> Result<(Option<CachedEsp>, PayloadTrees)> {
     let (steps, built) = payload(project, esp_tree)?;
-    let esp = built.as_ref().map(|b| b.esp.as_path()).or(esp_tree);
-    let trees = PayloadTrees::stage(project, esp, data_tree)?;
-    Ok((steps, built, trees))
+    let esp = match &built {
+        Some(built) => EspSource::Cached {
+            esp: &built.esp,
+            tree: &built.tree,
+        },
+        None => EspSource::Dir(esp_tree),
+    };
+    let info = StepsInfo {
+        steps: &steps.trees,
+        tools: steps.tools.as_deref(),
+    };
+    let trees = PayloadTrees::stage(project, esp, data_tree, info)?;
+    Ok((built, trees))
 }
 
 /// The active profile's ESP payload (None when the profile has no
 /// `payload`), from its built `steps` or its locked packages.
-fn esp_for_image(project: &Project, steps: &BuiltSteps) -> Result<Option<BuiltEsp>, EspError> {
+fn esp_for_image(project: &Project, steps: &BuiltSteps) -> Result<Option<CachedEsp>, EspError> {
     let (name, profile) = project.profile().map_err(EspError::Profile)?;
     let Some(from) = profile.payload else {
         return Ok(None);
     };
-    let dir = temp_dir("hiperiso-esp-")?;
-    let esp = dir.path().join("esp");
-    let payload = match from {
-        PayloadFrom::Packages => from_packages::build_esp(project, LockMode::Committed, &esp)?,
-        PayloadFrom::Steps => from_steps::build_esp(project, name, steps, &esp)?,
+    let info = StepsInfo {
+        steps: &steps.trees,
+        tools: steps.tools.as_deref(),
     };
-    project.settings.say(format!(
+    let built = match from {
+        PayloadFrom::Packages => from_packages::build_esp(project, LockMode::Committed, info)?,
+        PayloadFrom::Steps => from_steps::build_esp(project, name, steps)?,
+    };
+    let settings = &project.settings;
+    for (derivation, outcome) in &built.outcomes {
+        if settings.verbosity > 0 {
+            settings.say(format!("{derivation}: {}", outcome_word(*outcome)));
+        }
+    }
+    let payload = &built.payload;
+    settings.say(format!(
         "{name} payload: kernel {}, {} ESP files, {} bytes, {} kernel modules",
         payload.kernel_version,
         payload.files.len(),
         payload.total_size(),
         payload.modules.len()
     ));
-    Ok(Some(BuiltEsp {
-        _dir: dir,
-        esp,
-        payload,
-    }))
+    Ok(Some(built))
+}
+
+fn outcome_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Built => "built",
+        Outcome::Cached => "cached",
+    }
+}
+
+/// What `image` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageReport {
+    /// The payload's derivations (payload/cached.rs) and how each came to
+    /// be; empty with `--esp-tree` or a profile without a payload.
+    pub payload: Vec<(&'static str, Outcome)>,
+    /// False when the image was up to date and nothing was written.
+    pub written: bool,
+    pub sha256: String,
 }
 
 /// `hiperiso-build image`.
-pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
+pub fn image(settings: &Settings, args: &ImageArgs) -> Result<ImageReport> {
     let project = Project::load(settings.clone())?;
     let manifest = &project.manifest;
     let size = match &args.size {
@@ -121,22 +155,22 @@ pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
         }
         None => manifest.image.size.0,
     };
-    let (steps, _built, trees) = staged_trees(
+    let (built, trees) = staged_trees(
         &project,
         args.esp_tree.as_deref(),
         args.data_tree.as_deref(),
     )?;
-    build_record::add_steps(
-        &trees.esp.join(BUILD_JSON),
-        &steps.trees,
-        steps.tools.as_deref(),
-    )?;
+    let mut report = ImageReport {
+        payload: built.map(|b| b.outcomes).unwrap_or_default(),
+        written: false,
+        sha256: String::new(),
+    };
     let spec = image_spec(manifest, table_kind(args.table, manifest), size, &trees);
     let image_settings = format!(
         "{} {} {} {:?} {:?} {}",
         spec.table, spec.size, spec.seed, spec.data_label, spec.esp_label, spec.source_date_epoch
     );
-    let key = trees::image_key(&image_settings, &trees.esp, &trees.data)?;
+    let key = trees::image_key(&image_settings, &trees.esp_id, &trees.data)?;
     let cache = project.store()?.root().to_path_buf();
     if let Some(state) = build_record::ImageState::up_to_date(&cache, &args.output, &key) {
         settings.say(format!(
@@ -145,12 +179,15 @@ pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
             state.sha256
         ));
         record_last_image(&cache, &args.output)?;
-        return Ok(());
+        report.sha256 = state.sha256;
+        return Ok(report);
     }
+    let activity = settings.activity(format!("writing {}", args.output.display()));
     let summary = image::write_image(&spec, &args.output).map_err(DiskError::from)?;
     let layout = &summary.layout;
     let image_sha256 =
         build_record::seal_image(&args.output, (layout.esp.offset, layout.esp.end()))?;
+    activity.finish();
     build_record::ImageState::of(&args.output, &key, &image_sha256)?.save(&cache, &args.output)?;
     settings.say(format!(
         "wrote {} ({} bytes, {}): data partition exFAT {} UUID {} at {}..{}, ESP {:?} at {}..{}",
@@ -172,5 +209,7 @@ pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
     ));
     // `hiperiso-build run` boots this image when given none.
     record_last_image(&cache, &args.output)?;
-    Ok(())
+    report.written = true;
+    report.sha256 = image_sha256;
+    Ok(report)
 }

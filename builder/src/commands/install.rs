@@ -57,7 +57,7 @@ fn show_and_confirm(
 pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
     let project = Project::load(settings.clone())?;
     let manifest = &project.manifest;
-    let (_, _built, trees) = staged_trees(
+    let (_built, trees) = staged_trees(
         &project,
         args.esp_tree.as_deref(),
         args.data_tree.as_deref(),

@@ -16,6 +16,7 @@ use crate::model::lock::{Lock, LockError, LockInputs, LockedPackage};
 use crate::model::manifest::{Manifest, ManifestError, Profile};
 use crate::project::Project;
 use crate::sources::fetch::Fetcher;
+use crate::sources::progress::{Activity, Progress};
 use crate::sources::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,7 @@ pub fn materialize(
     repository: &Repository<'_>,
     lock: &Lock,
     trees: &Path,
+    progress: Progress,
 ) -> Result<PathBuf, ClosureError> {
     let final_path = trees.join(tree_key(lock));
     if final_path.is_dir() {
@@ -142,7 +144,12 @@ pub fn materialize(
         .tempdir_in(trees)
         .map_err(io_err("create a directory in", trees))
         .map_err(io)?;
+    let activity = Activity::start(
+        progress,
+        format!("unpacking {} packages", lock.packages.len()),
+    );
     repo::unpack_locked(&lock.packages, debs, staging.path())?;
+    activity.finish();
     let staged = staging.keep();
     if let Err(source) = fs::rename(&staged, &final_path) {
         let _ = fs::remove_dir_all(&staged);
@@ -253,6 +260,11 @@ pub fn prepare(project: &Project, mode: LockMode<'_>) -> Result<Prepared, Closur
     };
     let fetcher = deb_fetcher(project).map_err(ClosureError::Store)?;
     let repository = repository_for(project, &inputs, &fetcher);
-    let tree = materialize(&repository, &lock, &trees_dir(&fetcher))?;
+    let tree = materialize(
+        &repository,
+        &lock,
+        &trees_dir(&fetcher),
+        project.settings.progress(),
+    )?;
     Ok(Prepared { lock, tree })
 }

@@ -2,9 +2,11 @@
 //! tree hash of every build step the image was made from, the tools tree,
 //! and the final image's sha256.
 //!
-//! The image contains build.json, so its sha256 cannot be inside it as
-//! such. `image_sha256` is the sha256 of the image file whose build.json
-//! holds 64 `0`s in that field's place: `image` writes the image with the
+//! The image contains build.json, so its hash cannot be inside it as
+//! such. `image_sha256` is the image hash (`hiperiso_stick::image_hash`:
+//! sha256 over the size and the non-zero 4 KiB blocks, so a sparse file
+//! and a device agree) of the image whose build.json holds 64 `0`s in that
+//! field's place: `image` writes the image with the
 //! placeholder, hashes it, and writes the hash over the placeholder (same
 //! length, same place). [`check_image`] undoes that to check an image.
 
@@ -13,6 +15,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use hiperiso_stick::image_hash::image_sha256;
 use hiperiso_stick::io::{IoError, io_err, write_atomic};
 
 /// The field's name in build.json.
@@ -67,7 +70,23 @@ pub fn add_steps(
         Err(e) if e.kind() == io::ErrorKind::NotFound => serde_json::Map::new(),
         Err(e) => return Err(io_err("read", build_json)(e).into()),
     };
-    object.insert(
+    object.extend(step_fields(steps, tools_tree));
+    let text =
+        serde_json::to_string_pretty(&serde_json::Value::Object(object)).expect("json") + "\n";
+    if let Some(parent) = build_json.parent() {
+        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    }
+    Ok(fs::write(build_json, text).map_err(io_err("write", build_json))?)
+}
+
+/// What [`add_steps`] adds to build.json: `steps`, `tools_tree` (when
+/// steps ran) and the `image_sha256` placeholder.
+pub fn step_fields(
+    steps: &BTreeMap<String, String>,
+    tools_tree: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields = serde_json::Map::new();
+    fields.insert(
         "steps".into(),
         steps
             .iter()
@@ -76,15 +95,10 @@ pub fn add_steps(
             .into(),
     );
     if let Some(tools) = tools_tree {
-        object.insert("tools_tree".into(), tools.into());
+        fields.insert("tools_tree".into(), tools.into());
     }
-    object.insert(IMAGE_SHA256.into(), PLACEHOLDER.into());
-    let text =
-        serde_json::to_string_pretty(&serde_json::Value::Object(object)).expect("json") + "\n";
-    if let Some(parent) = build_json.parent() {
-        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-    }
-    Ok(fs::write(build_json, text).map_err(io_err("write", build_json))?)
+    fields.insert(IMAGE_SHA256.into(), PLACEHOLDER.into());
+    fields
 }
 
 fn field(value: &str) -> Vec<u8> {
@@ -119,8 +133,19 @@ fn locate(image: &Path, range: (u64, u64), value: &str) -> Result<u64, RecordErr
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String, RecordError> {
-    Ok(hiperiso_stick::io::sha256_file(path)?.0)
+/// The image hash (`hiperiso_stick::image_hash`) of `image`, with
+/// `patch` applied.
+fn image_hash(image: &Path, patch: Option<(u64, &[u8])>) -> Result<String, RecordError> {
+    let file = File::open(image).map_err(io_err("open", image))?;
+    let size = file.metadata().map_err(io_err("stat", image))?.len();
+    let size = if size == 0 {
+        // A block device: its size is where its end is.
+        let mut file = &file;
+        file.seek(SeekFrom::End(0)).map_err(io_err("seek", image))?
+    } else {
+        size
+    };
+    Ok(image_sha256(&file, size, patch).map_err(io_err("hash", image))?)
 }
 
 /// Hashes the image written with the placeholder and writes the hash in
@@ -128,7 +153,7 @@ fn sha256_file(path: &Path) -> Result<String, RecordError> {
 /// hash.
 pub fn seal_image(image: &Path, esp: (u64, u64)) -> Result<String, RecordError> {
     let at = locate(image, esp, PLACEHOLDER)?;
-    let sha256 = sha256_file(image)?;
+    let sha256 = image_hash(image, None)?;
     let mut file = File::options()
         .write(true)
         .open(image)
@@ -141,26 +166,11 @@ pub fn seal_image(image: &Path, esp: (u64, u64)) -> Result<String, RecordError> 
     Ok(sha256)
 }
 
-/// Checks a sealed image: the recorded `image_sha256` is the hash of the
-/// image with the placeholder put back. Returns (recorded, computed).
+/// Checks a sealed image (a file or a device): computes the hash of the
+/// image with the placeholder put back in place of `recorded`. Returns it.
 pub fn check_image(image: &Path, esp: (u64, u64), recorded: &str) -> Result<String, RecordError> {
     let at = locate(image, esp, recorded)?;
-    let copy = image.with_extension("check.tmp");
-    fs::copy(image, &copy).map_err(io_err("copy", image))?;
-    let result = (|| {
-        let mut file = File::options()
-            .write(true)
-            .open(&copy)
-            .map_err(io_err("open", &copy))?;
-        file.seek(SeekFrom::Start(at))
-            .map_err(io_err("write", &copy))?;
-        file.write_all(PLACEHOLDER.as_bytes())
-            .map_err(io_err("write", &copy))?;
-        drop(file);
-        sha256_file(&copy)
-    })();
-    let _ = fs::remove_file(&copy);
-    result
+    image_hash(image, Some((at, PLACEHOLDER.as_bytes())))
 }
 
 /// What `image` remembers about an image file it wrote, so that a no-op
@@ -220,7 +230,6 @@ impl ImageState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::{Digest, Sha256};
 
     #[test]
     fn seal_then_check_round_trips() {
@@ -239,8 +248,8 @@ mod tests {
         image.extend(vec![9u8; 4096]);
         let path = dir.path().join("x.img");
         fs::write(&path, &image).unwrap();
-        let expected = hex::encode(Sha256::digest(&image));
         let len = image.len() as u64;
+        let expected = image_sha256(&File::open(&path).unwrap(), len, None).unwrap();
         let sealed = seal_image(&path, (4000, len)).unwrap();
         assert_eq!(sealed, expected);
         let text = fs::read(&path).unwrap();

@@ -11,8 +11,10 @@ use sha2::{Digest, Sha256};
 
 use crate::debian::closure::ClosureError;
 use crate::model::manifest::ManifestError;
-use crate::payload::esp::{Payload, PayloadError, PayloadOptions};
+use crate::payload::esp::{PayloadError, PayloadOptions};
 use crate::project::Project;
+use crate::sources::store::StoreError;
+use crate::steps::cache::Cache;
 use crate::steps::runtime::RuntimeError;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,13 +50,14 @@ pub enum EspError {
     Runtime(#[source] RuntimeError),
     #[error("assembling the ESP")]
     Assemble(#[source] PayloadError),
+    #[error("opening the step cache")]
+    Store(#[source] StoreError),
 }
 
-/// An ESP payload built into a temporary directory.
-pub struct BuiltEsp {
-    pub(crate) _dir: tempfile::TempDir,
-    pub esp: PathBuf,
-    pub payload: Payload,
+/// The step cache the payload's derivations go into.
+pub fn payload_cache(project: &Project) -> Result<Cache, EspError> {
+    let store = project.store().map_err(EspError::Store)?;
+    Ok(Cache::new(store.root()))
 }
 
 /// A temporary directory (removed when dropped).

@@ -112,6 +112,8 @@ pub enum PayloadError {
     Grub(#[from] crate::payload::grub::GrubError),
     #[error(transparent)]
     Io(#[from] IoError),
+    #[error("caching the payload")]
+    Cache(#[from] crate::steps::StepError),
 }
 
 /// Inputs of the payload besides the package tree.
@@ -138,6 +140,11 @@ pub struct PayloadOptions {
     pub extra_esp_files: Vec<(String, PathBuf)>,
     /// Merged into build.json (manifest and lock hashes).
     pub build_info: serde_json::Map<String, serde_json::Value>,
+    /// Names the content of `root`, `init`, `grub_image` and
+    /// `extra_esp_files` (the lock's package tree key, the steps' output
+    /// trees): the payload's cache keys (payload/cached.rs) hash it instead
+    /// of those files.
+    pub content_id: String,
 }
 
 impl PayloadOptions {
@@ -154,12 +161,13 @@ impl PayloadOptions {
             source_date_epoch: 0,
             extra_esp_files: Vec::new(),
             build_info: serde_json::Map::new(),
+            content_id: String::new(),
         }
     }
 }
 
 /// What was built.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Payload {
     pub kernel_version: String,
     /// ESP-relative path -> (size, sha256), build.json included.
@@ -406,8 +414,33 @@ fn hash_tree(
     Ok(())
 }
 
-/// Builds the ESP tree into `esp` (which must be empty or absent).
-pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadError> {
+/// The initramfs archive's file name for `compression`.
+pub fn initramfs_name(compression: Compression) -> String {
+    format!("initramfs.cpio{}", compression.extension())
+}
+
+/// Packs the initramfs into `file`; returns the kernel modules in load
+/// order.
+pub fn build_initramfs(options: &PayloadOptions, file: &Path) -> Result<Vec<String>, PayloadError> {
+    let kernel = kernel_version(&options.root)?;
+    let (initramfs, modules) = initramfs_tree(options, &kernel)?;
+    let out = fs::File::create(file).map_err(io_err("create", file))?;
+    initramfs.write(
+        options.source_date_epoch,
+        options.compression,
+        io::BufWriter::new(out),
+    )?;
+    Ok(modules)
+}
+
+/// Builds the ESP tree into `esp` (which must be empty or absent) around
+/// the packed `initramfs` (see [`build_initramfs`]) and its `modules`.
+pub fn build(
+    options: &PayloadOptions,
+    initramfs: &Path,
+    modules: Vec<String>,
+    esp: &Path,
+) -> Result<Payload, PayloadError> {
     let root = &options.root;
     fs::create_dir_all(esp).map_err(io_err("create", esp))?;
     let kernel = kernel_version(root)?;
@@ -449,15 +482,9 @@ pub fn build(options: &PayloadOptions, esp: &Path) -> Result<Payload, PayloadErr
         &real_path(root, "usr/share/OVMF/OVMF_VARS_4M.fd")?,
         &esp.join(paths::OVMF_VARS),
     )?;
-
-    let (initramfs, modules) = initramfs_tree(options, &kernel)?;
-    let name = format!("initramfs.cpio{}", options.compression.extension());
-    let initramfs_path = hiperiso.join(&name);
-    let file = fs::File::create(&initramfs_path).map_err(io_err("create", &initramfs_path))?;
-    initramfs.write(
-        options.source_date_epoch,
-        options.compression,
-        io::BufWriter::new(file),
+    copy(
+        initramfs,
+        &hiperiso.join(initramfs_name(options.compression)),
     )?;
 
     for (relative, source) in &options.extra_esp_files {

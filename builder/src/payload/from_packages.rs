@@ -2,22 +2,25 @@
 //! (debian/closure.rs), with the static runtime, assembled into GRUB,
 //! kernel, initramfs and firmware.
 
-use std::path::Path;
-
 use sha2::{Digest, Sha256};
 
 use crate::debian::closure::{self, LockMode};
-use crate::payload::base::{EspError, base_options};
-use crate::payload::esp::{self, Payload};
+use crate::payload::base::{EspError, base_options, payload_cache};
+use crate::payload::cached::{self, CachedEsp, StepsInfo};
 use crate::project::Project;
 use crate::steps::runtime;
 
-/// The whole debian-profile ESP payload into `esp`: reads the lock (`mode`:
+/// The whole debian-profile ESP payload: reads the lock (`mode`:
 /// committed, where stale stops, or a scratch one), fetches and unpacks the
 /// packages, builds the static runtime and assembles GRUB, kernel,
-/// initramfs and firmware. This is what `hiperiso-build --profile debian
-/// image` puts on the ESP (with the committed lock).
-pub fn build_esp(project: &Project, mode: LockMode<'_>, esp: &Path) -> Result<Payload, EspError> {
+/// initramfs and firmware, through the cache (payload/cached.rs). This is
+/// what `hiperiso-build --profile debian image` puts on the ESP (with the
+/// committed lock).
+pub fn build_esp(
+    project: &Project,
+    mode: LockMode<'_>,
+    steps: StepsInfo<'_>,
+) -> Result<CachedEsp, EspError> {
     let (profile_name, _) = project.profile().map_err(EspError::Profile)?;
     let prepared = closure::prepare(project, mode).map_err(EspError::Packages)?;
     let runtime = runtime::build_pinned(project, &prepared.lock).map_err(EspError::Runtime)?;
@@ -27,7 +30,7 @@ pub fn build_esp(project: &Project, mode: LockMode<'_>, esp: &Path) -> Result<Pa
     }
     options
         .build_info
-        .insert("runtime".into(), runtime.record.tree.into());
+        .insert("runtime".into(), runtime.record.tree.clone().into());
     options.build_info.insert(
         "lock_sha256".into(),
         hex::encode(Sha256::digest(prepared.lock.to_toml())).into(),
@@ -50,5 +53,18 @@ pub fn build_esp(project: &Project, mode: LockMode<'_>, esp: &Path) -> Result<Pa
             .collect::<serde_json::Map<_, _>>()
             .into(),
     );
-    esp::build(&options, esp).map_err(EspError::Assemble)
+    // The unpacked tree is named by its packages' hashes, the runtime by
+    // its output tree.
+    options.content_id = format!(
+        "debian {} runtime {}",
+        closure::tree_key(&prepared.lock),
+        runtime.record.tree
+    );
+    cached::esp(
+        &payload_cache(project)?,
+        &options,
+        steps,
+        project.settings.progress(),
+    )
+    .map_err(EspError::Assemble)
 }

@@ -24,19 +24,19 @@ use std::path::{Path, PathBuf};
 use hiperiso_stick::io::io_err;
 use hiperiso_stick::paths::esp as esp_paths;
 
-use crate::payload::base::{EspError, base_options, temp_dir};
-use crate::payload::esp::{self, Payload};
+use crate::payload::base::{EspError, base_options, payload_cache, temp_dir};
+use crate::payload::cached::{self, CachedEsp, StepsInfo};
 use crate::project::Project;
 use crate::steps::profile::BuiltSteps;
 use crate::steps::runtime;
 
-/// The default profile's ESP from its built `steps` into `esp`.
+/// The default profile's ESP from its built `steps`, through the cache
+/// (payload/cached.rs), keyed by the steps' output trees.
 pub fn build_esp(
     project: &Project,
     profile: &str,
     steps: &BuiltSteps,
-    esp: &Path,
-) -> Result<Payload, EspError> {
+) -> Result<CachedEsp, EspError> {
     let runtime = steps
         .paths
         .get(runtime::NAME)
@@ -69,7 +69,18 @@ pub fn build_esp(
         .parent()
         .filter(|_| bios.is_file())
         .map(Path::to_path_buf);
-    esp::build(&options, esp).map_err(EspError::Assemble)
+    options.content_id = serde_json::to_string(&steps.trees).expect("json");
+    let info = StepsInfo {
+        steps: &steps.trees,
+        tools: steps.tools.as_deref(),
+    };
+    cached::esp(
+        &payload_cache(project)?,
+        &options,
+        info,
+        project.settings.progress(),
+    )
+    .map_err(EspError::Assemble)
 }
 
 /// Lays `source/relative` into `root/relative`: directories merged, files

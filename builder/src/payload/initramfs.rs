@@ -13,11 +13,18 @@ use hiperiso_stick::io::{IoError, io_err};
 use crate::payload::cpio::{self, Content, CpioError, Node, Tree};
 use crate::payload::elf::{self, ElfError};
 
-/// Compression of the cpio archive; the settings are fixed (single thread,
-/// fixed level) so the bytes do not depend on the machine.
+/// zstd's level: on the ~90 MB debian-profile cpio, level 9 gives 30.1 MB
+/// in 2.2 s on two cores where 19 gave 27.5 MB in 48 s.
+const ZSTD_LEVEL: i32 = 9;
+/// zstd's worker threads: fixed, never the machine's core count, so the
+/// bytes do not depend on the machine.
+const ZSTD_WORKERS: u32 = 2;
+
+/// Compression of the cpio archive; the settings are fixed (level, worker
+/// count) so the bytes do not depend on the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
-    /// zstd level 19 with a content checksum.
+    /// zstd level 9 (two workers) with a content checksum.
     #[default]
     Zstd,
     /// gzip level 9.
@@ -43,6 +50,16 @@ impl std::str::FromStr for Compression {
 }
 
 impl Compression {
+    /// The exact settings, for cache keys (payload/cached.rs).
+    pub fn settings(self) -> String {
+        match self {
+            Self::Zstd => format!("zstd level {ZSTD_LEVEL} workers {ZSTD_WORKERS} checksum"),
+            Self::Gzip => "gzip level 9 mtime 0".into(),
+            Self::Xz => "xz preset 6 crc32".into(),
+            Self::None => "none".into(),
+        }
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             Self::Zstd => ".zst",
@@ -265,8 +282,9 @@ pub fn compress(
 ) -> Result<(), InitramfsError> {
     let result = match compression {
         Compression::Zstd => (|| {
-            let mut encoder = zstd::stream::Encoder::new(&mut out, 19)?;
+            let mut encoder = zstd::stream::Encoder::new(&mut out, ZSTD_LEVEL)?;
             encoder.include_checksum(true)?;
+            encoder.multithread(ZSTD_WORKERS)?;
             encoder.write_all(data)?;
             encoder.finish().map(|_| ())
         })(),

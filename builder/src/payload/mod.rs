@@ -3,6 +3,7 @@
 //! the trees an image is made of.
 
 pub mod base;
+pub mod cached;
 pub mod cpio;
 pub mod elf;
 pub mod esp;

@@ -1,6 +1,8 @@
 //! Download progress: bars on a terminal, plain lines otherwise.
 
 use std::io::{self, IsTerminal};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -112,6 +114,100 @@ impl Task {
     pub(crate) fn abandon(&self) {
         if let Some(bar) = &self.bar {
             bar.abandon();
+        }
+    }
+}
+
+/// How often a running [`Activity`] prints a plain line.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(10);
+
+/// One long operation (packing the initramfs, writing an image, unpacking
+/// packages): a spinner with its elapsed time on a terminal; otherwise a
+/// line when it starts, one every 10 s while it runs and one when it ends,
+/// so it is never silent for longer. Quiet prints nothing.
+pub struct Activity {
+    name: String,
+    started: Instant,
+    lines: bool,
+    bar: Option<ProgressBar>,
+    stop: Option<mpsc::Sender<()>>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Activity {
+    pub fn start(mode: Progress, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let started = Instant::now();
+        let mode = match mode {
+            Progress::Auto if io::stderr().is_terminal() => Progress::Bars,
+            Progress::Auto => Progress::Lines,
+            other => other,
+        };
+        let mut activity = Self {
+            name: name.clone(),
+            started,
+            lines: mode == Progress::Lines,
+            bar: None,
+            stop: None,
+            ticker: None,
+        };
+        match mode {
+            Progress::Bars => {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_message(name);
+                bar.enable_steady_tick(Duration::from_millis(200));
+                activity.bar = Some(bar);
+            }
+            Progress::Lines => {
+                eprintln!("{name}...");
+                let (stop, stopped) = mpsc::channel::<()>();
+                activity.stop = Some(stop);
+                activity.ticker = Some(std::thread::spawn(move || {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) =
+                        stopped.recv_timeout(ACTIVITY_EVERY)
+                    {
+                        eprintln!("{name}: {}s", started.elapsed().as_secs());
+                    }
+                }));
+            }
+            _ => {}
+        }
+        activity
+    }
+
+    /// Ends it, with a line saying how long it took.
+    pub fn finish(mut self) {
+        self.stop_ticker();
+        let took = format!(
+            "{}: {:.1}s",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        );
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            eprintln!("{took}");
+        } else if self.lines {
+            eprintln!("{took}");
+        }
+    }
+
+    fn stop_ticker(&mut self) {
+        drop(self.stop.take());
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        self.stop_ticker();
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }

@@ -38,7 +38,7 @@ pub struct Builder<'a> {
     pub cache: Cache,
     pub(crate) store: Store,
     probed: OnceLock<Result<(), String>>,
-    progress: Mutex<BTreeMap<String, Instant>>,
+    progress: Mutex<BTreeMap<String, (Instant, PathBuf)>>,
 }
 
 impl<'a> Builder<'a> {
@@ -200,7 +200,7 @@ impl<'a> Builder<'a> {
                 remove_tree(&entry.path())?;
             }
         }
-        self.started(name);
+        self.started(name, self.cache.log_path(name, &key));
         let result = self.run(recipe, &key, upstream, Variant::Normal);
         self.finished(name);
         let (out, tree, _log, seconds) = result?;
@@ -224,11 +224,11 @@ impl<'a> Builder<'a> {
         })
     }
 
-    pub(crate) fn started(&self, name: &str) {
+    pub(crate) fn started(&self, name: &str, log: PathBuf) {
         self.progress
             .lock()
             .expect("progress lock")
-            .insert(name.to_string(), Instant::now());
+            .insert(name.to_string(), (Instant::now(), log));
         if self.project.settings.verbosity >= 0 {
             eprintln!("building {name}...");
         }
@@ -238,16 +238,21 @@ impl<'a> Builder<'a> {
         self.progress.lock().expect("progress lock").remove(name);
     }
 
-    fn progress_line(&self) -> Option<String> {
+    /// Each running step with its elapsed time and its log's last line.
+    fn progress_line(&self, width: usize) -> Option<String> {
         let running = self.progress.lock().expect("progress lock");
         if running.is_empty() {
             return None;
         }
         let parts: Vec<String> = running
             .iter()
-            .map(|(name, since)| format!("{name} {}s", since.elapsed().as_secs()))
+            .map(|(name, (since, log))| {
+                let last = last_line(log);
+                let last: String = last.chars().take(width).collect();
+                format!("{name} {}s: {last}", since.elapsed().as_secs())
+            })
             .collect();
-        Some(format!("running: {}", parts.join(", ")))
+        Some(format!("running: {}", parts.join(" | ")))
     }
 
     /// Builds `wanted` (every recipe when empty) and what they need, up to
@@ -317,11 +322,15 @@ impl<'a> Builder<'a> {
                         }
                     }
                     Err(_) => {
-                        let every = if tty { 1 } else { 30 };
+                        // A running step is never silent for more than
+                        // 10 s: a status line on a terminal, plain lines
+                        // otherwise.
+                        let every = if tty { 1 } else { PROGRESS_EVERY_SECONDS };
                         if self.project.settings.verbosity >= 0
                             && last_report.elapsed().as_secs() >= every
                         {
-                            if let Some(line) = self.progress_line() {
+                            let width = if tty { 40 } else { 200 };
+                            if let Some(line) = self.progress_line(width) {
                                 if tty {
                                     eprint!("\r\x1b[K{line}");
                                     let _ = io::stderr().flush();
@@ -358,6 +367,17 @@ fn recipe_upstream(
         .filter_map(|s| upstream.get_key_value(s))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// How often plain progress lines are printed while steps run.
+const PROGRESS_EVERY_SECONDS: u64 = 10;
+
+/// The last non-empty line of a log (empty when there is none).
+fn last_line(path: &Path) -> String {
+    log_tail(path, 1)
+        .trim_start_matches("  | ")
+        .trim()
+        .to_string()
 }
 
 /// The last `lines` lines of a log, indented.

@@ -4,7 +4,8 @@
 //! cached in the step cache like a recipe's output.
 //!
 //! Its key hashes `rustc -vV`, the workspace's Cargo.toml and Cargo.lock,
-//! every file under `runtime/`, the flags and SOURCE_DATE_EPOCH. Paths are
+//! every file under `runtime/` and the crates it uses (`stick/`,
+//! `installer/`), the flags and SOURCE_DATE_EPOCH. Paths are
 //! remapped (`--remap-path-prefix`), so the checkout's, cargo's and the
 //! target directory's locations stay out of the binaries; `verify runtime`
 //! rebuilds in a fresh target directory and compares.
@@ -97,6 +98,18 @@ pub fn host_rustc(verbose: bool) -> Result<String, RuntimeError> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
+/// The flags for static binaries with the three local paths remapped.
+fn remapped_flags(target_dir: &Path, workspace: &Path, cargo_home: &Path) -> Vec<String> {
+    let remap = |from: &Path, to: &str| format!("--remap-path-prefix={}={to}", from.display());
+    vec![
+        "-C".into(),
+        "target-feature=+crt-static".into(),
+        remap(target_dir, "/target"),
+        remap(workspace, "/hiperiso"),
+        remap(cargo_home, "/cargo"),
+    ]
+}
+
 /// The runtime step of the workspace at `workspace`.
 pub struct RuntimeStep<'a> {
     project: &'a Project,
@@ -134,12 +147,19 @@ impl<'a> RuntimeStep<'a> {
         })
     }
 
-    /// The cache key: the toolchain, flags and every input file.
+    /// The cache key: the toolchain, flags and every input file. The flags
+    /// are hashed with their remapped paths in place of the local ones
+    /// (which never reach the binaries), so every checkout of the same
+    /// sources, and every profile, shares one runtime.
     pub fn key(&self) -> Result<String, RuntimeError> {
+        let flags = remapped_flags(
+            Path::new("/target"),
+            Path::new("/hiperiso"),
+            Path::new("/cargo"),
+        );
         let mut text = format!(
-            "hiperiso runtime step v1\n{}\ntarget {TARGET}\nflags {:?}\nepoch {}\n",
+            "hiperiso runtime step v2\n{}\ntarget {TARGET}\nflags {flags:?}\nepoch {}\n",
             host_rustc(true)?,
-            self.rustflags(Path::new("/target")),
             self.epoch
         );
         for file in ["Cargo.toml", "Cargo.lock"] {
@@ -147,8 +167,12 @@ impl<'a> RuntimeStep<'a> {
             let bytes = fs::read(&path).map_err(io_err("read", &path))?;
             text.push_str(&format!("{file} {}\n", sha256_hex(&bytes)));
         }
-        let runtime = self.workspace.join("runtime");
-        text.push_str(&Tree::scan(&runtime).map_err(StepError::from)?.manifest());
+        // The runtime crate and the workspace crates it depends on.
+        for krate in ["runtime", "stick", "installer"] {
+            let dir = self.workspace.join(krate);
+            text.push_str(&format!("--- {krate}\n"));
+            text.push_str(&Tree::scan(&dir).map_err(StepError::from)?.manifest());
+        }
         Ok(sha256_hex(text.as_bytes()))
     }
 
@@ -159,14 +183,7 @@ impl<'a> RuntimeStep<'a> {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
             .unwrap_or_default();
-        let remap = |from: &Path, to: &str| format!("--remap-path-prefix={}={to}", from.display());
-        vec![
-            "-C".into(),
-            "target-feature=+crt-static".into(),
-            remap(target_dir, "/target"),
-            remap(&self.workspace, "/hiperiso"),
-            remap(&cargo_home, "/cargo"),
-        ]
+        remapped_flags(target_dir, &self.workspace, &cargo_home)
     }
 
     /// Builds into `target_dir` and copies the binaries into `out`.

@@ -27,7 +27,7 @@ impl Builder<'_> {
             let recipe = self.recipes.get(&name)?;
             let expected = &results[&name];
             let key = &expected.record.key;
-            self.started(&name);
+            self.started(&name, self.cache.log_path(&name, &format!("{key}.verify")));
             let run = self.run(recipe, key, &upstream, Variant::Verify);
             self.finished(&name);
             let (out, tree, _log, _) = run?;

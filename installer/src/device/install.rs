@@ -397,10 +397,14 @@ pub fn execute_install(
         }
         sync(&dev, path)?;
     }
-    progress("verifying");
+    let written: Vec<_> = plan.steps.iter().filter(|s| !is_wipe(s)).collect();
+    progress(&format!(
+        "verifying: reading back {} written",
+        human(written.iter().map(|s| s.bytes()).sum())
+    ));
     drop_cache(&dev);
     let mut verified = 0;
-    for step in plan.steps.iter().filter(|s| !is_wipe(s)) {
+    for step in written {
         for &region in &step.regions {
             let want = hash_region(&mut staged, region)
                 .map_err(io_err("read the staging file", staged_path))?;

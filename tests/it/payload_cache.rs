@@ -1,0 +1,166 @@
+//! The payload through the step cache (builder/src/payload/cached.rs):
+//! `--profile debian image` with nothing changed builds nothing and writes
+//! nothing; one changed input rebuilds what depends on it, and only that.
+//!
+//! The project is a copy (manifest, overlays, and as its lock the one the
+//! end-to-end tests resolve afresh) beside symlinks to the workspace's
+//! crates, which the runtime step hashes. It shares the default cache with
+//! the end-to-end tests, so the package tree, the runtime and the first
+//! payload are built once for both.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use hiperiso_build::cli::ImageArgs;
+use hiperiso_build::commands::image::{ImageReport, image};
+use hiperiso_build::payload::cached::{ESP, INITRAMFS};
+use hiperiso_build::settings::Settings;
+use hiperiso_build::steps::Outcome::{Built, Cached};
+use hiperiso_installer::exfat::ExfatReader;
+use hiperiso_installer::fat::FatReader;
+use hiperiso_installer::inspect;
+use hiperiso_installer::slice::Slice;
+use hiperiso_tests::{stick, workspace_root};
+
+const GRUB_CFG: &str = "EFI/BOOT/grub.cfg";
+const INITRAMFS_FILE: &str = "EFI/hiperiso/initramfs.cpio.zst";
+const CONFIG: &str = "hiperiso/hiperiso.json.example";
+
+/// A project copy in `dir` whose lock is `lock`.
+fn project(dir: &Path, lock: &Path) -> PathBuf {
+    let root = workspace_root();
+    let project = dir.join("project");
+    fs::create_dir_all(&project).unwrap();
+    fs::copy(root.join("hiperiso.toml"), project.join("hiperiso.toml")).unwrap();
+    fs::copy(lock, project.join("hiperiso.lock")).unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(root.join("overlays"))
+        .arg(&project)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for name in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "builder",
+        "installer",
+        "runtime",
+        "stick",
+        "tests",
+    ] {
+        symlink(root.join(name), project.join(name)).unwrap();
+    }
+    project
+}
+
+/// A file of the image's ESP (FAT) or data partition (exFAT).
+fn read(image: &Path, esp: bool, path: &str) -> Vec<u8> {
+    let found = inspect::inspect_path(image).unwrap();
+    let part = found
+        .partitions
+        .iter()
+        .map(|(part, _)| part)
+        .find(|part| part.is_esp() == esp)
+        .unwrap();
+    let mut file = fs::File::open(image).unwrap();
+    let slice = Slice::new(&mut file, part.offset, part.len);
+    if esp {
+        FatReader::open(slice).unwrap().read_file(path).unwrap()
+    } else {
+        let mut out = Vec::new();
+        ExfatReader::open(slice)
+            .unwrap()
+            .read_file(path, &mut out)
+            .unwrap();
+        out
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    let mut bytes = fs::read(path).unwrap_or_default();
+    bytes.extend_from_slice(text.as_bytes());
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn debian_payload_is_cached_and_rebuilt_only_where_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    // The lock resolved afresh and the payload built (or found) through the
+    // shared cache, as the end-to-end tests do.
+    stick::build_esp(&dir.path().join("warm-esp")).unwrap();
+    let lock = stick::target_dir().join("hiperiso-e2e.lock");
+    let project = project(dir.path(), &lock);
+    let overlays = project.join("overlays");
+    let mut settings = Settings::new(project.join("hiperiso.toml"));
+    settings.profile = Some("debian".into());
+    settings.verbosity = -1;
+    let output = dir.path().join("x.img");
+    let args = ImageArgs {
+        output: output.clone(),
+        table: None,
+        size: Some("256MiB".into()),
+        esp_tree: None,
+        data_tree: None,
+    };
+    let run = |what: &str| -> ImageReport {
+        let started = Instant::now();
+        let report = image(&settings, &args).unwrap();
+        eprintln!("{what}: {report:?} in {:.2?}", started.elapsed());
+        report
+    };
+    let all_cached = [(INITRAMFS, Cached), (ESP, Cached)];
+
+    // The same inputs at another path: the payload the e2e build made.
+    let first = run("first image");
+    assert_eq!(first.payload, all_cached);
+    assert!(first.written);
+    let first_initramfs = read(&output, true, INITRAMFS_FILE);
+    let first_grub = read(&output, true, GRUB_CFG);
+
+    // Nothing changed: nothing built, nothing written.
+    let noop = run("no-op");
+    assert_eq!(noop.payload, all_cached);
+    assert!(!noop.written);
+    assert_eq!(noop.sha256, first.sha256);
+
+    // hiperiso.json's defaults: only the data partition changes.
+    let config = overlays.join("data").join(CONFIG);
+    let original_config = fs::read(&config).unwrap();
+    append(&config, "\n");
+    let report = run("hiperiso.json.example changed");
+    assert_eq!(report.payload, all_cached);
+    assert!(report.written);
+    assert_ne!(report.sha256, first.sha256);
+    assert_eq!(read(&output, false, CONFIG), fs::read(&config).unwrap());
+
+    // overlays/esp: the ESP is rebuilt around the cached initramfs.
+    let grub = overlays.join("esp").join(GRUB_CFG);
+    let original_grub = fs::read(&grub).unwrap();
+    append(&grub, "# payload cache test\n");
+    let report = run("grub.cfg changed");
+    assert_eq!(report.payload, [(INITRAMFS, Cached), (ESP, Built)]);
+    assert_eq!(read(&output, true, GRUB_CFG), fs::read(&grub).unwrap());
+    assert_eq!(read(&output, true, INITRAMFS_FILE), first_initramfs);
+
+    // overlays/initramfs: both are rebuilt.
+    let marker = overlays.join("initramfs/etc/hiperiso/payload-cache-test");
+    append(&marker, "marker\n");
+    let report = run("initramfs overlay added");
+    assert_eq!(report.payload, [(INITRAMFS, Built), (ESP, Built)]);
+    assert_ne!(read(&output, true, INITRAMFS_FILE), first_initramfs);
+
+    // Everything put back: the first payload from the cache, the same image.
+    fs::remove_dir_all(overlays.join("initramfs")).unwrap();
+    fs::write(&grub, original_grub).unwrap();
+    fs::write(&config, original_config).unwrap();
+    let report = run("all put back");
+    assert_eq!(report.payload, all_cached);
+    assert!(report.written);
+    assert_eq!(report.sha256, first.sha256);
+    assert_eq!(read(&output, true, GRUB_CFG), first_grub);
+}
