@@ -30,6 +30,8 @@ pub mod data {
     /// The runtime config (`hiperiso.json`), created by the user from the example.
     pub const CONFIG: &str = "hiperiso/hiperiso.json";
     pub const CONFIG_EXAMPLE: &str = "hiperiso/hiperiso.json.example";
+    /// JSON Schema of `CONFIG`, for editors (`"$schema": "hiperiso.schema.json"`).
+    pub const CONFIG_SCHEMA: &str = "hiperiso/hiperiso.schema.json";
     /// GRUB's environment block, written by hiperiso-init for the next menu.
     pub const GRUBENV: &str = "hiperiso/grubenv";
     /// One directory per session, `<iso-stem>_<YYYYMMDDTHHMMSSZ>`.

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use hiperiso_stick::io::{IoError, io_err, sha256_file};
-use hiperiso_stick::paths::data::ISOS_DIR;
+use hiperiso_stick::paths::data::{CONFIG_SCHEMA, HIPERISO_DIR, ISOS_DIR};
 use hiperiso_stick::paths::esp::BUILD_JSON;
 
 use crate::project::Project;
@@ -91,6 +91,11 @@ impl PayloadTrees {
         copy_tree(&esp_source, &esp)?;
         copy_tree(&data_source, &data)?;
         fs::create_dir_all(data.join(ISOS_DIR)).map_err(io_err("stage", &data))?;
+        // The config's JSON Schema, next to it, so editors validate it.
+        let schema = data.join(CONFIG_SCHEMA);
+        fs::create_dir_all(data.join(HIPERISO_DIR)).map_err(io_err("stage", &data))?;
+        fs::write(&schema, hiperiso_runtime::config_check::SCHEMA)
+            .map_err(io_err("stage", &schema))?;
         let marker = esp.join(BUILD_JSON);
         if !marker.exists() {
             let lock = project.lock_path();

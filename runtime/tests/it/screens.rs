@@ -202,12 +202,7 @@ fn contact_sheet_and_animation_of_real_screens() {
 
 #[test]
 fn ocr_reads_the_grub_menu_when_tesseract_is_there() {
-    if std::process::Command::new("tesseract")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no tesseract on PATH");
+    if !hiperiso_prereq::tools(&[("tesseract", "tesseract-ocr tesseract-ocr-eng")]) {
         return;
     }
     let dir = session("grub-rescue");
