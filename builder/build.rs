@@ -2,19 +2,17 @@
 //! `hiperiso-build.1` with one page per verb (`hiperiso-build-install.1`,
 //! …) and `hiperiso-log.1` with its verbs, into `man/` beside the
 //! binaries (`target/debug/man/`, `target/release/man/`). The two CLI
-//! files name nothing of their crates, so they are included as they are.
+//! files name nothing of their crates, so they are compiled here as they are.
 
 use std::path::{Path, PathBuf};
 
 #[allow(dead_code)]
-mod builder_cli {
-    include!("src/cli.rs");
-}
+#[path = "src/cli.rs"]
+mod builder_cli;
 
 #[allow(dead_code)]
-mod log_cli {
-    include!("../runtime/src/bin/hiperiso-log/cli.rs");
-}
+#[path = "../runtime/src/bin/hiperiso-log/cli.rs"]
+mod log_cli;
 
 /// The page of `command` and, recursively, of each visible subcommand.
 fn write_pages(command: clap::Command, prefix: &str, dir: &Path) -> std::io::Result<()> {
@@ -22,7 +20,8 @@ fn write_pages(command: clap::Command, prefix: &str, dir: &Path) -> std::io::Res
         "" => command.get_name().to_string(),
         _ => format!("{prefix}-{}", command.get_name()),
     };
-    let command = command.name(&name);
+    // A build script runs once: leaking the few page names is fine.
+    let command = command.name(&*Box::leak(name.clone().into_boxed_str()));
     let mut page = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut page)?;
     std::fs::write(dir.join(format!("{name}.1")), page)?;

@@ -1,7 +1,7 @@
 //! Command-line arguments (clap derive). Only parsing lives here; every
 //! verb's logic is a library function called from `main.rs`.
 //!
-//! This file names nothing of the crate: `build.rs` includes it to write
+//! This file names nothing of the crate: `build.rs` compiles it too to write
 //! the man pages at build time (the tests check that its literals match
 //! the constants of the lower layers).
 

@@ -38,7 +38,7 @@ fn every_fuzz_target_survives_its_seeds_regressions_and_mutations() {
             }
         }
         assert!(!inputs.is_empty(), "{name}: no runtime/fuzz/seeds/{name}/");
-        let mut run = |data: &[u8], what: &str| {
+        let run = |data: &[u8], what: &str| {
             if catch_unwind(AssertUnwindSafe(|| target(data))).is_err() {
                 let saved = std::env::temp_dir().join(format!("fuzz-smoke-{name}-crash"));
                 fs::write(&saved, data).unwrap();

@@ -310,7 +310,7 @@ fn config_check_names_line_and_key() {
 #[test]
 fn completions_and_man_pages() {
     for (shell, needle) in [
-        ("bash", "_hiperiso-build()"),
+        ("bash", "_hiperiso__build()"),
         ("zsh", "#compdef hiperiso-build"),
         ("fish", "complete -c hiperiso-build"),
     ] {

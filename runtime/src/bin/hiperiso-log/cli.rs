@@ -1,5 +1,5 @@
 //! hiperiso-log's command line (clap derive). It names nothing of the
-//! crate: `build.rs` includes it to write the man pages at build time.
+//! crate: `build.rs` compiles it too to write the man pages at build time.
 
 use std::path::PathBuf;
 

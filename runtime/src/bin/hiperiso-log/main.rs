@@ -13,7 +13,7 @@ use hiperiso_runtime::simpletrace::PythonStyleFormatter;
 use hiperiso_runtime::trace_events::{EventCatalog, TraceEvent, Value};
 use hiperiso_runtime::trace_summary::{self, TraceItem, TraceStream, TraceSummary};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Exit status when a result is printed but its input was damaged.
