@@ -107,7 +107,7 @@ echo "=== BEGIN edited"; list /edited; echo "=== END edited"
 umount /edited
 step esp
 # /dev/vdd: our FAT ESP.
-mount -t vfat -o ro /dev/vdd /esp
+mount -t vfat -o ro,iocharset=utf8 /dev/vdd /esp
 echo "=== BEGIN esp"; list /esp; echo "=== END esp"
 umount /esp
 step done
