@@ -38,7 +38,12 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// The manifest to read.
-    #[arg(long, global = true, value_name = "PATH", default_value = "hiperiso.toml")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "hiperiso.toml"
+    )]
     pub manifest: PathBuf,
     /// Manifest profile to use (default: the manifest's [image] profile).
     #[arg(long, global = true, value_name = "P")]
@@ -438,15 +443,25 @@ mod tests {
 
     #[test]
     fn install_short_flags() {
-        let cli =
-            Cli::try_parse_from(["hiperiso-build", "install", "-g", "-L", "MINE", "-I", "/dev/sdz"])
-                .unwrap();
+        let cli = Cli::try_parse_from([
+            "hiperiso-build",
+            "install",
+            "-g",
+            "-L",
+            "MINE",
+            "-I",
+            "/dev/sdz",
+        ])
+        .unwrap();
         let Command::Install(args) = cli.command else {
             panic!("not install")
         };
         assert!(args.gpt && args.reinstall);
         assert_eq!(args.label.as_deref(), Some("MINE"));
-        assert!(Cli::try_parse_from(["hiperiso-build", "install", "-g", "--table", "mbr", "x"]).is_err());
+        assert!(
+            Cli::try_parse_from(["hiperiso-build", "install", "-g", "--table", "mbr", "x"])
+                .is_err()
+        );
         assert!(Cli::try_parse_from(["hiperiso-build", "install", "-I", "--update", "x"]).is_err());
     }
 

@@ -84,7 +84,10 @@ impl fmt::Display for Report<'_> {
 /// globs under `iso_overrides` quoted.
 fn key_lines(text: &str) -> Vec<(String, usize)> {
     enum Frame {
-        Object { key: Option<String>, expect_key: bool },
+        Object {
+            key: Option<String>,
+            expect_key: bool,
+        },
         Array,
     }
     let name = |stack: &[Frame], last: &str| {
@@ -141,7 +144,10 @@ fn key_lines(text: &str) -> Vec<(String, usize)> {
                 }
                 let raw = &text[start..=i.min(bytes.len() - 1)];
                 let n = stack.len();
-                if let Some(Frame::Object { expect_key: true, .. }) = stack.last() {
+                if let Some(Frame::Object {
+                    expect_key: true, ..
+                }) = stack.last()
+                {
                     let key: String = serde_json::from_str(raw).unwrap_or_default();
                     out.push((name(&stack[..n - 1], &key), line));
                     if let Some(Frame::Object { key: slot, .. }) = stack.last_mut() {
@@ -178,13 +184,24 @@ mod tests {
         let report = Report("h.json", &problems).to_string();
         let lines: Vec<&str> = report.lines().collect();
         assert_eq!(lines.len(), 4, "{report}");
-        assert!(lines[0].starts_with("h.json:3: control.default_ram: expected an integer"), "{report}");
-        assert!(lines[1].starts_with("h.json:4: control.colour: unknown key"), "{report}");
         assert!(
-            lines[2].starts_with("h.json:8: iso_overrides.\"win*.iso\".firmware: unknown firmware \"coreboot\""),
+            lines[0].starts_with("h.json:3: control.default_ram: expected an integer"),
             "{report}"
         );
-        assert!(lines[3].starts_with("h.json:11: extra: unknown key"), "{report}");
+        assert!(
+            lines[1].starts_with("h.json:4: control.colour: unknown key"),
+            "{report}"
+        );
+        assert!(
+            lines[2].starts_with(
+                "h.json:8: iso_overrides.\"win*.iso\".firmware: unknown firmware \"coreboot\""
+            ),
+            "{report}"
+        );
+        assert!(
+            lines[3].starts_with("h.json:11: extra: unknown key"),
+            "{report}"
+        );
     }
 
     #[test]
@@ -192,7 +209,10 @@ mod tests {
         let problems = check("h.json", "{\n  \"control\": {\n    \"a\": ,\n");
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].line, 3);
-        assert!(problems[0].message.starts_with("invalid JSON at column"), "{problems:?}");
+        assert!(
+            problems[0].message.starts_with("invalid JSON at column"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -217,12 +237,17 @@ mod tests {
             documents.push(format!(r#"{{"control_ext": {{"{key}": null}}}}"#));
         }
         for key in keys("/$defs/override/properties") {
-            documents.push(format!(r#"{{"iso_overrides": {{"*": {{"{key}": null}}}}}}"#));
+            documents.push(format!(
+                r#"{{"iso_overrides": {{"*": {{"{key}": null}}}}}}"#
+            ));
         }
         assert!(documents.len() > 15);
         for doc in documents {
             let problems = check("s", &doc);
-            assert!(problems.iter().all(|p| !p.message.contains("unknown key")), "{doc}: {problems:?}");
+            assert!(
+                problems.iter().all(|p| !p.message.contains("unknown key")),
+                "{doc}: {problems:?}"
+            );
         }
         assert!(!check("s", r#"{"control": {"nope": 1}}"#).is_empty());
     }

@@ -360,7 +360,12 @@ fn edited_volume(work: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8
     let added: Vec<u8> = (0..3 * MIB as u32 + 5).map(|i| (i % 241) as u8).collect();
     let mut editor = ExfatEditor::open(&mut file).unwrap();
     editor
-        .put_file("ISOs/added.iso", &added[..], added.len() as u64, 1_700_000_000)
+        .put_file(
+            "ISOs/added.iso",
+            &added[..],
+            added.len() as u64,
+            1_700_000_000,
+        )
         .unwrap();
     drop(editor);
     file.sync_all().unwrap();

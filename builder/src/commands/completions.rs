@@ -15,6 +15,11 @@ pub fn completions(shell: ShellArg) -> Result<()> {
         ShellArg::Fish => Shell::Fish,
     };
     let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, "hiperiso-build", &mut std::io::stdout());
+    clap_complete::generate(
+        shell,
+        &mut command,
+        "hiperiso-build",
+        &mut std::io::stdout(),
+    );
     Ok(())
 }

@@ -319,8 +319,12 @@ mod tests {
         let ls = ["/usr/bin/ls", "/bin/ls"]
             .into_iter()
             .find(|p| Path::new(p).exists());
-        hiperiso_prereq::check(ls.is_some(), "a dynamically linked ls", "apt-get install coreutils")
-            .then_some(ls?)
+        hiperiso_prereq::check(
+            ls.is_some(),
+            "a dynamically linked ls",
+            "apt-get install coreutils",
+        )
+        .then_some(ls?)
     }
 
     #[test]

@@ -28,7 +28,6 @@ fn ok(cmd: &mut Command) -> String {
     text(&out)
 }
 
-
 /// A scratch project: manifest and overlays, the ESP payload in
 /// overlays/esp (the default until the build assembles one).
 struct Project {
@@ -244,7 +243,15 @@ fn install_asks_for_the_device_name_and_dry_run_writes_nothing() {
     }
     let plan = ok(p
         .cmd()
-        .args(["install", "--force", "--dry-run", "-I", "-g", "-L", "Mine 2026"])
+        .args([
+            "install",
+            "--force",
+            "--dry-run",
+            "-I",
+            "-g",
+            "-L",
+            "Mine 2026",
+        ])
         .arg(&dev.0));
     assert!(
         plan.contains("partition table: gpt") && plan.contains("label Mine 2026"),
@@ -273,7 +280,10 @@ fn install_refuses_before_any_work() {
     let not_a_disk = p.path("hiperiso.toml");
     for (args, needle) in [
         (vec!["install", "--dry-run"], "not a block device"),
-        (vec!["install", "--update", "--dry-run"], "not a block device"),
+        (
+            vec!["install", "--update", "--dry-run"],
+            "not a block device",
+        ),
         (
             vec!["install", "--dry-run", "--label", "HIPERISO-2026"],
             "longer than 11",
@@ -294,12 +304,24 @@ fn install_refuses_before_any_work() {
 fn config_check_names_line_and_key() {
     let p = Project::new();
     let file = p.path("hiperiso.json");
-    fs::write(&file, "{\n  \"control\": {\n    \"default_cpus\": 0\n  }\n}\n").unwrap();
-    let out = p.cmd().args(["config", "check"]).arg(&file).output().unwrap();
+    fs::write(
+        &file,
+        "{\n  \"control\": {\n    \"default_cpus\": 0\n  }\n}\n",
+    )
+    .unwrap();
+    let out = p
+        .cmd()
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(
-        said.contains(&format!("{}:3: control.default_cpus: expected an integer", file.display())),
+        said.contains(&format!(
+            "{}:3: control.default_cpus: expected an integer",
+            file.display()
+        )),
         "{said}"
     );
     fs::write(&file, "{\"control\": {\"default_cpus\": 4}}").unwrap();
@@ -315,7 +337,10 @@ fn completions_and_man_pages() {
         ("fish", "complete -c hiperiso-build"),
     ] {
         let script = ok(bin().args(["completions", shell]));
-        assert!(script.contains(needle) && script.contains("reinstall"), "{shell}");
+        assert!(
+            script.contains(needle) && script.contains("reinstall"),
+            "{shell}"
+        );
     }
     let man = Path::new(env!("CARGO_BIN_EXE_hiperiso-build"))
         .parent()

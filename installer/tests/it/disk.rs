@@ -26,7 +26,6 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-
 /// A loop device over a file or a window of one, detached on drop.
 struct Loop(PathBuf);
 

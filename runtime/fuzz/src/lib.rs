@@ -87,14 +87,14 @@ impl Seek for SparseDisk {
     }
 }
 
+/// Lists a directory of the volume under test: its children as (name,
+/// is a directory), None when it cannot be read.
+pub type Lister<'a> = dyn FnMut(&str) -> Option<Vec<(String, bool)>> + 'a;
+
 /// Walks a tree through `list` (children of a path: name, is_dir) and
 /// calls `file` on each file; at most `budget` entries, so a looping
 /// directory structure ends.
-pub fn walk(
-    list: &mut dyn FnMut(&str) -> Option<Vec<(String, bool)>>,
-    file: &mut dyn FnMut(&str),
-    budget: usize,
-) {
+pub fn walk(list: &mut Lister<'_>, file: &mut dyn FnMut(&str), budget: usize) {
     let mut todo = vec![String::new()];
     let mut left = budget;
     while let Some(dir) = todo.pop() {
@@ -137,8 +137,12 @@ pub mod targets {
     use std::path::Path;
     use std::sync::LazyLock;
 
-    /// Every target by name, as `fuzz_targets/NAME.rs` and `seeds/NAME/`.
-    pub const ALL: [(&str, fn(&[u8])); 7] = [
+    /// A target: any bytes in, nothing out (a panic is the finding);
+    /// named as `fuzz_targets/NAME.rs` and `seeds/NAME/`.
+    pub type Target = fn(&[u8]);
+
+    /// Every target by name.
+    pub const ALL: [(&str, Target); 7] = [
         ("trace_decode", trace_decode),
         ("disk_table", disk_table),
         ("fat", fat),

@@ -50,7 +50,11 @@ fn missing(test: &str, what: &str, fix: &str, ci: bool) -> String {
 pub fn root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    check(uid == 0, "root", "run the tests as root (`sudo -E cargo test`)")
+    check(
+        uid == 0,
+        "root",
+        "run the tests as root (`sudo -E cargo test`)",
+    )
 }
 
 /// Whether `program` is an executable on PATH (or a path that exists).
@@ -105,6 +109,9 @@ mod tests {
             "test t ... ignored at run time: needs mkfs.exfat; apt-get install exfatprogs"
         );
         let ci = missing("t", "root", "run as root", true);
-        assert!(ci.contains("t needs root") && ci.contains("CI=true"), "{ci}");
+        assert!(
+            ci.contains("t needs root") && ci.contains("CI=true"),
+            "{ci}"
+        );
     }
 }
