@@ -1,11 +1,13 @@
 //! Command-line arguments (clap derive). Only parsing lives here; every
 //! verb's logic is a library function called from `main.rs`.
+//!
+//! This file names nothing of the crate: `build.rs` compiles it too to write
+//! the man pages at build time (the tests check that its literals match
+//! the constants of the lower layers).
 
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-
-use crate::sources::store::CACHE_DIR_ENV;
 
 const ABOUT_LONG: &str = "\
 hiperiso-build makes a USB stick image that boots any ISO inside a recording
@@ -36,13 +38,18 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// The manifest to read.
-    #[arg(long, global = true, value_name = "PATH", default_value = crate::model::manifest::DEFAULT_MANIFEST)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "hiperiso.toml"
+    )]
     pub manifest: PathBuf,
     /// Manifest profile to use (default: the manifest's [image] profile).
     #[arg(long, global = true, value_name = "P")]
     pub profile: Option<String>,
     /// Cache directory (blobs, partial downloads, build outputs).
-    #[arg(long, global = true, value_name = "DIR", env = CACHE_DIR_ENV)]
+    #[arg(long, global = true, value_name = "DIR", env = "HIPERISO_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Use only what is already in the cache; name everything missing.
     #[arg(long, global = true)]
@@ -129,9 +136,17 @@ pub enum Command {
     /// Write the stick layout onto a device (or update its ESP).
     #[command(
         long_about = "Lay the stick layout out on DEVICE for its real size. --update rewrites only the ESP \
-        and boot code and keeps the data partition byte for byte.\n\nExamples:\n  \
+        and boot code and keeps the data partition byte for byte.\n\n\
+        Refused before any work: the disk holding the running system, a disk in use, a disk that is \
+        not removable (without --force), and a disk that already holds a hiperiso stick (without \
+        --reinstall; the refusal names the ISOs and sessions a reinstall would erase).\n\n\
+        GPT is the default table (the manifest's [image] table): the stick boots through UEFI, and GPT \
+        keeps a backup table; -g asks for it explicitly, --table mbr suits old firmware that boots only \
+        MBR disks.\n\nExamples:\n  \
         hiperiso-build install /dev/sdX --dry-run\n  hiperiso-build install /dev/sdX --yes\n  \
-        hiperiso-build install --update /dev/sdX --yes"
+        hiperiso-build install -g -L MYSTICK /dev/sdX\n  \
+        hiperiso-build install --update /dev/sdX --yes\n  \
+        hiperiso-build install --reinstall /dev/sdX    # erase an existing stick"
     )]
     Install(InstallArgs),
     /// Show the layout and contents of an image or device.
@@ -180,6 +195,49 @@ pub enum Command {
         any check fails.\n\nExamples:\n  hiperiso-build doctor\n  hiperiso-build --offline doctor --json"
     )]
     Doctor(DoctorArgs),
+    /// Work with hiperiso.json, the stick's runtime configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    #[command(
+        long_about = "Print the completion script for SHELL on stdout. Man pages for hiperiso-build and \
+        hiperiso-log are written at build time, into the target directory's `man/`.\n\nExamples:\n  \
+        hiperiso-build completions bash > /etc/bash_completion.d/hiperiso-build\n  \
+        hiperiso-build completions zsh > \"${fpath[1]}/_hiperiso-build\"\n  \
+        hiperiso-build completions fish > ~/.config/fish/completions/hiperiso-build.fish"
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a hiperiso.json before it goes onto a stick.
+    #[command(
+        long_about = "Read FILE as hiperiso-init would and report every problem it would meet: invalid \
+        JSON, unknown keys, values of the wrong type or range, one line each as FILE:LINE: KEY: MESSAGE. \
+        The exit status is non-zero when there is any. The stick also carries the file's JSON Schema, \
+        hiperiso/hiperiso.schema.json, for editors.\n\nExample:\n  \
+        hiperiso-build config check overlays/data/hiperiso/hiperiso.json"
+    )]
+    Check {
+        /// The hiperiso.json to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Shells `completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: ShellArg,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -276,12 +334,24 @@ pub struct InstallArgs {
     /// Rewrite only the ESP and boot code; keep the data partition.
     #[arg(long)]
     pub update: bool,
-    /// Partition table (default: the manifest's [image] table).
+    /// Partition table (default: the manifest's [image] table, `gpt` as
+    /// shipped). GPT because the stick boots through UEFI, which every PC
+    /// since about 2012 has, and GPT keeps a backup table and names the
+    /// data partition; `mbr` for old firmware that boots only MBR disks.
     #[arg(long, value_enum, conflicts_with = "update")]
     pub table: Option<TableArg>,
-    /// Data partition label (default: the manifest's [image] data-label).
-    #[arg(long, value_name = "L", conflicts_with = "update")]
+    /// Short for `--table gpt`.
+    #[arg(short = 'g', conflicts_with_all = ["table", "update"])]
+    pub gpt: bool,
+    /// Data partition label: exFAT, at most 11 characters (default: the
+    /// manifest's [image] data-label).
+    #[arg(long, short = 'L', value_name = "L", conflicts_with = "update")]
     pub label: Option<String>,
+    /// Install over a disk that already holds a hiperiso stick, erasing its
+    /// ISOs and sessions (without it, `install` refuses such a disk, names
+    /// what it would erase and suggests `--update`).
+    #[arg(long, short = 'I', conflicts_with = "update")]
+    pub reinstall: bool,
     /// Print what would be written; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -341,24 +411,6 @@ pub enum AccelArg {
     Tcg,
 }
 
-impl From<RunArgs> for crate::vm::RunOptions {
-    fn from(args: RunArgs) -> Self {
-        Self {
-            image: args.image,
-            isos: args.iso,
-            boot: args.boot,
-            ram_mb: args.ram,
-            timeout: args.timeout.map(std::time::Duration::from_secs),
-            keep: args.keep,
-            accel: match args.accel {
-                AccelArg::Auto => crate::vm::AccelChoice::Auto,
-                AccelArg::Kvm => crate::vm::AccelChoice::Kvm,
-                AccelArg::Tcg => crate::vm::AccelChoice::Tcg,
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +419,50 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// The literals this file uses (it names nothing of the crate, for
+    /// build.rs) are the lower layers' constants.
+    #[test]
+    fn literals_match_the_constants() {
+        let cli = Cli::try_parse_from(["hiperiso-build", "summary"]).unwrap();
+        assert_eq!(
+            cli.global.manifest,
+            PathBuf::from(crate::model::manifest::DEFAULT_MANIFEST)
+        );
+        let command = Cli::command();
+        let cache = command
+            .get_arguments()
+            .find(|a| a.get_id() == "cache_dir")
+            .unwrap();
+        assert_eq!(
+            cache.get_env(),
+            Some(std::ffi::OsStr::new(crate::sources::store::CACHE_DIR_ENV))
+        );
+    }
+
+    #[test]
+    fn install_short_flags() {
+        let cli = Cli::try_parse_from([
+            "hiperiso-build",
+            "install",
+            "-g",
+            "-L",
+            "MINE",
+            "-I",
+            "/dev/sdz",
+        ])
+        .unwrap();
+        let Command::Install(args) = cli.command else {
+            panic!("not install")
+        };
+        assert!(args.gpt && args.reinstall);
+        assert_eq!(args.label.as_deref(), Some("MINE"));
+        assert!(
+            Cli::try_parse_from(["hiperiso-build", "install", "-g", "--table", "mbr", "x"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["hiperiso-build", "install", "-I", "--update", "x"]).is_err());
     }
 
     #[test]

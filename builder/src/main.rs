@@ -4,9 +4,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use hiperiso_build::cli::{Cli, Command};
+use hiperiso_build::cli::{Cli, Command, ConfigCommand};
 use hiperiso_build::commands::{
-    self, build, bump, doctor, fetch, image, inspect, install, lock, run as run_verb,
+    self, build, bump, completions, config, doctor, fetch, image, inspect, install, lock,
+    run as run_verb,
 };
 
 fn run(cli: Cli) -> commands::Result<()> {
@@ -29,6 +30,8 @@ fn run(cli: Cli) -> commands::Result<()> {
         Command::Clean => build::clean(s),
         Command::Gc => build::gc(s),
         Command::Doctor(args) => doctor::doctor(s, args.json),
+        Command::Config(ConfigCommand::Check { file }) => config::check(&file),
+        Command::Completions(args) => completions::completions(args.shell),
     }
 }
 

@@ -169,7 +169,11 @@ mod tests {
     /// be a clean Ok or a typed error, and an Ok must carry capabilities.
     #[test]
     fn host_kvm_answers() {
-        if !Path::new("/dev/kvm").exists() {
+        if !hiperiso_prereq::check(
+            Path::new("/dev/kvm").exists(),
+            "/dev/kvm",
+            "load kvm_intel or kvm_amd (`modprobe kvm_amd`), or run on a host with virtualization",
+        ) {
             return;
         }
         match check_kvm(Path::new("/dev/kvm")) {

@@ -8,7 +8,8 @@
 //! - [`analyze`]: a session's report, from [`serial`] (console scan against
 //!   [`patterns`]) and the traces ([`trace_events`] catalogs,
 //!   [`simpletrace`] and [`logtrace`] readers, [`trace_summary`]).
-//! - [`config`] (`hiperiso.json`, with [`glob`] overrides), [`cmdline`]
+//! - [`config`] (`hiperiso.json`, with [`glob`] overrides; [`config_check`]
+//!   names each problem's line and key), [`cmdline`]
 //!   (the kernel command line), [`grubenv`], [`eltorito`],
 //!   [`qemu`] (the QEMU command line).
 //!
@@ -29,6 +30,7 @@
 pub mod analyze;
 pub mod cmdline;
 pub mod config;
+pub mod config_check;
 pub mod contact;
 pub mod eltorito;
 pub mod glob;

@@ -45,6 +45,8 @@ pub mod data {
     pub const CONFIG_EXAMPLE: &str = "hiperiso/hiperiso.json.example";
     /// Per-ISO override files, `NAME.json` (see `Config::add_override_file`).
     pub const ISO_OVERRIDES_DIR: &str = "hiperiso/iso_overrides";
+    /// JSON Schema of `CONFIG`, for editors (`"$schema": "hiperiso.schema.json"`).
+    pub const CONFIG_SCHEMA: &str = "hiperiso/hiperiso.schema.json";
     /// GRUB's environment block, written by hiperiso-init for the next menu.
     pub const GRUBENV: &str = "hiperiso/grubenv";
     /// One directory per session, `<iso-stem>_<YYYYMMDDTHHMMSSZ>`.

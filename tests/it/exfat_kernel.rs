@@ -1,4 +1,5 @@
-//! The Linux kernel's exfat driver against our exFAT writer and reader.
+//! The Linux kernel's exfat driver against our exFAT writer, editor and
+//! reader, and its vfat driver against our FAT writer (the ESP).
 //!
 //! The host kernel may have no exFAT driver (this project's build machines
 //! do not), so the kernel runs in a VM: Debian's kernel under QEMU with our
@@ -13,7 +14,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use hiperiso_installer::exfat::{ExfatOptions, ExfatReader, format};
+use hiperiso_installer::exfat::{ExfatEditor, ExfatOptions, ExfatReader, format};
+use hiperiso_installer::fat::{self, FatOptions};
 use hiperiso_tests::linux_vm;
 use sha2::{Digest, Sha256};
 
@@ -95,6 +97,19 @@ done
 sync
 echo "=== BEGIN theirs-written"; list /theirs; echo "=== END theirs-written"
 umount /theirs
+
+step edited
+# /dev/vdc: formatted by us, then a file added by ExfatEditor (install
+# --update's and `run`'s way of adding ISOs).
+mkdir -p /edited /esp
+mount -t exfat -o ro /dev/vdc /edited
+echo "=== BEGIN edited"; list /edited; echo "=== END edited"
+umount /edited
+step esp
+# /dev/vdd: our FAT ESP.
+mount -t vfat -o ro,iocharset=utf8 /dev/vdd /esp
+echo "=== BEGIN esp"; list /esp; echo "=== END esp"
+umount /esp
 step done
 "#;
 
@@ -230,13 +245,23 @@ fn kernel_driver_uses_our_volume_and_our_reader_reads_what_linux_wrote() {
         .args(["-L", "LinuxMade"])
         .arg(&theirs));
 
+    let (edited, edited_tree, added) = edited_volume(work.path());
+    let (esp, esp_tree) = esp_volume(work.path());
+
     let initramfs = work.path().join("initramfs.cpio");
-    let modules = ["virtio_pci", "virtio_blk", "exfat", "nls_utf8"];
+    let modules = [
+        "virtio_pci",
+        "virtio_blk",
+        "exfat",
+        "vfat",
+        "nls_utf8",
+        "nls_cp437",
+    ];
     linux_vm::build_initramfs(&kit, &modules, SCRIPT, &initramfs).unwrap();
     let output = linux_vm::run_vm(
         &kit,
         &initramfs,
-        &[&ours, &theirs],
+        &[&ours, &theirs, &edited, &esp],
         Duration::from_secs(900),
     )
     .unwrap();
@@ -302,4 +327,72 @@ fn kernel_driver_uses_our_volume_and_our_reader_reads_what_linux_wrote() {
         reader.metadata("FRAGMENTED-a.LOG").unwrap().size,
         64 * 40_000
     );
+
+    // The kernel reads the file our editor added, and our FAT ESP.
+    let mut want = hash_tree(&edited_tree);
+    want.insert("ISOs/added.iso".into(), hex::encode(Sha256::digest(&added)));
+    assert_eq!(listing("edited"), want);
+    assert_eq!(listing("esp"), hash_tree(&esp_tree));
+}
+
+/// A small volume of ours with one file added by [`ExfatEditor`]:
+/// (image, the formatted tree, the added file's bytes).
+fn edited_volume(work: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let tree = work.join("edited-tree");
+    fs::create_dir_all(tree.join("ISOs")).unwrap();
+    fs::create_dir_all(tree.join("hiperiso")).unwrap();
+    fs::write(tree.join("ISOs/README"), b"Put ISO files here.\n").unwrap();
+    fs::write(tree.join("hiperiso/hiperiso.json"), b"{}").unwrap();
+    let image = work.join("edited.img");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&image)
+        .unwrap();
+    file.set_len(64 * MIB).unwrap();
+    let opts = ExfatOptions {
+        label: "EDITED".into(),
+        volume_serial: 0x1234_abcd,
+        timestamp: 1_700_000_000,
+    };
+    format(&mut file, 64 * MIB, Some(&tree), &opts).unwrap();
+    let added: Vec<u8> = (0..3 * MIB as u32 + 5).map(|i| (i % 241) as u8).collect();
+    let mut editor = ExfatEditor::open(&mut file).unwrap();
+    editor
+        .put_file(
+            "ISOs/added.iso",
+            &added[..],
+            added.len() as u64,
+            1_700_000_000,
+        )
+        .unwrap();
+    drop(editor);
+    file.sync_all().unwrap();
+    (image, tree, added)
+}
+
+/// A FAT16 ESP of ours with long, mixed-case and many names.
+fn esp_volume(work: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let tree = work.join("esp-tree");
+    fs::create_dir_all(tree.join("EFI/BOOT")).unwrap();
+    fs::create_dir_all(tree.join("EFI/hiperiso/trace")).unwrap();
+    fs::write(tree.join("EFI/BOOT/BOOTX64.EFI"), vec![0x5A; 300_000]).unwrap();
+    fs::write(tree.join("EFI/BOOT/grub.cfg"), b"menuentry x {}\n").unwrap();
+    for i in 0..120 {
+        let name = format!("EFI/hiperiso/trace/Mixed Case name {i}.Events");
+        fs::write(tree.join(name), i.to_string()).unwrap();
+    }
+    let image = work.join("esp.img");
+    let mut file = File::create(&image).unwrap();
+    file.set_len(32 * MIB).unwrap();
+    let opts = FatOptions {
+        label: "HIPERISO".into(),
+        volume_id: 0x0bad_f00d,
+        timestamp: 1_700_000_000,
+        hidden_sectors: 0,
+    };
+    fat::format(&mut file, 32 * MIB, Some(&tree), &opts).unwrap();
+    file.sync_all().unwrap();
+    (image, tree)
 }

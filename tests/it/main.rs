@@ -10,6 +10,7 @@ mod display;
 mod e2e;
 mod exfat_kernel;
 mod fetch;
+mod fuzz_smoke;
 mod grub_console;
 mod layers;
 mod payload_cache;

@@ -87,6 +87,10 @@ pub enum Error {
     Runtime(#[from] crate::steps::runtime::RuntimeError),
     #[error("{0}")]
     Usage(String),
+    #[error("{}: {count} problem(s)", file.display())]
+    Config { file: PathBuf, count: usize },
+    #[error(transparent)]
+    Io(#[from] hiperiso_stick::io::IoError),
     #[error("doctor: {} check(s) failed: {}", failed.len(), failed.join(", "))]
     Doctor { failed: Vec<String> },
     #[error("`hiperiso-build {verb}` is not implemented yet (see issue {issue})")]

@@ -8,7 +8,7 @@ use hiperiso_installer::device;
 
 use crate::cli::InstallArgs;
 use crate::commands::error::DiskError;
-use crate::commands::error::Result;
+use crate::commands::error::{Error, Result};
 use crate::commands::image::{image_spec, staged_trees, table_kind};
 use crate::project::Project;
 use crate::settings::Settings;
@@ -53,8 +53,28 @@ fn show_and_confirm(
     Ok(true)
 }
 
+/// `--label`: the data partition's exFAT label, refused (never cut) when
+/// exFAT cannot store it.
+fn check_label(label: &str) -> Result<()> {
+    let problem = match hiperiso_installer::exfat::encode_label(label) {
+        _ if label.is_empty() => "it is empty".to_string(),
+        Ok(_) => return Ok(()),
+        Err(e) => e.to_string(),
+    };
+    Err(Error::Usage(format!("--label {label:?}: {problem}")))
+}
+
 /// `hiperiso-build install [--update]`.
 pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
+    // Refusals first: staging the payload takes a while.
+    if let Some(label) = &args.label {
+        check_label(label)?;
+    }
+    if args.update {
+        device::check_update(&args.device, args.force).map_err(DiskError::from)?;
+    } else {
+        device::check_install(&args.device, args.force, args.reinstall).map_err(DiskError::from)?;
+    }
     let project = Project::load(settings.clone())?;
     let manifest = &project.manifest;
     let (_built, trees) = staged_trees(
@@ -83,11 +103,17 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
         ));
         return Ok(());
     }
-    let mut spec = image_spec(manifest, table_kind(args.table, manifest), 0, &trees);
+    let table = if args.gpt {
+        Some(crate::cli::TableArg::Gpt)
+    } else {
+        args.table
+    };
+    let mut spec = image_spec(manifest, table_kind(table, manifest), 0, &trees);
     if let Some(label) = &args.label {
         spec.data_label = label.clone();
     }
-    let plan = device::plan_install(&args.device, &spec, args.force).map_err(DiskError::from)?;
+    let plan = device::plan_install(&args.device, &spec, args.force, args.reinstall)
+        .map_err(DiskError::from)?;
     if !show_and_confirm(&plan, args, settings)? {
         return Ok(());
     }

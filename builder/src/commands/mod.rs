@@ -4,6 +4,8 @@
 
 pub mod build;
 pub mod bump;
+pub mod completions;
+pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod fetch;

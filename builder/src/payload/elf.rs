@@ -316,9 +316,15 @@ mod tests {
     use super::*;
 
     fn host_binary_with_libs() -> Option<&'static str> {
-        ["/usr/bin/ls", "/bin/ls"]
+        let ls = ["/usr/bin/ls", "/bin/ls"]
             .into_iter()
-            .find(|p| Path::new(p).exists())
+            .find(|p| Path::new(p).exists());
+        hiperiso_prereq::check(
+            ls.is_some(),
+            "a dynamically linked ls",
+            "apt-get install coreutils",
+        )
+        .then_some(ls?)
     }
 
     #[test]

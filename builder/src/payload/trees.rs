@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use hiperiso_stick::io::{IoError, io_err, sha256_file};
-use hiperiso_stick::paths::data::ISOS_DIR;
+use hiperiso_stick::paths::data::{CONFIG_SCHEMA, HIPERISO_DIR, ISOS_DIR};
 use hiperiso_stick::paths::esp::BUILD_JSON;
 
 use crate::model::build_record::{self, RecordError};
@@ -101,6 +101,11 @@ impl PayloadTrees {
             .unwrap_or_else(|| overlays.join("data"));
         copy_tree(&data_source, &data)?;
         fs::create_dir_all(data.join(ISOS_DIR)).map_err(io_err("stage", &data))?;
+        // The config's JSON Schema, next to it, so editors validate it.
+        let schema = data.join(CONFIG_SCHEMA);
+        fs::create_dir_all(data.join(HIPERISO_DIR)).map_err(io_err("stage", &data))?;
+        fs::write(&schema, hiperiso_runtime::config_check::SCHEMA)
+            .map_err(io_err("stage", &schema))?;
         let (esp, esp_id) = match esp {
             EspSource::Cached { esp, tree } => (esp.to_path_buf(), tree.to_string()),
             EspSource::Dir(source) => {

@@ -28,11 +28,6 @@ fn ok(cmd: &mut Command) -> String {
     text(&out)
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A scratch project: manifest and overlays, the ESP payload in
 /// overlays/esp (the default until the build assembles one).
 struct Project {
@@ -137,11 +132,15 @@ impl Drop for Loop {
 
 #[test]
 fn install_asks_for_the_device_name_and_dry_run_writes_nothing() {
-    if !is_root() {
-        eprintln!("not root: skipping");
+    if !hiperiso_prereq::root() {
         return;
     }
     let p = Project::new();
+    fs::create_dir_all(p.path("overlays/data/ISOs")).unwrap();
+    fs::write(p.path("overlays/data/ISOs/debian.iso"), "an ISO").unwrap();
+    let session = p.path("overlays/data/hiperiso/logs/2026-01-02_030405_debian");
+    fs::create_dir_all(&session).unwrap();
+    fs::write(session.join("session.json"), "{}").unwrap();
     let raw = p.path("stick.raw");
     fs::write(&raw, vec![0xEEu8; MIB as usize]).unwrap();
     fs::File::options()
@@ -223,6 +222,42 @@ fn install_asks_for_the_device_name_and_dry_run_writes_nothing() {
         "{report}"
     );
 
+    // A hiperiso stick now: install refuses it, naming what it would erase;
+    // -I (--reinstall) overrides; -g and -L reach the plan.
+    let out = p
+        .cmd()
+        .args(["install", "--force", "--dry-run"])
+        .arg(&dev.0)
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    for needle in [
+        "already holds a hiperiso stick",
+        "1 ISO(s) (debian.iso)",
+        "1 session(s) (2026-01-02_030405_debian)",
+        "install --update",
+        "--reinstall",
+    ] {
+        assert!(said.contains(needle), "{needle:?} not in: {said}");
+    }
+    let plan = ok(p
+        .cmd()
+        .args([
+            "install",
+            "--force",
+            "--dry-run",
+            "-I",
+            "-g",
+            "-L",
+            "Mine 2026",
+        ])
+        .arg(&dev.0));
+    assert!(
+        plan.contains("partition table: gpt") && plan.contains("label Mine 2026"),
+        "{plan}"
+    );
+
     fs::write(p.path("overlays/esp/EFI/BOOT/grub.cfg"), "set timeout=1\n").unwrap();
     let update = ok(p
         .cmd()
@@ -234,4 +269,91 @@ fn install_asks_for_the_device_name_and_dry_run_writes_nothing() {
     ok(Command::new("fsck.fat")
         .arg("-n")
         .arg(format!("{}p2", dev.0.display())));
+}
+
+/// Every refusal comes before the payload is staged: here the project has
+/// no ESP payload at all, so any work would fail with another message.
+#[test]
+fn install_refuses_before_any_work() {
+    let p = Project::new();
+    fs::remove_dir_all(p.path("overlays/esp")).unwrap();
+    let not_a_disk = p.path("hiperiso.toml");
+    for (args, needle) in [
+        (vec!["install", "--dry-run"], "not a block device"),
+        (
+            vec!["install", "--update", "--dry-run"],
+            "not a block device",
+        ),
+        (
+            vec!["install", "--dry-run", "--label", "HIPERISO-2026"],
+            "longer than 11",
+        ),
+        (vec!["install", "--dry-run", "-L", "a:b"], "--label \"a:b\""),
+    ] {
+        let out = p.cmd().args(&args).arg(&not_a_disk).output().unwrap();
+        let said = text(&out);
+        assert!(
+            !out.status.success() && said.contains(needle) && !said.contains("--esp-tree"),
+            "{args:?}: {said}"
+        );
+    }
+}
+
+/// `config check` names the line and the key of each problem.
+#[test]
+fn config_check_names_line_and_key() {
+    let p = Project::new();
+    let file = p.path("hiperiso.json");
+    fs::write(
+        &file,
+        "{\n  \"control\": {\n    \"default_cpus\": 0\n  }\n}\n",
+    )
+    .unwrap();
+    let out = p
+        .cmd()
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{}:3: control.default_cpus: expected an integer",
+            file.display()
+        )),
+        "{said}"
+    );
+    fs::write(&file, "{\"control\": {\"default_cpus\": 4}}").unwrap();
+    assert!(ok(p.cmd().args(["config", "check"]).arg(&file)).contains("no problems"));
+}
+
+/// Completions for each shell, and the man pages build.rs wrote.
+#[test]
+fn completions_and_man_pages() {
+    for (shell, needle) in [
+        ("bash", "_hiperiso__build()"),
+        ("zsh", "#compdef hiperiso-build"),
+        ("fish", "complete -c hiperiso-build"),
+    ] {
+        let script = ok(bin().args(["completions", shell]));
+        assert!(
+            script.contains(needle) && script.contains("reinstall"),
+            "{shell}"
+        );
+    }
+    let man = Path::new(env!("CARGO_BIN_EXE_hiperiso-build"))
+        .parent()
+        .unwrap()
+        .join("man");
+    for (page, needle) in [
+        ("hiperiso-build.1", ".TH hiperiso-build 1"),
+        ("hiperiso-build-install.1", "reinstall"),
+        ("hiperiso-build-config-check.1", "FILE"),
+        ("hiperiso-log.1", ".TH hiperiso-log 1"),
+        ("hiperiso-log-sessions.1", "sessions"),
+    ] {
+        let text = fs::read_to_string(man.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(needle), "{page}: {text}");
+    }
 }

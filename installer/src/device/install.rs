@@ -14,7 +14,7 @@ use hiperiso_stick::io::io_err;
 use sha2::{Digest, Sha256};
 
 use super::blkpg::{BLKFLSBUF, refresh_partitions};
-use super::refusals::check_target;
+use super::refusals::check_install;
 use super::{BlockDevice, DeviceError, human};
 use crate::image::{self, ImageError, ImageSpec, ImageSummary};
 use crate::layout::{Layout, MIB, SECTOR, TableKind};
@@ -201,13 +201,14 @@ impl fmt::Display for InstallPlan {
 
 /// Checks the target and stages the image for it; writes nothing to the
 /// device. `spec.size` is replaced by the device's size.
+/// `force` and `reinstall` as in [`check_install`], which runs first.
 pub fn plan_install(
     device_path: &Path,
     spec: &ImageSpec,
     force: bool,
+    reinstall: bool,
 ) -> Result<InstallPlan, DeviceError> {
-    let device = BlockDevice::probe(device_path)?;
-    check_target(&device, force)?;
+    let device = check_install(device_path, force, reinstall)?;
     let spec = ImageSpec {
         size: device.size,
         ..spec.clone()

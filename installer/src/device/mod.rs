@@ -3,7 +3,8 @@
 //! `install --update`, and making the kernel see the new partitions.
 //!
 //! - `probe`: sysfs, mountinfo, swaps: the [`BlockDevice`].
-//! - `refusals`: what neither command will touch.
+//! - `refusals`: what neither command will touch ([`check_install`],
+//!   [`check_update`], run before any work).
 //! - `install`: plan and execute a full install ([`plan_install`]).
 //! - `recognise`: is this a hiperiso stick ([`recognise()`])?
 //! - `update`: plan and execute `--update` ([`plan_update`]).
@@ -26,7 +27,8 @@ pub use blkpg::refresh_partitions;
 // for builder/ and tests/ that still name `device::BUILD_JSON`.
 pub use install::{InstallPlan, InstallReport, Region, WriteStep, execute_install, plan_install};
 pub use probe::{BlockDevice, KernelPartition};
-pub use recognise::{EspMarkerError, NotAStick, recognise};
+pub use recognise::{EspMarkerError, NotAStick, StickContents, recognise, stick_contents};
+pub use refusals::{check_install, check_update};
 pub use update::{UpdatePlan, execute_update, plan_update};
 
 use crate::fat::FatError;
@@ -50,6 +52,19 @@ pub enum DeviceError {
     SystemDisk { path: PathBuf, mountpoint: String },
     #[error("{path} ({model}) is not a removable disk; pass --force if you really mean it")]
     NotRemovable { path: PathBuf, model: String },
+    #[error(
+        "{path} already holds a hiperiso stick{}; a full install erases its data partition: {}. \
+         To update the stick and keep them: `install --update {path}`. To erase them anyway: \
+         `install --reinstall` (-I)",
+        build.as_ref().map(|b| format!(" ({b})")).unwrap_or_default(),
+        describe_contents(contents)
+    )]
+    HoldsStick {
+        path: PathBuf,
+        /// The ESP's build marker, summarised (None: a blank ESP).
+        build: Option<String>,
+        contents: StickContents,
+    },
     #[error("{path} is too small for hiperiso")]
     TooSmall {
         path: PathBuf,
@@ -119,6 +134,32 @@ pub enum DeviceError {
     /// Any other I/O: the operation and the path are in the [`IoError`].
     #[error(transparent)]
     Io(#[from] IoError),
+}
+
+/// `2 ISO(s) (a.iso, sub/b.iso) and 1 session(s) (2026-01-01_x)`.
+fn describe_contents(c: &StickContents) -> String {
+    fn list(what: &str, names: &[String]) -> String {
+        const SHOWN: usize = 8;
+        match names.len() {
+            0 => format!("no {what}s"),
+            n => {
+                let mut shown = names[..n.min(SHOWN)].join(", ");
+                if n > SHOWN {
+                    shown.push_str(&format!(", and {} more", n - SHOWN));
+                }
+                format!("{n} {what}(s) ({shown})")
+            }
+        }
+    }
+    let mut text = format!(
+        "{} and {}",
+        list("ISO", &c.isos),
+        list("session", &c.sessions)
+    );
+    if let Some(problem) = &c.unreadable {
+        text.push_str(&format!(" (the listing is incomplete: {problem})"));
+    }
+    text
 }
 
 /// `1.5 GiB`, `512 B`.

@@ -1,12 +1,14 @@
 //! Recognising a hiperiso stick (`install --update` refuses anything
-//! else): data partition then ESP, and the ESP's build.json marker, or a
-//! blank ESP beside our data partition (an interrupted update).
+//! else, `install` refuses it without `--reinstall`): data partition then
+//! ESP, and the ESP's build.json marker, or a blank ESP beside our data
+//! partition (an interrupted update); and what its data partition holds.
 
 use std::io::{self, Read, Seek, SeekFrom};
 
 use hiperiso_stick::build_json::{BUILD_JSON, BuildMarker, MarkerError};
+use hiperiso_stick::paths::data::{ISOS_DIR, LOGS_DIR};
 
-use crate::exfat::ExfatReader;
+use crate::exfat::{ExfatError, ExfatReader};
 use crate::fat::{FatError, FatReader};
 use crate::gpt::GptError;
 use crate::layout::Extent;
@@ -130,4 +132,66 @@ pub fn recognise<D: Read + Seek>(
         }
     })?;
     Ok((table, data_extent, esp_extent, Some(marker)))
+}
+
+/// What a full install would erase on a hiperiso stick's data partition:
+/// the images under `ISOs/` (subdirectories included) and the recorded
+/// sessions under `hiperiso/logs/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StickContents {
+    /// Paths below `ISOs/`, e.g. `debian.iso`, `sub/win11.iso`.
+    pub isos: Vec<String>,
+    /// Session directory names.
+    pub sessions: Vec<String>,
+    /// Why the data partition could not be listed (then both lists are
+    /// what was read before the problem).
+    pub unreadable: Option<String>,
+}
+
+/// Files the stick ships under `ISOs/` itself (not the user's).
+const SHIPPED_IN_ISOS: [&str; 1] = ["README"];
+
+/// Lists what the data partition at `data` holds (see [`StickContents`]).
+pub fn stick_contents<D: Read + Seek>(disk: &mut D, data: Extent) -> StickContents {
+    let mut out = StickContents::default();
+    let mut exfat = match ExfatReader::open(Slice::new(disk, data.offset, data.len)) {
+        Ok(reader) => reader,
+        Err(e) => {
+            out.unreadable = Some(e.to_string());
+            return out;
+        }
+    };
+    let mut dirs = vec![String::new()];
+    while let Some(dir) = dirs.pop() {
+        let path = format!("/{ISOS_DIR}{dir}");
+        let entries = match exfat.read_dir(&path) {
+            Ok(entries) => entries,
+            Err(ExfatError::NotFound { .. }) if dir.is_empty() => break,
+            Err(e) => {
+                out.unreadable = Some(e.to_string());
+                break;
+            }
+        };
+        for entry in entries {
+            let name = format!("{dir}/{}", entry.name);
+            if entry.is_dir {
+                dirs.push(name);
+            } else if !(dir.is_empty() && SHIPPED_IN_ISOS.contains(&entry.name.as_str())) {
+                out.isos.push(name[1..].to_string());
+            }
+        }
+    }
+    match exfat.read_dir(&format!("/{LOGS_DIR}")) {
+        Ok(entries) => {
+            out.sessions = (entries.into_iter())
+                .filter(|e| e.is_dir)
+                .map(|e| e.name)
+                .collect();
+        }
+        Err(ExfatError::NotFound { .. }) => {}
+        Err(e) => out.unreadable = Some(e.to_string()),
+    }
+    out.isos.sort();
+    out.sessions.sort();
+    out
 }

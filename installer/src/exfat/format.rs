@@ -256,7 +256,7 @@ pub fn format<D: Read + Write + Seek>(
 }
 
 /// The label as UTF-16, checked against the specification's limits.
-fn encode_label(label: &str) -> Result<Vec<u16>, ExfatError> {
+pub fn encode_label(label: &str) -> Result<Vec<u16>, ExfatError> {
     let units: Vec<u16> = label.encode_utf16().collect();
     let invalid = |reason| ExfatError::InvalidLabel {
         label: label.to_string(),

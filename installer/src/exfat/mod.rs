@@ -34,7 +34,7 @@ use hiperiso_stick::time::{civil_from_days, days_from_civil};
 pub use append::ExfatEditor;
 pub use entries::DirEntry;
 pub use file_reader::FileReader;
-pub use format::{ExfatOptions, format};
+pub use format::{ExfatOptions, encode_label, format};
 pub use reader::{ExfatReader, Usage};
 
 /// Every error the exFAT writer and reader report.

@@ -155,14 +155,31 @@ pub(super) fn short_entry(
     e
 }
 
-pub(super) fn padded_label(label: &str) -> [u8; 11] {
-    let mut out = [b' '; 11];
-    for (slot, c) in out.iter_mut().zip(
-        label
-            .chars()
-            .filter(|c| c.is_ascii() && !c.is_ascii_control()),
-    ) {
-        *slot = c.to_ascii_uppercase() as u8;
+/// A volume label as the 11 bytes FAT stores: ASCII letters (stored in
+/// upper case), digits, space and the short-name punctuation, at most 11;
+/// anything else is an error, never cut or dropped.
+pub fn label_bytes(label: &str) -> Result<[u8; 11], FatError> {
+    let invalid = |reason| FatError::InvalidLabel {
+        label: label.to_string(),
+        reason,
+    };
+    if label.len() > 11 {
+        return Err(invalid(format!(
+            "{} characters; FAT allows at most 11",
+            label.chars().count()
+        )));
     }
-    out
+    if let Some(c) = label
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || " !#$%&'()-@^_`{}~".contains(c)))
+    {
+        return Err(invalid(format!(
+            "{c:?} is not allowed (A-Z, 0-9, space and !#$%&'()-@^_`{{}}~ are)"
+        )));
+    }
+    let mut out = [b' '; 11];
+    for (slot, b) in out.iter_mut().zip(label.bytes()) {
+        *slot = b.to_ascii_uppercase();
+    }
+    Ok(out)
 }

@@ -15,7 +15,7 @@ mod writer;
 use std::io;
 use std::path::PathBuf;
 
-pub use entries::dos_date_time;
+pub use entries::{dos_date_time, label_bytes};
 pub use reader::{FatDirEntry, FatReader};
 pub use writer::{format, required_size};
 
@@ -71,6 +71,8 @@ pub enum FatError {
         size: u64,
         short: u64,
     },
+    #[error("FAT volume label {label:?} is invalid: {reason}")]
+    InvalidLabel { label: String, reason: String },
     #[error("not a FAT filesystem: {0}")]
     NotFat(String),
     #[error("{0}: no such file or directory in the FAT filesystem")]
@@ -88,7 +90,8 @@ pub enum FatType {
 /// Deterministic identity of the volume.
 #[derive(Debug, Clone)]
 pub struct FatOptions {
-    /// Up to 11 characters; upper-cased.
+    /// Up to 11 characters (A-Z, 0-9, space, some punctuation); stored
+    /// upper-cased; anything longer or else is an error (see [`label_bytes`]).
     pub label: String,
     pub volume_id: u32,
     /// Unix seconds (SOURCE_DATE_EPOCH) for every timestamp.

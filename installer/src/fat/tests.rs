@@ -152,3 +152,29 @@ fn case_clash_is_refused() {
     let err = scan(dir.path()).unwrap_err();
     assert!(matches!(err, FatError::CaseClash { .. }), "{err}");
 }
+
+#[test]
+fn labels_are_upper_cased_never_cut() {
+    assert_eq!(&label_bytes("hiperiso es").unwrap(), b"HIPERISO ES");
+    assert_eq!(&label_bytes("EFI").unwrap(), b"EFI        ");
+    for (label, reason) in [
+        ("HIPERISO-EFI", "12 characters; FAT allows at most 11"),
+        ("ÄRGER", "'Ä' is not allowed"),
+        ("A.B", "'.' is not allowed"),
+    ] {
+        let err = label_bytes(label).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{label:?}")) && err.contains(reason),
+            "{err}"
+        );
+    }
+    // The writer refuses it before writing anything.
+    let mut dev = Cursor::new(Vec::new());
+    let long = FatOptions {
+        label: "HIPERISO-ESP".into(),
+        ..opts()
+    };
+    let err = format(&mut dev, 32 << 20, None, &long).unwrap_err();
+    assert!(matches!(err, FatError::InvalidLabel { .. }), "{err}");
+    assert!(dev.get_ref().is_empty());
+}

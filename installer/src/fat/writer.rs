@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::entries::{
-    check_name, dos_date_time, lfn_entries, padded_label, short_entry, short_name,
+    check_name, dos_date_time, label_bytes, lfn_entries, short_entry, short_name,
 };
 use super::{
     ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_VOLUME_ID, FAT16_ROOT_ENTRIES, FAT32_BACKUP_BOOT_SECTOR,
@@ -262,6 +262,7 @@ pub fn format<D: Write + Seek>(
     tree: Option<&Path>,
     opts: &FatOptions,
 ) -> Result<FatSummary, FatError> {
+    let label = label_bytes(&opts.label)?;
     let geo = Geometry::for_size(size)?;
     let mut root = scan_root(tree)?;
     let (need, have) = demand(&root, &geo)?;
@@ -275,7 +276,6 @@ pub fn format<D: Write + Seek>(
     }
     let cs = geo.cluster_size();
     let stamp = dos_date_time(opts.timestamp);
-    let label = padded_label(&opts.label);
 
     let root_entries = entry_count(&root, true);
     let (root_cluster, mut next) = match geo.fat_type {

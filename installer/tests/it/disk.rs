@@ -27,11 +27,6 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A loop device over a file or a window of one, detached on drop.
 struct Loop(PathBuf);
 
@@ -192,8 +187,7 @@ fn check_image(table: TableKind) {
     );
     assert!(text.contains(&summary.data_fs_uuid), "{text}");
 
-    if !is_root() {
-        eprintln!("not root: skipping the fsck checks through loop devices");
+    if !hiperiso_prereq::root() {
         return;
     }
     let data = Loop::new(&out, Some((layout.data.offset, layout.data.len)));
@@ -259,16 +253,21 @@ fn stale_disk(dir: &Path, size: u64) -> PathBuf {
 }
 
 fn install_and_update(table: TableKind) {
-    if !is_root() {
-        eprintln!("not root: skipping");
+    if !hiperiso_prereq::root() {
         return;
     }
     let t = trees("1.0");
+    fs::write(t.data.join("ISOs/debian.iso"), "an ISO").unwrap();
+    fs::create_dir_all(t.data.join("ISOs/sub")).unwrap();
+    fs::write(t.data.join("ISOs/sub/win11.iso"), "another").unwrap();
+    let session = t.data.join("hiperiso/logs/2026-01-02_030405_debian");
+    fs::create_dir_all(&session).unwrap();
+    fs::write(session.join("session.json"), "{}").unwrap();
     let raw = stale_disk(&t.root, 300 * MIB);
     let stick = Loop::new(&raw, None);
 
     // A loop device is not removable: refused without --force.
-    let err = device::plan_install(&stick.0, &spec(&t, table, 0), false)
+    let err = device::plan_install(&stick.0, &spec(&t, table, 0), false, false)
         .err()
         .unwrap();
     assert!(matches!(err, DeviceError::NotRemovable { .. }), "{err}");
@@ -279,7 +278,7 @@ fn install_and_update(table: TableKind) {
         .unwrap();
     assert!(matches!(err, DeviceError::NotHiperiso { .. }), "{err}");
 
-    let plan = device::plan_install(&stick.0, &spec(&t, table, 0), true).unwrap();
+    let plan = device::plan_install(&stick.0, &spec(&t, table, 0), true, false).unwrap();
     let text = plan.to_string();
     assert!(text.contains("ALL DATA") && text.contains("last"), "{text}");
     // Writes only what is used: a small fraction of the disk.
@@ -298,6 +297,27 @@ fn install_and_update(table: TableKind) {
     fsck_partitions(&stick.partition(1), &stick.partition(2));
     let text = inspect::inspect_path(&stick.0).unwrap().to_string();
     assert!(text.contains("hiperiso 1.0"), "{text}");
+
+    // Now a hiperiso stick: a second install refuses before any work, names
+    // what it would erase and points to --update; --reinstall overrides.
+    let err = device::plan_install(&stick.0, &spec(&t, table, 0), true, false)
+        .err()
+        .unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, DeviceError::HoldsStick { .. }), "{text}");
+    for needle in [
+        "already holds a hiperiso stick (hiperiso 1.0",
+        "2 ISO(s) (debian.iso, sub/win11.iso)",
+        "1 session(s) (2026-01-02_030405_debian)",
+        "install --update",
+        "--reinstall",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in: {text}");
+    }
+    let err = device::check_install(&stick.0, true, false).err().unwrap();
+    assert!(matches!(err, DeviceError::HoldsStick { .. }), "{err}");
+    device::check_install(&stick.0, true, true).unwrap();
+    assert!(device::plan_install(&stick.0, &spec(&t, table, 0), true, true).is_ok());
 
     // The same layout as an image of the same size: install writes exactly
     // the image's bytes everywhere that matters.
@@ -383,7 +403,7 @@ fn install_and_update(table: TableKind) {
     assert!(matches!(err, DeviceError::EspTooSmall { .. }), "{err}");
 
     // A partition is not a disk.
-    let err = device::plan_install(&stick.partition(1), &spec(&t, table, 0), true)
+    let err = device::plan_install(&stick.partition(1), &spec(&t, table, 0), true, false)
         .err()
         .unwrap();
     assert!(matches!(err, DeviceError::IsPartition { .. }), "{err}");
@@ -401,8 +421,7 @@ fn install_and_update_mbr_on_a_loop_device() {
 
 #[test]
 fn refuses_small_mounted_swapped_and_foreign_devices() {
-    if !is_root() {
-        eprintln!("not root: skipping");
+    if !hiperiso_prereq::root() {
         return;
     }
     let t = trees("1.0");
@@ -410,7 +429,7 @@ fn refuses_small_mounted_swapped_and_foreign_devices() {
     let small = t.root.join("small.raw");
     fs::File::create(&small).unwrap().set_len(24 * MIB).unwrap();
     let small = Loop::new(&small, None);
-    let err = device::plan_install(&small.0, &spec(&t, TableKind::Gpt, 0), true)
+    let err = device::plan_install(&small.0, &spec(&t, TableKind::Gpt, 0), true, false)
         .err()
         .unwrap();
     assert!(matches!(err, DeviceError::TooSmall { .. }), "{err}");
@@ -430,7 +449,7 @@ fn refuses_small_mounted_swapped_and_foreign_devices() {
     let mnt = t.root.join("mnt");
     fs::create_dir(&mnt).unwrap();
     run(Command::new("mount").arg(&mounted.0).arg(&mnt));
-    let err = device::plan_install(&mounted.0, &spec(&t, TableKind::Gpt, 0), true).err();
+    let err = device::plan_install(&mounted.0, &spec(&t, TableKind::Gpt, 0), true, false).err();
     let err_update = device::plan_update(&mounted.0, &t.esp, "HIPERISO", "s", 1, true).err();
     run(Command::new("umount").arg(&mnt));
     let err = err.unwrap();
@@ -479,7 +498,7 @@ fn refuses_small_mounted_swapped_and_foreign_devices() {
     run(Command::new("partx").arg("-a").arg(&parted.0));
     run(Command::new("mkfs.ext4").arg("-q").arg(parted.partition(1)));
     run(Command::new("mount").arg(parted.partition(1)).arg(&mnt));
-    let err = device::plan_install(&parted.0, &spec(&t, TableKind::Gpt, 0), true).err();
+    let err = device::plan_install(&parted.0, &spec(&t, TableKind::Gpt, 0), true, false).err();
     run(Command::new("umount").arg(&mnt));
     let err = err.unwrap();
     assert!(
@@ -501,17 +520,17 @@ fn refuses_small_mounted_swapped_and_foreign_devices() {
         };
         Some(PathBuf::from("/dev").join(disk))
     });
-    match root_disk.filter(|d| d.exists()) {
-        Some(disk) => {
-            let err = device::plan_install(&disk, &spec(&t, TableKind::Gpt, 0), true)
-                .err()
-                .unwrap();
-            assert!(matches!(err, DeviceError::SystemDisk { .. }), "{err}");
-        }
-        None => eprintln!(
-            "/ is not on a block device here ({}): skipping the system-disk refusal",
-            root.display()
-        ),
+    let root_disk = root_disk.filter(|d| d.exists());
+    if hiperiso_prereq::check(
+        root_disk.is_some(),
+        &format!("/ on a block device (here it is {})", root.display()),
+        "run the tests on a machine or VM, not in a container, for the system-disk refusal",
+    ) {
+        let disk = root_disk.unwrap();
+        let err = device::plan_install(&disk, &spec(&t, TableKind::Gpt, 0), true, false)
+            .err()
+            .unwrap();
+        assert!(matches!(err, DeviceError::SystemDisk { .. }), "{err}");
     }
 
     // Swap.
@@ -519,17 +538,19 @@ fn refuses_small_mounted_swapped_and_foreign_devices() {
     fs::File::create(&swap).unwrap().set_len(128 * MIB).unwrap();
     let swap = Loop::new(&swap, None);
     run(Command::new("mkswap").arg(&swap.0));
-    if Command::new("swapon")
+    let swapped = Command::new("swapon")
         .arg(&swap.0)
         .status()
-        .is_ok_and(|s| s.success())
-    {
-        let err = device::plan_install(&swap.0, &spec(&t, TableKind::Gpt, 0), true).err();
+        .is_ok_and(|s| s.success());
+    if hiperiso_prereq::check(
+        swapped,
+        "swapon",
+        "run the tests as root outside a container for the swap refusal",
+    ) {
+        let err = device::plan_install(&swap.0, &spec(&t, TableKind::Gpt, 0), true, false).err();
         run(Command::new("swapoff").arg(&swap.0));
         let err = err.unwrap();
         assert!(err.to_string().contains("swap"), "{err}");
-    } else {
-        eprintln!("swapon is not permitted here: skipping the swap refusal");
     }
 }
 

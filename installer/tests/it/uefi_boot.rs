@@ -16,15 +16,10 @@ const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const SEED: &str = "uefi-boot-test";
 
 fn tools_present() -> bool {
-    let grub = Command::new("grub-mkimage")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let qemu = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    grub && qemu && Path::new(OVMF_CODE).exists()
+    hiperiso_prereq::tools(&[
+        ("grub-mkimage", "grub-common"),
+        ("qemu-system-x86_64", "qemu-system-x86"),
+    ]) && hiperiso_prereq::file(OVMF_CODE, "ovmf")
 }
 
 fn esp_tree(root: &Path, big_payload: bool) {
@@ -110,7 +105,6 @@ fn boot(image: &Path, vars: &Path) -> String {
 
 fn check(table: TableKind, big_payload: bool, expected_partition: &str) {
     if !tools_present() {
-        eprintln!("grub-mkimage, qemu-system-x86_64 or OVMF missing: skipping");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

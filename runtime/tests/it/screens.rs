@@ -246,12 +246,7 @@ fn grub_rescue_default_entry_without_a_kernel_is_a_bootloader_failure() {
 
 #[test]
 fn ocr_reads_the_grub_menu_when_tesseract_is_there() {
-    if std::process::Command::new("tesseract")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no tesseract on PATH");
+    if !hiperiso_prereq::tools(&[("tesseract", "tesseract-ocr tesseract-ocr-eng")]) {
         return;
     }
     let dir = session("grub-rescue");

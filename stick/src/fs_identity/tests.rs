@@ -133,10 +133,15 @@ fn mkfs(tool: &str, args: &[&str], size: u64) -> Option<(tempfile::TempDir, std:
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("fs.img");
     File::create(&img).unwrap().set_len(size).unwrap();
-    let Ok(out) = Command::new(tool).args(args).arg(&img).output() else {
-        eprintln!("{tool} is not installed: skipping");
-        return None;
+    let package = match tool {
+        "mkfs.exfat" => "exfatprogs",
+        "mkfs.fat" | "mkfs.vfat" => "dosfstools",
+        _ => "e2fsprogs",
     };
+    if !hiperiso_prereq::tools(&[(tool, package)]) {
+        return None;
+    }
+    let out = Command::new(tool).args(args).arg(&img).output().unwrap();
     assert!(
         out.status.success(),
         "{tool}: {}",

@@ -202,35 +202,5 @@ fn errors_name_the_problem_and_change_nothing() {
     assert!(matches!(err, ExfatError::SourceChanged { .. }), "{err}");
 }
 
-#[test]
-fn linux_sees_the_added_files() {
-    // The kernel's exFAT driver as the second opinion (root only).
-    if !nix_is_root() {
-        return;
-    }
-    let (_tree, mut dev) = volume(16 << 20);
-    let iso = pattern(50_000, 3);
-    put(&mut dev, "ISOs/linux.iso", &iso);
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("volume.img");
-    fs::write(&image, dev.get_ref()).unwrap();
-    let mount = dir.path().join("mnt");
-    fs::create_dir(&mount).unwrap();
-    let status = Command::new("mount")
-        .args(["-o", "loop,ro", "-t", "exfat"])
-        .arg(&image)
-        .arg(&mount)
-        .status()
-        .unwrap();
-    if !status.success() {
-        return; // no loop devices or no exFAT driver on this host
-    }
-    let seen = fs::read(mount.join("ISOs/linux.iso"));
-    let _ = Command::new("umount").arg(&mount).status();
-    assert_eq!(seen.unwrap(), iso);
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
+// The kernel's exFAT driver reading a file this editor added: in a VM,
+// tests/it/exfat_kernel.rs (the build hosts have no exFAT driver).
