@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use hiperiso_build::cli::{Cli, Command};
 use hiperiso_build::commands::{
-    self, build, bump, doctor, fetch, image, inspect, install, lock, run as run_verb,
+    self, build, bump, doctor, fetch, image, inspect, install, keys, lock, run as run_verb,
 };
 
 fn run(cli: Cli) -> commands::Result<()> {
@@ -29,6 +29,7 @@ fn run(cli: Cli) -> commands::Result<()> {
         Command::Clean => build::clean(s),
         Command::Gc => build::gc(s),
         Command::Doctor(args) => doctor::doctor(s, args.json),
+        Command::Keys(args) => keys::keys(s, &args),
     }
 }
 

@@ -87,6 +87,8 @@ pub enum Error {
     Runtime(#[from] crate::steps::runtime::RuntimeError),
     #[error("{0}")]
     Usage(String),
+    #[error("making a key pair")]
+    Keys(#[from] crate::steps::trust::TrustError),
     #[error("doctor: {} check(s) failed: {}", failed.len(), failed.join(", "))]
     Doctor { failed: Vec<String> },
     #[error("`hiperiso-build {verb}` is not implemented yet (see issue {issue})")]

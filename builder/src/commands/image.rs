@@ -108,6 +108,9 @@ fn esp_for_image(project: &Project, steps: &BuiltSteps) -> Result<Option<BuiltEs
 
 /// `hiperiso-build image`.
 pub fn image(settings: &Settings, args: &ImageArgs) -> Result<()> {
+    let mut settings = settings.clone();
+    settings.shared = (&args.shared).into();
+    let settings = &settings;
     let project = Project::load(settings.clone())?;
     let manifest = &project.manifest;
     let size = match &args.size {

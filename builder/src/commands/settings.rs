@@ -20,5 +20,6 @@ pub fn settings(args: &GlobalArgs) -> Settings {
             args.verbose.min(100) as i8
         },
         apt_root: PathBuf::from("/"),
+        shared: Default::default(),
     }
 }
