@@ -31,13 +31,15 @@ pub const SIGNING_KEY_ENV: &str = "HIPERISO_SIGNING_KEY";
 pub enum RemoteError {
     #[error(transparent)]
     Oci(#[from] OciError),
-    #[error("{}: [cache] trusted-keys", .0)]
+    #[error("{}: [cache] trusted-keys", .0.display())]
     TrustedKey(PathBuf, #[source] TrustError),
     #[error("reading the signing key for pushes")]
     SigningKey(#[source] TrustError),
     #[error(
-        "pushing to a shared cache needs a signing key and {0} does not exist: \
-         create one with `hiperiso-build keys`, or name one in [cache] signing-key or ${SIGNING_KEY_ENV}"
+        "pushing to a shared cache needs a signing key and {} does not exist: \
+         create one with `hiperiso-build keys`, or name one in [cache] signing-key or \
+         $HIPERISO_SIGNING_KEY",
+        .0.display()
     )]
     NoSigningKey(PathBuf),
     #[error("step `{step}` (key {key}) from {url}: refused")]
