@@ -73,9 +73,8 @@ impl Repository {
         };
         let name_ok = |s: &str| {
             !s.is_empty()
-                && s.chars().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c)
-                })
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c))
         };
         let tag_ok = tag.as_deref().is_none_or(|t| {
             !t.is_empty()
@@ -168,10 +167,9 @@ impl Registry {
     /// tag.
     pub fn pull(&self, tag: &str) -> Result<Option<Artifact>, OciError> {
         let reference = self.reference(tag);
-        let result = self.runtime.block_on(
-            self.client
-                .pull_manifest_and_config(&reference, &self.auth),
-        );
+        let result = self
+            .runtime
+            .block_on(self.client.pull_manifest_and_config(&reference, &self.auth));
         match result {
             Ok((manifest, _digest, config)) => Ok(Some(Artifact {
                 manifest,
@@ -270,10 +268,23 @@ mod tests {
         assert_eq!(repo.registry, "localhost:5000");
         assert_eq!(repo.repository, "team/hiperiso");
         assert!(repo.is_loopback());
-        assert!(!Repository::parse("oci://ghcr.io/x/y").unwrap().is_loopback());
+        assert!(
+            !Repository::parse("oci://ghcr.io/x/y")
+                .unwrap()
+                .is_loopback()
+        );
         let (repo, tag) = Repository::parse_tagged("oci://ghcr.io/x/img:v1").unwrap();
-        assert_eq!((repo.repository.as_str(), tag.as_deref()), ("x/img", Some("v1")));
-        for bad in ["http://h/r", "oci://h", "oci://h/", "oci://h/Upper", "oci://h/r:t"] {
+        assert_eq!(
+            (repo.repository.as_str(), tag.as_deref()),
+            ("x/img", Some("v1"))
+        );
+        for bad in [
+            "http://h/r",
+            "oci://h",
+            "oci://h/",
+            "oci://h/Upper",
+            "oci://h/r:t",
+        ] {
             assert!(Repository::parse(bad).is_err(), "{bad}");
         }
     }

@@ -282,7 +282,8 @@ impl Remote {
             .join(format!("pull-{key}.{}", std::process::id()));
         remove_tree(&work).map_err(Box::new)?;
         let out = work.join("out");
-        fs::create_dir_all(&out).map_err(|e| unpack_error(hiperiso_stick::io::io_err("create", &out)(e)))?;
+        fs::create_dir_all(&out)
+            .map_err(|e| unpack_error(hiperiso_stick::io::io_err("create", &out)(e)))?;
         let result = self.verify_and_commit(cache, &record, &blob, &out, &url, &layer.digest);
         let _ = remove_tree(&work);
         result?;
@@ -351,15 +352,20 @@ impl Remote {
                 let blob = match &packed {
                     Some(blob) => blob.clone(),
                     None => {
-                        let tree = tree::Tree::scan(path).map_err(|e| Box::new(StepError::from(e)))?;
-                        let blob = archive::pack(path, &tree).map_err(|e| Box::new(StepError::from(e)))?;
+                        let tree =
+                            tree::Tree::scan(path).map_err(|e| Box::new(StepError::from(e)))?;
+                        let blob =
+                            archive::pack(path, &tree).map_err(|e| Box::new(StepError::from(e)))?;
                         packed.insert(blob).clone()
                     }
                 };
                 let size = blob.len() as u64;
                 let config = signer.sign(record.clone()).to_json();
                 let annotations = [
-                    ("org.opencontainers.image.title".to_string(), record.step.clone()),
+                    (
+                        "org.opencontainers.image.title".to_string(),
+                        record.step.clone(),
+                    ),
                     ("org.hiperiso.step.key".to_string(), record.key.clone()),
                     ("org.hiperiso.step.tree".to_string(), record.tree.clone()),
                 ]

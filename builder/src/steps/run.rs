@@ -17,8 +17,8 @@ use crate::sources::store::Store;
 use crate::steps::cache::{Cache, remove_tree};
 use crate::steps::env::step_env;
 use crate::steps::remote::Remote;
-use crate::steps::tools;
 use crate::steps::sandbox::{self, SandboxError, Spec};
+use crate::steps::tools;
 use crate::steps::tree::{self, Tree};
 use crate::steps::{
     BUILD_PATH, Outcome, StepError, StepRecord, StepResult, ToolsTree, VERIFY_BUILD_PATH,
@@ -79,7 +79,6 @@ impl<'a> Builder<'a> {
                 .map_err(StepError::Tools)?;
         }
         let result = self.probed.get_or_init(|| {
-
             let scratch = self
                 .cache
                 .root

@@ -106,7 +106,10 @@ impl Registry {
                 let path = entry.path();
                 if path.is_dir() {
                     dirs.push(path);
-                } else if fs::read(&path).unwrap().starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                } else if fs::read(&path)
+                    .unwrap()
+                    .starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+                {
                     out.push(path);
                 }
             }
@@ -147,7 +150,10 @@ fn run_on(p: &Project, cache: &str, key_dir: &Path, args: &[&str]) -> (bool, Str
         .arg("--cache-dir")
         .arg(p.path(cache))
         .env("HIPERISO_TOOLS_ROOT", tools_root())
-        .env("HIPERISO_SIGNING_KEY", key_dir.join("cache-signing.ed25519"))
+        .env(
+            "HIPERISO_SIGNING_KEY",
+            key_dir.join("cache-signing.ed25519"),
+        )
         .env("DOCKER_CONFIG", p.path("docker"))
         .args(args)
         .output()
@@ -190,18 +196,45 @@ fn pushed_steps_are_pulled_into_an_empty_cache_and_give_the_same_image() {
             &p,
             cache,
             &keys,
-            &["--profile", "tiny", "image", "--size", "128MiB", "-o", out, flag, &url],
+            &[
+                "--profile",
+                "tiny",
+                "image",
+                "--size",
+                "128MiB",
+                "-o",
+                out,
+                flag,
+                &url,
+            ],
         );
         assert!(ok, "{err}");
         err
     };
     // Machine A builds and pushes.
-    let a = image("cache-a", "--cache-to", &p.path("a.img").display().to_string());
-    assert!(a.contains("built hello") && a.contains("built upper"), "{a}");
-    assert!(a.contains("pushed hello to") && a.contains("pushed upper to"), "{a}");
+    let a = image(
+        "cache-a",
+        "--cache-to",
+        &p.path("a.img").display().to_string(),
+    );
+    assert!(
+        a.contains("built hello") && a.contains("built upper"),
+        "{a}"
+    );
+    assert!(
+        a.contains("pushed hello to") && a.contains("pushed upper to"),
+        "{a}"
+    );
     // Machine B, an empty cache, pulls both and builds nothing.
-    let b = image("cache-b", "--cache-from", &p.path("b.img").display().to_string());
-    assert!(b.contains("pulled hello from") && b.contains("pulled upper from"), "{b}");
+    let b = image(
+        "cache-b",
+        "--cache-from",
+        &p.path("b.img").display().to_string(),
+    );
+    assert!(
+        b.contains("pulled hello from") && b.contains("pulled upper from"),
+        "{b}"
+    );
     assert!(!b.contains("building "), "B built a step:\n{b}");
     assert!(
         fs::read(p.path("a.img")).unwrap() == fs::read(p.path("b.img")).unwrap(),
@@ -226,7 +259,12 @@ fn tampered_blobs_untrusted_keys_and_dead_registries_fall_back_to_local_builds()
     let mut registry = Registry::start(&binary, None);
     let (p, keys) = project();
     let url = registry.url();
-    let (ok, _, err) = run_on(&p, "cache-a", &keys, &["build", "hello", "--cache-to", &url]);
+    let (ok, _, err) = run_on(
+        &p,
+        "cache-a",
+        &keys,
+        &["build", "hello", "--cache-to", &url],
+    );
     assert!(ok && err.contains("pushed hello"), "{err}");
 
     // A record signed by a key the manifest does not trust.
@@ -247,7 +285,12 @@ fn tampered_blobs_untrusted_keys_and_dead_registries_fall_back_to_local_builds()
     assert_eq!(blobs.len(), 1, "{blobs:?}");
     let digest = format!(
         "sha256:{}",
-        blobs[0].parent().unwrap().file_name().unwrap().to_string_lossy()
+        blobs[0]
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
     );
     let mut bytes = fs::read(&blobs[0]).unwrap();
     let last = bytes.len() - 1;
@@ -261,10 +304,21 @@ fn tampered_blobs_untrusted_keys_and_dead_registries_fall_back_to_local_builds()
         &["build", "hello", "--cache-from", &url, "--require-cache"],
     );
     assert!(!ok, "a corrupt blob was used:\n{err}");
-    assert!(err.contains(&digest) && err.contains("does not match its digest"), "{err}");
+    assert!(
+        err.contains(&digest) && err.contains("does not match its digest"),
+        "{err}"
+    );
     let key = key_of(&err).expect("the error names the key");
-    let (ok, _, err) = run_on(&p, "cache-b", &keys, &["build", "hello", "--cache-from", &url]);
-    assert!(ok && err.contains("warning: ") && err.contains(&digest), "{err}");
+    let (ok, _, err) = run_on(
+        &p,
+        "cache-b",
+        &keys,
+        &["build", "hello", "--cache-from", &url],
+    );
+    assert!(
+        ok && err.contains("warning: ") && err.contains(&digest),
+        "{err}"
+    );
     assert!(err.contains(&key) && err.contains("built hello"), "{err}");
 
     // The registry is gone: a warning, once, and a local build.
@@ -281,7 +335,12 @@ fn tampered_blobs_untrusted_keys_and_dead_registries_fall_back_to_local_builds()
     );
     assert!(!ok && err.contains(&url), "{err}");
     // --offline never asks.
-    let (ok, _, err) = run_on(&p, "cache-e", &keys, &["--offline", "build", "--require-cache"]);
+    let (ok, _, err) = run_on(
+        &p,
+        "cache-e",
+        &keys,
+        &["--offline", "build", "--require-cache"],
+    );
     assert!(ok && err.contains("2 built"), "{err}");
 }
 
@@ -310,7 +369,10 @@ fn credentials_come_from_dockers_config_file() {
     assert!(!ok && err.contains("Not authorized"), "{err}");
     login("wrong");
     let (ok, _, err) = run_on(&p, "cache-a", &keys, &args);
-    assert!(!ok && err.contains("Not authorized") && err.contains(&url), "{err}");
+    assert!(
+        !ok && err.contains("Not authorized") && err.contains(&url),
+        "{err}"
+    );
     login("s3cret");
     let (ok, _, err) = run_on(&p, "cache-a", &keys, &args);
     assert!(ok && err.contains("pushed hello"), "{err}");
@@ -327,7 +389,10 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
