@@ -385,6 +385,92 @@ fn credentials_come_from_dockers_config_file() {
     assert!(ok && err.contains("pulled hello"), "{err}");
 }
 
+/// A recipe with a 2 MB output: its blob is the one large response.
+const BIG: &str = r#"outputs = ["big"]
+commands = ["dd if=/dev/urandom of=$out/big bs=1024 count=2048 2>/dev/null"]
+"#;
+
+/// Forwards 127.0.0.1:(returned port) to the registry and kills the
+/// registry once 64 KiB of responses went through one connection: the
+/// registry stops in the middle of sending the big blob.
+fn killing_proxy(registry: Registry) -> u16 {
+    use std::io::Read;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream_port = registry.port;
+    let registry = std::sync::Arc::new(std::sync::Mutex::new(registry));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+                    return;
+                };
+                let (mut c_in, mut u_out) =
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut c_in, &mut u_out));
+                let (mut u_in, mut c_out) = (upstream, client);
+                let (mut buf, mut total) = ([0u8; 8192], 0usize);
+                while let Ok(n) = u_in.read(&mut buf) {
+                    if n == 0 || c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    total += n;
+                    if total > 64 * 1024 {
+                        registry.lock().unwrap().stop();
+                        let _ = c_out.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_registry_stopped_mid_pull_leaves_a_local_build() {
+    let Some(binary) = registry_binary() else {
+        return;
+    };
+    let registry = Registry::start(&binary, None);
+    let (p, keys) = project();
+    p.recipe("big", BIG);
+    let (ok, _, err) = run_on(
+        &p,
+        "cache-a",
+        &keys,
+        &["build", "big", "--cache-to", &registry.url()],
+    );
+    assert!(ok && err.contains("pushed big"), "{err}");
+    let port = killing_proxy(registry);
+    let url = format!("oci://127.0.0.1:{port}/hiperiso/steps");
+    let (ok, out, err) = run_on(
+        &p,
+        "cache-b",
+        &keys,
+        &["build", "big", "--cache-from", &url],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: ") && err.contains("built big"),
+        "{err}"
+    );
+    assert!(!err.contains("pulled big"), "{err}");
+    let big = Project::output_of(&out, "big");
+    assert_eq!(fs::metadata(big.join("big")).unwrap().len(), 2 << 20);
+    // Nothing half-pulled stayed behind.
+    let work = p.path("cache-b/work");
+    let left: Vec<_> = fs::read_dir(&work)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.iter()
+            .all(|n| !n.to_string_lossy().starts_with("pull-")),
+        "{left:?}"
+    );
+}
+
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
