@@ -29,7 +29,7 @@ pub enum OciError {
         url: String,
         what: String,
         #[source]
-        source: OciDistributionError,
+        source: Box<OciDistributionError>,
     },
     #[error(
         "{url}: credentials for `{registry}` in docker's config.json cannot be used ({detail})"
@@ -160,7 +160,11 @@ impl Registry {
 
     fn error(&self, what: String) -> impl FnOnce(OciDistributionError) -> OciError {
         let url = self.repo.url();
-        move |source| OciError::Registry { url, what, source }
+        move |source| OciError::Registry {
+            url,
+            what,
+            source: Box::new(source),
+        }
     }
 
     /// The artifact tagged `tag`, or None when the repository has no such

@@ -45,7 +45,7 @@ pub enum ProfileStepsError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("setting up the shared step caches")]
-    Remote(#[source] RemoteError),
+    Remote(#[source] Box<RemoteError>),
 }
 
 /// The tools tree: `tools_root` (hashed in full), else the one the lock's
@@ -88,7 +88,8 @@ pub fn builder<'a>(
     let store = project.store().map_err(ProfileStepsError::Store)?;
     let mut builder = Builder::new(project, recipes, tools, store);
     builder.unpack_tools = tools_root.is_none();
-    builder.remote = Remote::from_project(project).map_err(ProfileStepsError::Remote)?;
+    builder.remote =
+        Remote::from_project(project).map_err(|e| ProfileStepsError::Remote(Box::new(e)))?;
     Ok(builder)
 }
 

@@ -10,6 +10,10 @@
 //! digest, and the step builds locally; with `--require-cache` it is an
 //! error. `--offline` never touches a registry.
 
+// Errors here are rare and carry the step, key, URL and digest the
+// messages name; callers box them (StepError::Remote, RuntimeError::Remote).
+#![allow(clippy::result_large_err)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

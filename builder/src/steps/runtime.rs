@@ -64,7 +64,7 @@ pub enum RuntimeError {
     #[error("opening the step cache")]
     Store(#[source] StoreError),
     #[error("shared step cache")]
-    Remote(#[source] RemoteError),
+    Remote(#[source] Box<RemoteError>),
     #[error(
         "{} has no [toolchain] (the Rust toolchain the runtime step is pinned to): \
          run `hiperiso-build lock`",
@@ -232,11 +232,12 @@ impl<'a> RuntimeStep<'a> {
     /// directory, which cargo's own cache keeps quick for small changes).
     pub fn build(&self) -> Result<StepResult, RuntimeError> {
         let key = self.key()?;
-        let remote = Remote::from_project(self.project).map_err(RuntimeError::Remote)?;
+        let remote =
+            Remote::from_project(self.project).map_err(|e| RuntimeError::Remote(Box::new(e)))?;
         let share = |record: &StepRecord| match &remote {
             Some(remote) => remote
                 .push(record, &self.cache.tree_path(&record.tree))
-                .map_err(RuntimeError::Remote),
+                .map_err(|e| RuntimeError::Remote(Box::new(e))),
             None => Ok(()),
         };
         if let Some(record) = self.cache.record(&key) {
@@ -247,17 +248,16 @@ impl<'a> RuntimeStep<'a> {
                 outcome: Outcome::Cached,
             });
         }
-        if let Some(remote) = &remote {
-            if let Some(record) = remote
+        if let Some(remote) = &remote
+            && let Some(record) = remote
                 .pull(&self.cache, NAME, &key)
-                .map_err(RuntimeError::Remote)?
-            {
-                return Ok(StepResult {
-                    path: self.cache.tree_path(&record.tree),
-                    record,
-                    outcome: Outcome::Pulled,
-                });
-            }
+                .map_err(|e| RuntimeError::Remote(Box::new(e)))?
+        {
+            return Ok(StepResult {
+                path: self.cache.tree_path(&record.tree),
+                record,
+                outcome: Outcome::Pulled,
+            });
         }
         self.project
             .settings
