@@ -207,6 +207,55 @@ pub enum Command {
         hiperiso-build completions fish > ~/.config/fish/completions/hiperiso-build.fish"
     )]
     Completions(CompletionsArgs),
+    /// Create key pairs (the signing key of shared step caches).
+    #[command(
+        long_about = "Create a key pair. `keys` (or `keys cache`) writes an ed25519 pair that signs \
+        the step records pushed to a shared cache: DIR/cache-signing.ed25519 (secret, mode 600) and \
+        DIR/cache-signing.ed25519.pub, whose one line goes into the [cache] trusted-keys of every \
+        manifest that should use those steps. Existing keys are never overwritten.\n\nExamples:\n  \
+        hiperiso-build keys\n  hiperiso-build keys --dir ci-keys --name ci-1"
+    )]
+    Keys(KeysArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    /// Which key pair (default: cache).
+    #[command(subcommand)]
+    pub kind: Option<KeyKind>,
+    /// Where to write the files (default: $XDG_CONFIG_HOME/hiperiso, else
+    /// ~/.config/hiperiso).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The key's name, as records and trusted-keys show it (default:
+    /// hiperiso-cache-1).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// The kinds of key pair `keys` makes.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyKind {
+    /// The ed25519 pair that signs shared step records.
+    Cache,
+}
+
+/// `--cache-from`, `--cache-to` and `--require-cache` of the verbs that
+/// build steps.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SharedCacheArgs {
+    /// Look steps up in this registry (oci://HOST/REPO; repeatable) instead
+    /// of the manifest's [cache] registries.
+    #[arg(long, value_name = "oci://HOST/REPO")]
+    pub cache_from: Vec<String>,
+    /// Push every step to this registry (repeatable); records are signed
+    /// with the key `hiperiso-build keys` made.
+    #[arg(long, value_name = "oci://HOST/REPO")]
+    pub cache_to: Vec<String>,
+    /// Fail when a registry cannot be used (unreachable, refused record,
+    /// corrupt blob) instead of building locally.
+    #[arg(long)]
+    pub require_cache: bool,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -298,6 +347,8 @@ pub struct StepsArgs {
     /// instead of one unpacked from hiperiso.lock.
     #[arg(long, value_name = "DIR", env = "HIPERISO_TOOLS_ROOT")]
     pub tools_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub shared: SharedCacheArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -324,6 +375,8 @@ pub struct ImageArgs {
     /// Use this directory for the data partition instead of overlays/data.
     #[arg(long, value_name = "DIR")]
     pub data_tree: Option<PathBuf>,
+    #[command(flatten)]
+    pub shared: SharedCacheArgs,
 }
 
 #[derive(Debug, Clone, Args)]

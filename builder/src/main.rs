@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use hiperiso_build::cli::{Cli, Command, ConfigCommand};
 use hiperiso_build::commands::{
-    self, build, bump, completions, config, doctor, fetch, image, inspect, install, lock,
+    self, build, bump, completions, config, doctor, fetch, image, inspect, install, keys, lock,
     run as run_verb,
 };
 
@@ -32,6 +32,7 @@ fn run(cli: Cli) -> commands::Result<()> {
         Command::Doctor(args) => doctor::doctor(s, args.json),
         Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         Command::Completions(args) => completions::completions(args.shell),
+        Command::Keys(args) => keys::keys(s, &args),
     }
 }
 

@@ -21,6 +21,20 @@ pub struct Settings {
     pub verbosity: i8,
     /// Root for the host's apt sources (normally `/`).
     pub apt_root: PathBuf,
+    /// `--cache-from`, `--cache-to`, `--require-cache`.
+    pub shared: SharedCache,
+}
+
+/// The command line's say on shared step caches (the manifest's `[cache]`
+/// has the rest).
+#[derive(Debug, Clone, Default)]
+pub struct SharedCache {
+    /// Registries to pull from instead of `[cache] registries`.
+    pub from: Vec<String>,
+    /// Registries to push built steps to.
+    pub to: Vec<String>,
+    /// A registry that cannot be used is an error, not a warning.
+    pub require: bool,
 }
 
 impl Settings {
@@ -33,6 +47,7 @@ impl Settings {
             jobs: default_jobs(),
             verbosity: 0,
             apt_root: PathBuf::from("/"),
+            shared: SharedCache::default(),
         }
     }
 

@@ -19,7 +19,7 @@ use crate::steps::{Outcome, ToolsTree, tools};
 /// `hiperiso-build build [STEP...]`: prints each requested step's output
 /// tree (`STEP PATH`) on stdout.
 pub fn build(settings: &Settings, args: &StepsArgs) -> Result<()> {
-    let project = Project::load(settings.clone())?;
+    let project = Project::load(with_shared(settings, args))?;
     project.recipes()?;
     let (runtime, wanted) = split_runtime(&args.steps);
     let mut results = if wanted.is_empty() && !args.steps.is_empty() {
@@ -30,10 +30,8 @@ pub fn build(settings: &Settings, args: &StepsArgs) -> Result<()> {
     if runtime {
         results.insert(runtime::NAME.into(), runtime_for(&project)?);
     }
-    let built = results
-        .values()
-        .filter(|r| r.outcome == Outcome::Built)
-        .count();
+    let count = |outcome| results.values().filter(|r| r.outcome == outcome).count();
+    let (built, pulled) = (count(Outcome::Built), count(Outcome::Pulled));
     let wanted: Vec<&String> = if args.steps.is_empty() {
         results.keys().collect()
     } else {
@@ -43,18 +41,30 @@ pub fn build(settings: &Settings, args: &StepsArgs) -> Result<()> {
         println!("{name} {}", results[name].path.display());
     }
     if settings.verbosity >= 0 {
+        let pulled = if pulled > 0 {
+            format!(", {pulled} pulled")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{} step(s): {built} built, {} up to date",
+            "{} step(s): {built} built, {} up to date{pulled}",
             results.len(),
-            results.len() - built
+            results.len() - built - count(Outcome::Pulled)
         );
     }
     Ok(())
 }
 
+/// The settings with the verb's `--cache-from`/`--cache-to` flags.
+fn with_shared(settings: &Settings, args: &StepsArgs) -> Settings {
+    let mut settings = settings.clone();
+    settings.shared = (&args.shared).into();
+    settings
+}
+
 /// `hiperiso-build verify [STEP...]`.
 pub fn verify(settings: &Settings, args: &StepsArgs) -> Result<()> {
-    let project = Project::load(settings.clone())?;
+    let project = Project::load(with_shared(settings, args))?;
     project.recipes()?;
     let (runtime, wanted) = split_runtime(&args.steps);
     if !wanted.is_empty() || args.steps.is_empty() {

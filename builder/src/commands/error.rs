@@ -91,6 +91,8 @@ pub enum Error {
     Config { file: PathBuf, count: usize },
     #[error(transparent)]
     Io(#[from] hiperiso_stick::io::IoError),
+    #[error("making a key pair")]
+    Keys(#[from] crate::steps::trust::TrustError),
     #[error("doctor: {} check(s) failed: {}", failed.len(), failed.join(", "))]
     Doctor { failed: Vec<String> },
     #[error("`hiperiso-build {verb}` is not implemented yet (see issue {issue})")]

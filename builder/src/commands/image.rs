@@ -126,6 +126,7 @@ fn outcome_word(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Built => "built",
         Outcome::Cached => "cached",
+        Outcome::Pulled => "pulled",
     }
 }
 
@@ -142,6 +143,9 @@ pub struct ImageReport {
 
 /// `hiperiso-build image`.
 pub fn image(settings: &Settings, args: &ImageArgs) -> Result<ImageReport> {
+    let mut settings = settings.clone();
+    settings.shared = (&args.shared).into();
+    let settings = &settings;
     let project = Project::load(settings.clone())?;
     let manifest = &project.manifest;
     let size = match &args.size {

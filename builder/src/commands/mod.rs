@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod image;
 pub mod inspect;
 pub mod install;
+pub mod keys;
 pub mod lock;
 pub mod run;
 pub mod settings;

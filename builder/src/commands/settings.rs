@@ -20,5 +20,16 @@ pub fn settings(args: &GlobalArgs) -> Settings {
             args.verbose.min(100) as i8
         },
         apt_root: PathBuf::from("/"),
+        shared: Default::default(),
+    }
+}
+
+impl From<&crate::cli::SharedCacheArgs> for crate::settings::SharedCache {
+    fn from(args: &crate::cli::SharedCacheArgs) -> Self {
+        Self {
+            from: args.cache_from.clone(),
+            to: args.cache_to.clone(),
+            require: args.require_cache,
+        }
     }
 }

@@ -40,6 +40,9 @@ pub struct Manifest {
     /// The tools tree build steps run on (`/` in the sandbox).
     #[serde(default)]
     pub tools: Tools,
+    /// Shared step caches (OCI registries) and whom to trust.
+    #[serde(default)]
+    pub cache: CacheConfig,
     #[serde(default)]
     pub sources: BTreeMap<String, Source>,
     #[serde(default)]
@@ -131,6 +134,27 @@ pub struct Debian {
 pub struct Tools {
     #[serde(default)]
     pub packages: Vec<String>,
+}
+
+/// `[cache]`: OCI registries that share built steps (see
+/// `steps/remote.rs`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CacheConfig {
+    /// `oci://HOST[:PORT]/REPO`, looked up in order before a step builds.
+    #[serde(default)]
+    pub registries: Vec<String>,
+    /// Push every built step to `registries` (as `--cache-to` does).
+    #[serde(default)]
+    pub push: bool,
+    /// `NAME:HEX` public keys (the text of a `.pub` file written by
+    /// `hiperiso-build keys`) whose signed records are used.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+    /// The key that signs pushed records, relative to the manifest
+    /// (default: `$HIPERISO_SIGNING_KEY`, else the one `keys` writes).
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
 }
 
 /// A pinned `debian-archive-keyring` package.

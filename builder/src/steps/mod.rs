@@ -18,16 +18,19 @@
 //! rename, and the record is written last, so a killed build leaves at most
 //! a stale work directory, which the next run of that step removes.
 
+pub mod archive;
 pub mod cache;
 pub mod env;
 pub mod gc;
 pub mod key;
 pub mod profile;
+pub mod remote;
 pub mod run;
 pub mod runtime;
 pub mod sandbox;
 pub mod tools;
 pub mod tree;
+pub mod trust;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -104,6 +107,10 @@ pub enum StepError {
     },
     #[error("a previous step failed")]
     Skipped,
+    #[error("preparing the tools tree: {0}")]
+    Tools(String),
+    #[error("shared step cache (--require-cache)")]
+    Remote(#[source] Box<crate::steps::remote::RemoteError>),
 }
 
 /// Why a step's source could not be had.
@@ -156,6 +163,8 @@ pub struct StepRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Cached,
+    /// Pulled from a shared cache (a registry).
+    Pulled,
     Built,
 }
 

@@ -9,6 +9,7 @@ use crate::model::lock::LockError;
 use crate::model::manifest::ManifestError;
 use crate::model::recipe::RecipeError;
 use crate::project::Project;
+use crate::steps::remote::{Remote, RemoteError};
 use crate::steps::run::Builder;
 use crate::steps::runtime::{self, RuntimeError};
 use crate::steps::tools::{self, ToolsError};
@@ -43,11 +44,13 @@ pub enum ProfileStepsError {
     Step(#[from] StepError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error("setting up the shared step caches")]
+    Remote(#[source] Box<RemoteError>),
 }
 
-/// The tools tree: `tools_root` (hashed in full), else the one unpacked
-/// from the lock's `[tools]` closure, whose packages must include every
-/// recipe's `tools`.
+/// The tools tree: `tools_root` (hashed in full), else the one the lock's
+/// `[tools]` closure names (unpacked when a step first runs), whose
+/// packages must include every recipe's `tools`.
 pub fn tools_tree(
     project: &Project,
     tools_root: Option<&Path>,
@@ -61,7 +64,9 @@ pub fn tools_tree(
         }
         Some(root) => Err(ProfileStepsError::ToolsRoot(root.to_path_buf())),
         None => {
-            let prepared = tools::prepare(project).map_err(ProfileStepsError::Tools)?;
+            // Unpacked only when a step runs (Builder::run): steps pulled
+            // from a shared cache need only the tree's hash.
+            let prepared = tools::planned(project).map_err(ProfileStepsError::Tools)?;
             project
                 .recipes()?
                 .check_tools(&tools::package_names(&prepared.tools), &project.manifest)?;
@@ -81,7 +86,11 @@ pub fn builder<'a>(
     let recipes = project.recipes()?;
     let tools = tools_tree(project, tools_root)?;
     let store = project.store().map_err(ProfileStepsError::Store)?;
-    Ok(Builder::new(project, recipes, tools, store))
+    let mut builder = Builder::new(project, recipes, tools, store);
+    builder.unpack_tools = tools_root.is_none();
+    builder.remote =
+        Remote::from_project(project).map_err(|e| ProfileStepsError::Remote(Box::new(e)))?;
+    Ok(builder)
 }
 
 /// Whether `steps` names the runtime step (built by the host's cargo, not

@@ -16,7 +16,9 @@ use crate::project::Project;
 use crate::sources::store::Store;
 use crate::steps::cache::{Cache, remove_tree};
 use crate::steps::env::step_env;
+use crate::steps::remote::Remote;
 use crate::steps::sandbox::{self, SandboxError, Spec};
+use crate::steps::tools;
 use crate::steps::tree::{self, Tree};
 use crate::steps::{
     BUILD_PATH, Outcome, StepError, StepRecord, StepResult, ToolsTree, VERIFY_BUILD_PATH,
@@ -37,7 +39,12 @@ pub struct Builder<'a> {
     pub tools: ToolsTree,
     pub cache: Cache,
     pub(crate) store: Store,
+    /// Shared caches (registries) asked before a step builds.
+    pub remote: Option<Remote>,
+    /// Unpack the lock's tools tree before the first step runs.
+    pub unpack_tools: bool,
     probed: OnceLock<Result<(), String>>,
+    tools_ready: OnceLock<Result<(), String>>,
     progress: Mutex<BTreeMap<String, (Instant, PathBuf)>>,
 }
 
@@ -49,7 +56,10 @@ impl<'a> Builder<'a> {
             tools,
             cache: Cache::new(store.root()),
             store,
+            remote: None,
+            unpack_tools: false,
             probed: OnceLock::new(),
+            tools_ready: OnceLock::new(),
             progress: Mutex::new(BTreeMap::new()),
         }
     }
@@ -59,6 +69,15 @@ impl<'a> Builder<'a> {
     }
 
     fn probe(&self) -> Result<(), StepError> {
+        if self.unpack_tools {
+            self.tools_ready
+                .get_or_init(|| {
+                    tools::prepare(self.project).map_err(|e| hiperiso_stick::error_chain(&e))?;
+                    Ok(())
+                })
+                .clone()
+                .map_err(StepError::Tools)?;
+        }
         let result = self.probed.get_or_init(|| {
             let scratch = self
                 .cache
@@ -183,11 +202,25 @@ impl<'a> Builder<'a> {
             outcome: Outcome::Cached,
         };
         if let Some(record) = self.cache.record(&key) {
+            self.share(&record)?;
             return Ok(cached(record));
         }
         let _lock = self.cache.lock(&key)?;
         if let Some(record) = self.cache.record(&key) {
+            self.share(&record)?;
             return Ok(cached(record));
+        }
+        if let Some(remote) = &self.remote {
+            let pulled = remote
+                .pull(&self.cache, name, &key)
+                .map_err(|e| StepError::Remote(Box::new(e)))?;
+            if let Some(record) = pulled {
+                return Ok(StepResult {
+                    path: self.cache.tree_path(&record.tree),
+                    record,
+                    outcome: Outcome::Pulled,
+                });
+            }
         }
         // Leftovers of killed runs of this step: we hold its lock.
         let work_root = self.cache.dir("work")?;
@@ -217,11 +250,22 @@ impl<'a> Builder<'a> {
         if self.project.settings.verbosity >= 0 {
             eprintln!("built {name} in {:.1}s", seconds);
         }
+        self.share(&record)?;
         Ok(StepResult {
             record,
             outcome: Outcome::Built,
             path,
         })
+    }
+
+    /// Pushes a step to the shared caches that want it.
+    fn share(&self, record: &StepRecord) -> Result<(), StepError> {
+        match &self.remote {
+            Some(remote) if remote.pushes() => remote
+                .push(record, &self.cache.tree_path(&record.tree))
+                .map_err(|e| StepError::Remote(Box::new(e))),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn started(&self, name: &str, log: PathBuf) {

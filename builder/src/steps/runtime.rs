@@ -23,6 +23,7 @@ use crate::model::lock::Lock;
 use crate::project::Project;
 use crate::sources::store::{StoreError, sha256_hex};
 use crate::steps::cache::Cache;
+use crate::steps::remote::{Remote, RemoteError};
 use crate::steps::tree::{self, Tree};
 use crate::steps::{Outcome, StepError, StepRecord, StepResult};
 
@@ -63,6 +64,8 @@ pub enum RuntimeError {
     Io(#[from] IoError),
     #[error("opening the step cache")]
     Store(#[source] StoreError),
+    #[error("shared step cache")]
+    Remote(#[source] Box<RemoteError>),
     #[error(
         "{} has no [toolchain] (the Rust toolchain the runtime step is pinned to): \
          run `hiperiso-build lock`",
@@ -246,11 +249,31 @@ impl<'a> RuntimeStep<'a> {
     /// directory, which cargo's own cache keeps quick for small changes).
     pub fn build(&self) -> Result<StepResult, RuntimeError> {
         let key = self.key()?;
+        let remote =
+            Remote::from_project(self.project).map_err(|e| RuntimeError::Remote(Box::new(e)))?;
+        let share = |record: &StepRecord| match &remote {
+            Some(remote) => remote
+                .push(record, &self.cache.tree_path(&record.tree))
+                .map_err(|e| RuntimeError::Remote(Box::new(e))),
+            None => Ok(()),
+        };
         if let Some(record) = self.cache.record(&key) {
+            share(&record)?;
             return Ok(StepResult {
                 path: self.cache.tree_path(&record.tree),
                 record,
                 outcome: Outcome::Cached,
+            });
+        }
+        if let Some(remote) = &remote
+            && let Some(record) = remote
+                .pull(&self.cache, NAME, &key)
+                .map_err(|e| RuntimeError::Remote(Box::new(e)))?
+        {
+            return Ok(StepResult {
+                path: self.cache.tree_path(&record.tree),
+                record,
+                outcome: Outcome::Pulled,
             });
         }
         self.project
@@ -274,6 +297,7 @@ impl<'a> RuntimeStep<'a> {
         self.project
             .settings
             .say(format!("built {NAME} in {:.1}s", record.seconds));
+        share(&record)?;
         Ok(StepResult {
             record,
             outcome: Outcome::Built,

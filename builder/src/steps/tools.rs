@@ -114,22 +114,32 @@ pub struct Prepared {
     pub tools: ToolsLock,
 }
 
-/// Reads the lock's `[tools]` (stale or missing stops with "run
-/// `hiperiso-build lock`") and returns its tree, unpacking and finishing
-/// it first when the cache does not have it.
-pub fn prepare(project: &Project) -> Result<Prepared, ToolsError> {
+/// The tree the lock's `[tools]` names, and where it is (or will be)
+/// unpacked, without unpacking it: step keys need only its hash, so steps
+/// that come from a shared cache never need the tree itself.
+pub fn planned(project: &Project) -> Result<Prepared, ToolsError> {
     let inputs = lock_inputs(&project.manifest);
     if inputs.packages.is_empty() {
         return Err(ToolsError::NoPackages(project.manifest.path.clone()));
     }
     let tools = project.tools_lock(&inputs)?.clone();
-    let fetcher = deb_fetcher(project).map_err(ToolsError::Store)?;
-    let dir = fetcher.store().root().join("tools");
+    let store = project.store().map_err(ToolsError::Store)?;
     let hash = tree_hash(&tools);
-    let root = dir.join(&hash);
+    let root = store.root().join("tools").join(&hash);
+    Ok(Prepared { root, hash, tools })
+}
+
+/// Reads the lock's `[tools]` (stale or missing stops with "run
+/// `hiperiso-build lock`") and returns its tree, unpacking and finishing
+/// it first when the cache does not have it.
+pub fn prepare(project: &Project) -> Result<Prepared, ToolsError> {
+    let Prepared { root, hash, tools } = planned(project)?;
     if root.is_dir() {
         return Ok(Prepared { root, hash, tools });
     }
+    let inputs = lock_inputs(&project.manifest);
+    let fetcher = deb_fetcher(project).map_err(ToolsError::Store)?;
+    let dir = fetcher.store().root().join("tools");
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     // One process unpacks; a concurrent one waits and then finds the tree.
     let _lock = lock_file(&dir.join(format!("{hash}.lock")))?;

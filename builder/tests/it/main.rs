@@ -9,5 +9,6 @@ mod cli;
 mod disk_cli;
 mod doctor_cli;
 mod recipes;
+mod registry;
 mod steps;
 mod steps_locked;
