@@ -109,8 +109,10 @@ pub enum StepError {
     Skipped,
     #[error("preparing the tools tree: {0}")]
     Tools(String),
+    /// A `remote::RemoteError`, boxed as a trait object: remote.rs builds
+    /// on this module's types, so naming its error here would be a cycle.
     #[error("shared step cache (--require-cache)")]
-    Remote(#[source] Box<crate::steps::remote::RemoteError>),
+    Remote(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Why a step's source could not be had.
