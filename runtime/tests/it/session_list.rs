@@ -221,7 +221,7 @@ fn lists_from_gpt_and_mbr_images_without_mounting() {
             size: 96 << 20,
             seed: "hiperiso-log-test".into(),
             data_label: "HIPERISO".into(),
-            esp_label: "HIPERISO-ESP".into(),
+            esp_label: "HIPERISOEFI".into(),
             source_date_epoch: 0,
             esp_tree: esp.path().to_path_buf(),
             data_tree: root.path().to_path_buf(),
