@@ -115,6 +115,9 @@ fn debian_payload_is_cached_and_rebuilt_only_where_changed() {
         report
     };
     let all_cached = [(INITRAMFS, Cached), (ESP, Cached)];
+    // The edits below are unique to this run: the cache outlives it (a
+    // machine that ran this test before holds the payloads of its edits).
+    let nonce = dir.path().file_name().unwrap().to_string_lossy().into_owned();
 
     // The same inputs at another path: the payload the e2e build made.
     let first = run("first image");
@@ -142,7 +145,7 @@ fn debian_payload_is_cached_and_rebuilt_only_where_changed() {
     // overlays/esp: the ESP is rebuilt around the cached initramfs.
     let grub = overlays.join("esp").join(GRUB_CFG);
     let original_grub = fs::read(&grub).unwrap();
-    append(&grub, "# payload cache test\n");
+    append(&grub, &format!("# payload cache test {nonce}\n"));
     let report = run("grub.cfg changed");
     assert_eq!(report.payload, [(INITRAMFS, Cached), (ESP, Built)]);
     assert_eq!(read(&output, true, GRUB_CFG), fs::read(&grub).unwrap());
@@ -150,7 +153,7 @@ fn debian_payload_is_cached_and_rebuilt_only_where_changed() {
 
     // overlays/initramfs: both are rebuilt.
     let marker = overlays.join("initramfs/etc/hiperiso/payload-cache-test");
-    append(&marker, "marker\n");
+    append(&marker, &format!("marker {nonce}\n"));
     let report = run("initramfs overlay added");
     assert_eq!(report.payload, [(INITRAMFS, Built), (ESP, Built)]);
     assert_ne!(read(&output, true, INITRAMFS_FILE), first_initramfs);
