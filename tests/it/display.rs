@@ -31,10 +31,15 @@ impl Drop for Killed {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+/// Waits for `ready`; on a timeout, panics with what QEMU said (`stderr`).
+fn wait_for(what: &str, timeout: Duration, stderr: &Path, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; QEMU's stderr: {}",
+            fs::read_to_string(stderr).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -92,9 +97,13 @@ fn viewer_speaks_rfb_with_qemu() {
             .spawn()
             .expect("qemu-system-x86_64"),
     );
-    wait_for("QEMU's VNC socket", Duration::from_secs(20), || {
-        vnc.exists()
-    });
+    let stderr = dir.path().join("qemu.stderr");
+    wait_for(
+        "QEMU's VNC socket",
+        Duration::from_secs(20),
+        &stderr,
+        || vnc.exists(),
+    );
     let mut stream = UnixStream::connect(&vnc).unwrap();
     let init = rfb::handshake(&mut stream).unwrap();
     assert!(init.name.contains("hiperiso-guest"), "{}", init.name);
@@ -216,7 +225,7 @@ fn viewer_speaks_rfb_with_qemu() {
                 .unwrap();
         }
     }
-    wait_for("the guest's echo", Duration::from_secs(20), || {
+    wait_for("the guest's echo", Duration::from_secs(20), &stderr, || {
         serial(dir.path())[before..].contains("hi!")
     });
 }
@@ -383,9 +392,13 @@ fn guest_display_and_keyboard_on_the_stick() {
     let qmp_socket = dir.path().join("qmp.sock");
     let console_text =
         || String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
-    wait_for("the outer QMP socket", Duration::from_secs(30), || {
-        qmp_socket.exists()
-    });
+    let stderr = dir.path().join("outer.stderr");
+    wait_for(
+        "the outer QMP socket",
+        Duration::from_secs(30),
+        &stderr,
+        || qmp_socket.exists(),
+    );
     // Generous: under TCG on a loaded host a screendump can take long.
     let mut qmp = Qmp::connect(&qmp_socket, Duration::from_secs(120)).unwrap();
     let shot_path = dir.path().join("outer.ppm");
@@ -401,9 +414,11 @@ fn guest_display_and_keyboard_on_the_stick() {
                 break shot;
             }
         }
+        let exited = outer.0.try_wait().unwrap();
         assert!(
-            outer.0.try_wait().unwrap().is_none() && Instant::now() < deadline,
-            "the guest's picture never reached the outer screen; console:\n{}",
+            exited.is_none() && Instant::now() < deadline,
+            "the guest's picture never reached the outer screen (outer QEMU: {exited:?}, stderr: {}); console:\n{}",
+            fs::read_to_string(&stderr).unwrap_or_default(),
             tail(&console_text(), 60)
         );
         std::thread::sleep(Duration::from_secs(2));
