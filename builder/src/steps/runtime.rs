@@ -257,13 +257,23 @@ impl<'a> RuntimeStep<'a> {
                 .map_err(|e| RuntimeError::Remote(Box::new(e))),
             None => Ok(()),
         };
-        if let Some(record) = self.cache.record(&key) {
+        let cached = |record: StepRecord| -> Result<StepResult, RuntimeError> {
             share(&record)?;
-            return Ok(StepResult {
+            Ok(StepResult {
                 path: self.cache.tree_path(&record.tree),
                 record,
                 outcome: Outcome::Cached,
-            });
+            })
+        };
+        if let Some(record) = self.cache.record(&key) {
+            return cached(record);
+        }
+        // One build per key at a time, across threads and processes: the
+        // work directory is per process, and a second build would remove
+        // it under the first. The one that waited finds the record.
+        let _lock = self.cache.lock(&key)?;
+        if let Some(record) = self.cache.record(&key) {
+            return cached(record);
         }
         if let Some(remote) = &remote
             && let Some(record) = remote
