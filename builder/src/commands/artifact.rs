@@ -82,6 +82,8 @@ pub enum ArtifactError {
 /// What [`verify`] found: the image's ESP build.json and its hash.
 pub struct SealedImage {
     pub build_json: Vec<u8>,
+    /// build.json on one line, for the annotation.
+    pub compact_json: String,
     pub sha256: String,
 }
 
@@ -96,10 +98,11 @@ pub fn is_reference(image: &str) -> bool {
 pub fn verify(image: &Path, name: &str) -> Result<SealedImage, ArtifactError> {
     let mut file = File::open(image).map_err(io_err("open", image))?;
     let size = file.metadata().map_err(io_err("stat", image))?.len();
-    let (_, _, esp, _) = recognise(&mut file, size).map_err(|source| ArtifactError::NotAnImage {
-        name: name.to_string(),
-        source,
-    })?;
+    let (_, _, esp, _) =
+        recognise(&mut file, size).map_err(|source| ArtifactError::NotAnImage {
+            name: name.to_string(),
+            source,
+        })?;
     let no_record = |detail: String| ArtifactError::NoRecord {
         name: name.to_string(),
         detail,
@@ -113,12 +116,13 @@ pub fn verify(image: &Path, name: &str) -> Result<SealedImage, ArtifactError> {
         .as_str()
         .ok_or_else(|| no_record("no such string field".into()))?
         .to_string();
-    let actual = build_record::check_image(image, (esp.offset, esp.end()), &recorded).map_err(
-        |source| ArtifactError::Record {
-            name: name.to_string(),
-            source,
-        },
-    )?;
+    let actual =
+        build_record::check_image(image, (esp.offset, esp.end()), &recorded).map_err(|source| {
+            ArtifactError::Record {
+                name: name.to_string(),
+                source,
+            }
+        })?;
     if actual != recorded {
         return Err(ArtifactError::Mismatch {
             name: name.to_string(),
@@ -127,6 +131,7 @@ pub fn verify(image: &Path, name: &str) -> Result<SealedImage, ArtifactError> {
         });
     }
     Ok(SealedImage {
+        compact_json: json.to_string(),
         build_json,
         sha256: recorded,
     })
@@ -154,7 +159,7 @@ pub fn push(image: &Path, url: &str) -> Result<(String, usize), ArtifactError> {
         (SHA256_ANNOTATION.to_string(), sealed.sha256.clone()),
         (
             BUILD_JSON_ANNOTATION.to_string(),
-            String::from_utf8_lossy(&sealed.build_json).into_owned(),
+            sealed.compact_json.clone(),
         ),
     ]);
     registry.push(
@@ -171,9 +176,11 @@ pub fn push(image: &Path, url: &str) -> Result<(String, usize), ArtifactError> {
 /// the manifest's annotation).
 pub fn pull(url: &str) -> Result<(tempfile::NamedTempFile, SealedImage), ArtifactError> {
     let (registry, tag) = connect(url)?;
-    let artifact = registry.pull(&tag)?.ok_or_else(|| ArtifactError::NotFound {
-        url: url.to_string(),
-    })?;
+    let artifact = registry
+        .pull(&tag)?
+        .ok_or_else(|| ArtifactError::NotFound {
+            url: url.to_string(),
+        })?;
     let manifest = &artifact.manifest;
     let layer = match manifest.layers.as_slice() {
         [layer]

@@ -105,7 +105,9 @@ pub fn unpack(layer: &[u8], out: &File) -> Result<u64, LayerError> {
         }
         let len = read_u64(&mut input)?;
         if offset % BLOCK != 0 || offset < next || len == 0 || len > MAX_RUN {
-            return Err(LayerError::Malformed("runs out of order or of a wrong length"));
+            return Err(LayerError::Malformed(
+                "runs out of order or of a wrong length",
+            ));
         }
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(LayerError::Malformed("a run beyond the image's end"));
@@ -162,7 +164,11 @@ mod tests {
         want[1 << 20..(1 << 20) + 4096].fill(0);
         assert!(back == want);
         // The holes stay holes.
-        let data: u64 = data_ranges(&out, size).unwrap().iter().map(|r| r.1 - r.0).sum();
+        let data: u64 = data_ranges(&out, size)
+            .unwrap()
+            .iter()
+            .map(|r| r.1 - r.0)
+            .sum();
         assert!(data < 64 << 20, "{data} bytes of data");
     }
 

@@ -19,11 +19,7 @@ const MIB: u64 = 1024 * 1024;
 /// sha256 of the first `len` bytes of `path`.
 fn sha256_prefix(path: &Path, len: u64) -> String {
     let mut hasher = Sha256::new();
-    std::io::copy(
-        &mut fs::File::open(path).unwrap().take(len),
-        &mut hasher,
-    )
-    .unwrap();
+    std::io::copy(&mut fs::File::open(path).unwrap().take(len), &mut hasher).unwrap();
     hex::encode(hasher.finalize())
 }
 
@@ -53,14 +49,32 @@ fn pushed_images_install_by_reference_or_file_and_tampered_ones_are_refused() {
         .arg(&image)
         .args(["--push", &url]));
     // The 128 MiB image travels as its data, compressed.
-    let layer: u64 = said
-        .split("a ")
-        .filter_map(|s| s.strip_suffix("-byte layer\n"))
-        .next()
-        .unwrap_or_else(|| panic!("no layer size in: {said}"))
-        .parse()
-        .unwrap();
+    let at = said
+        .find("-byte layer")
+        .unwrap_or_else(|| panic!("no layer size in: {said}"));
+    let start = said[..at]
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .len();
+    let layer: u64 = said[start..at].parse().unwrap();
     assert!(layer < 4 * MIB, "{said}");
+    // The manifest names the image hash and carries build.json.
+    let sha = said
+        .split("image sha256 ")
+        .nth(1)
+        .map(|rest| &rest[..64])
+        .unwrap_or_else(|| panic!("no image sha256 in: {said}"));
+    let script = format!(
+        "import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:{}/v2/hiperiso/images/manifests/v1', \
+         headers={{'Accept': 'application/vnd.oci.image.manifest.v1+json'}})).read().decode())",
+        registry.port
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&ok(Command::new("python3").args(["-c", &script]))).unwrap();
+    let annotations = &manifest["annotations"];
+    assert_eq!(annotations["org.hiperiso.image-sha256"], sha, "{manifest}");
+    let build: serde_json::Value =
+        serde_json::from_str(annotations["org.hiperiso.build-json"].as_str().unwrap()).unwrap();
+    assert_eq!(build["image_sha256"], sha, "{manifest}");
 
     if !hiperiso_prereq::root() {
         return;
@@ -94,7 +108,10 @@ fn pushed_images_install_by_reference_or_file_and_tampered_ones_are_refused() {
     let said = ok(bare(cwd.path(), &docker)
         .args(["install", "--yes", "--force", "--image", &url])
         .arg(&dev.0));
-    assert!(said.contains("verified") && said.contains("installed:"), "{said}");
+    assert!(
+        said.contains("verified") && said.contains("installed:"),
+        "{said}"
+    );
     assert_eq!(sha256_prefix(&raw, 128 * MIB), want, "read back differs");
     assert!(ok(bare(cwd.path(), &docker).arg("inspect").arg(&dev.0)).contains("build: hiperiso"));
 
@@ -111,7 +128,11 @@ fn pushed_images_install_by_reference_or_file_and_tampered_ones_are_refused() {
         !out.status.success() && said.contains("tampered.img") && said.contains("refusing it"),
         "{said}"
     );
-    assert_eq!(sha256_prefix(&raw, 160 * MIB), before, "the refused install wrote");
+    assert_eq!(
+        sha256_prefix(&raw, 160 * MIB),
+        before,
+        "the refused install wrote"
+    );
 
     // An unknown tag: a clear error naming it.
     let missing = url.replace(":v1", ":v2");
@@ -133,7 +154,11 @@ fn pushed_images_install_by_reference_or_file_and_tampered_ones_are_refused() {
         .arg(&dev.0)
         .output()
         .unwrap();
-    assert!(text(&out).contains("already holds a hiperiso stick"), "{}", text(&out));
+    assert!(
+        text(&out).contains("already holds a hiperiso stick"),
+        "{}",
+        text(&out)
+    );
     ok(bare(cwd.path(), &docker)
         .args(["install", "--yes", "--force", "-I", "--image"])
         .arg(&image)

@@ -271,16 +271,13 @@ fn concurrent_pushes_of_one_key_are_harmless() {
         let (ok, _, err) = run_on(&p, cache, &keys, &["--offline", "build"]);
         assert!(ok && err.contains("2 built"), "{err}");
     }
-    let pushes: Vec<_> = ["cache-a", "cache-b"]
-        .map(|cache| {
-            command_on(&p, cache, &keys, &["build", "--cache-to", &url])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .into_iter()
-        .collect();
+    let pushes = ["cache-a", "cache-b"].map(|cache| {
+        command_on(&p, cache, &keys, &["build", "--cache-to", &url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    });
     let mut pushed = String::new();
     for push in pushes {
         let out = push.wait_with_output().unwrap();
