@@ -26,7 +26,7 @@ printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nst
 "$registry_bin" serve "$work/registry.yml" 2>"$work/registry.log" &
 registry_pid=$!
 dev=
-cleanup() { [ -z "$dev" ] || { partx -d "$dev" 2>/dev/null; losetup -d "$dev"; }; kill $registry_pid 2>/dev/null; rm -rf "$work"; }
+cleanup() { [ -z "$dev" ] || { partx -d "$dev" 2>/dev/null || true; losetup -d "$dev"; }; kill $registry_pid 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 until python3 -c "import socket; socket.create_connection(('127.0.0.1',$port))" 2>/dev/null; do sleep 0.1; done
 url=oci://127.0.0.1:$port/hiperiso/image:bench
