@@ -129,8 +129,11 @@ pub enum Command {
         kernel, the initramfs and the firmware. The profile's `payload` says where those come from: \
         its build steps (the default profile: everything built from the pinned sources, cached; \
         about 40 minutes cold on 2 cores, seconds when cached) or its locked Debian packages \
-        (`--profile debian`, a few minutes).\n\nExamples:\n  hiperiso-build image -o hiperiso.img\n  \
-        hiperiso-build --profile debian image -o small.img --table mbr --size 1GiB"
+        (`--profile debian`, a few minutes).\n\n--push oci://HOST/REPO:TAG then publishes the image to an \
+        OCI registry (credentials from docker's config.json) for `install --image` on other machines.\n\n\
+        Examples:\n  hiperiso-build image -o hiperiso.img\n  \
+        hiperiso-build --profile debian image -o small.img --table mbr --size 1GiB\n  \
+        hiperiso-build image --push oci://registry.example/team/hiperiso:v1"
     )]
     Image(ImageArgs),
     /// Write the stick layout onto a device (or update its ESP).
@@ -142,8 +145,13 @@ pub enum Command {
         --reinstall; the refusal names the ISOs and sessions a reinstall would erase).\n\n\
         GPT is the default table (the manifest's [image] table): the stick boots through UEFI, and GPT \
         keeps a backup table; -g asks for it explicitly, --table mbr suits old firmware that boots only \
-        MBR disks.\n\nExamples:\n  \
+        MBR disks.\n\n\
+        --image FILE|oci://HOST/REPO:TAG installs a finished image instead (one `image` wrote, or one \
+        `image --push` published), without a manifest: its hash is checked against the image_sha256 \
+        of its build.json first, then it is written as it is (the stick keeps the image's size) with \
+        the same refusals, sparse writes and read-back.\n\nExamples:\n  \
         hiperiso-build install /dev/sdX --dry-run\n  hiperiso-build install /dev/sdX --yes\n  \
+        hiperiso-build install --image oci://registry.example/team/hiperiso:v1 /dev/sdX\n  \
         hiperiso-build install -g -L MYSTICK /dev/sdX\n  \
         hiperiso-build install --update /dev/sdX --yes\n  \
         hiperiso-build install --reinstall /dev/sdX    # erase an existing stick"
@@ -375,6 +383,11 @@ pub struct ImageArgs {
     /// Use this directory for the data partition instead of overlays/data.
     #[arg(long, value_name = "DIR")]
     pub data_tree: Option<PathBuf>,
+    /// Then publish the image to an OCI registry (oci://HOST[:PORT]/REPO[:TAG],
+    /// tag `latest` when none): its non-zero blocks as one zstd layer, its
+    /// build.json as the config blob and as a manifest annotation.
+    #[arg(long, value_name = "OCI_REF")]
+    pub push: Option<String>,
     #[command(flatten)]
     pub shared: SharedCacheArgs,
 }
@@ -384,6 +397,13 @@ pub struct InstallArgs {
     /// Block device, e.g. /dev/sdX.
     #[arg(value_name = "DEVICE")]
     pub device: PathBuf,
+    /// Install this finished image (a file `image` wrote, or
+    /// oci://HOST[:PORT]/REPO[:TAG] that `image --push` published) as it
+    /// is, instead of building one for the device: no manifest is needed.
+    /// Its hash is checked against the `image_sha256` its build.json
+    /// records before anything is written.
+    #[arg(long, value_name = "FILE|OCI_REF", conflicts_with_all = ["update", "table", "gpt", "label", "esp_tree", "data_tree"])]
+    pub image: Option<String>,
     /// Rewrite only the ESP and boot code; keep the data partition.
     #[arg(long)]
     pub update: bool,

@@ -86,6 +86,7 @@ pub fn write_image(dir: &Path, esp: &Path, image: &Path, table: Option<TableArg>
             size: Some("512MiB".into()),
             esp_tree: Some(esp.to_path_buf()),
             data_tree: None,
+            push: None,
             shared: Default::default(),
         },
     )

@@ -82,6 +82,8 @@ pub enum Error {
     #[error(transparent)]
     Disk(Box<DiskError>),
     #[error(transparent)]
+    Artifact(Box<crate::commands::artifact::ArtifactError>),
+    #[error(transparent)]
     Run(#[from] crate::vm::RunError),
     #[error(transparent)]
     Runtime(#[from] crate::steps::runtime::RuntimeError),
@@ -102,6 +104,12 @@ pub enum Error {
 impl From<DiskError> for Error {
     fn from(error: DiskError) -> Self {
         Error::Disk(Box::new(error))
+    }
+}
+
+impl From<crate::commands::artifact::ArtifactError> for Error {
+    fn from(error: crate::commands::artifact::ArtifactError) -> Self {
+        Error::Artifact(Box::new(error))
     }
 }
 

@@ -8,7 +8,8 @@ use hiperiso_installer::layout::TableKind;
 use hiperiso_stick::paths::esp::BUILD_JSON;
 
 use crate::cli::{ImageArgs, TableArg};
-use crate::commands::error::{DiskError, Result};
+use crate::commands::artifact;
+use crate::commands::error::{DiskError, Error, Result};
 use crate::debian::closure::LockMode;
 use crate::model::build_record;
 use crate::model::manifest::{ByteSize, Manifest, PartitionTable, PayloadFrom};
@@ -141,8 +142,28 @@ pub struct ImageReport {
     pub sha256: String,
 }
 
-/// `hiperiso-build image`.
+/// `hiperiso-build image [--push OCI_REF]`.
 pub fn image(settings: &Settings, args: &ImageArgs) -> Result<ImageReport> {
+    if args.push.is_some() && settings.offline {
+        return Err(Error::Usage(
+            "--push needs a registry, and --offline never asks one".into(),
+        ));
+    }
+    let report = write(settings, args)?;
+    if let Some(url) = &args.push {
+        let activity = settings.activity(format!("pushing {} to {url}", args.output.display()));
+        let (sha256, layer) = artifact::push(&args.output, url)?;
+        activity.finish();
+        settings.say(format!(
+            "pushed {} to {url}: image sha256 {sha256}, a {layer}-byte layer",
+            args.output.display()
+        ));
+    }
+    Ok(report)
+}
+
+/// Writes the image, unless it is up to date.
+fn write(settings: &Settings, args: &ImageArgs) -> Result<ImageReport> {
     let mut settings = settings.clone();
     settings.shared = (&args.shared).into();
     let settings = &settings;

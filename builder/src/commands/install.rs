@@ -7,6 +7,7 @@ use std::path::Path;
 use hiperiso_installer::device;
 
 use crate::cli::InstallArgs;
+use crate::commands::artifact;
 use crate::commands::error::DiskError;
 use crate::commands::error::{Error, Result};
 use crate::commands::image::{image_spec, staged_trees, table_kind};
@@ -64,8 +65,59 @@ fn check_label(label: &str) -> Result<()> {
     Err(Error::Usage(format!("--label {label:?}: {problem}")))
 }
 
-/// `hiperiso-build install [--update]`.
+/// `hiperiso-build install --image FILE|OCI_REF`: refusals, then the image
+/// (pulled into a temporary file) and its hash, then the writes.
+fn install_image(settings: &Settings, args: &InstallArgs, image: &str) -> Result<()> {
+    device::check_install(&args.device, args.force, args.reinstall).map_err(DiskError::from)?;
+    let pulled;
+    let (path, sealed) = if artifact::is_reference(image) {
+        if settings.offline {
+            return Err(Error::Usage(format!(
+                "--image {image} needs a registry, and --offline never asks one"
+            )));
+        }
+        let activity = settings.activity(format!("pulling {image}"));
+        let (file, sealed) = artifact::pull(image)?;
+        activity.finish();
+        pulled = file;
+        (pulled.path().to_path_buf(), sealed)
+    } else {
+        let activity = settings.activity(format!("checking {image}"));
+        let sealed = artifact::verify(Path::new(image), image)?;
+        activity.finish();
+        (Path::new(image).to_path_buf(), sealed)
+    };
+    settings.say(format!("{image}: image sha256 {} verified", sealed.sha256));
+    let plan = device::plan_image_install(&args.device, &path, args.force, args.reinstall)
+        .map_err(DiskError::from)?;
+    if !show_and_confirm(&plan, args, settings)? {
+        return Ok(());
+    }
+    let progress = |step: &str| settings.say(step);
+    let report = device::execute_image_install(&plan, progress).map_err(DiskError::from)?;
+    say_installed(settings, &report);
+    Ok(())
+}
+
+fn say_installed(settings: &Settings, report: &device::InstallReport) {
+    let nodes: Vec<String> = report
+        .partition_nodes
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    settings.say(format!(
+        "installed: {} bytes written, {} regions verified, partitions {}",
+        report.bytes_written,
+        report.verified_regions,
+        nodes.join(" ")
+    ));
+}
+
+/// `hiperiso-build install [--update | --image FILE|OCI_REF]`.
 pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
+    if let Some(image) = &args.image {
+        return install_image(settings, args, image);
+    }
     // Refusals first: staging the payload takes a while.
     if let Some(label) = &args.label {
         check_label(label)?;
@@ -118,16 +170,6 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
         return Ok(());
     }
     let report = device::execute_install(&plan, progress).map_err(DiskError::from)?;
-    let nodes: Vec<String> = report
-        .partition_nodes
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    settings.say(format!(
-        "installed: {} bytes written, {} regions verified, partitions {}",
-        report.bytes_written,
-        report.verified_regions,
-        nodes.join(" ")
-    ));
+    say_installed(settings, &report);
     Ok(())
 }

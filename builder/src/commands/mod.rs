@@ -2,6 +2,7 @@
 //! arguments into [`Settings`], loads the [`Project`](crate::project::Project)
 //! once and passes it down; [`Error`] gathers the lower layers' errors.
 
+pub mod artifact;
 pub mod build;
 pub mod bump;
 pub mod completions;

@@ -2,6 +2,7 @@
 //! and the build record on the ESP.
 
 pub mod build_record;
+pub mod image_layer;
 pub mod lock;
 pub mod manifest;
 pub mod recipe;

@@ -10,11 +10,11 @@ use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hiperiso-build"))
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -22,7 +22,7 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn ok(cmd: &mut Command) -> String {
+pub(crate) fn ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{cmd:?}:\n{}", text(&out));
     text(&out)
@@ -30,12 +30,12 @@ fn ok(cmd: &mut Command) -> String {
 
 /// A scratch project: manifest and overlays, the ESP payload in
 /// overlays/esp (the default until the build assembles one).
-struct Project {
+pub(crate) struct Project {
     dir: tempfile::TempDir,
 }
 
 impl Project {
-    fn new() -> Project {
+    pub(crate) fn new() -> Project {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         fs::write(
@@ -57,17 +57,17 @@ impl Project {
         .unwrap();
         Project { dir }
     }
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut cmd = bin();
         cmd.arg("--manifest").arg(self.path("hiperiso.toml"));
         cmd
     }
 }
 
-fn sha256(path: &Path) -> String {
+pub(crate) fn sha256(path: &Path) -> String {
     hex::encode(Sha256::digest(fs::read(path).unwrap()))
 }
 
@@ -121,7 +121,7 @@ fn image_twice_is_identical_and_inspectable() {
     );
 }
 
-struct Loop(PathBuf);
+pub(crate) struct Loop(pub(crate) PathBuf);
 
 impl Drop for Loop {
     fn drop(&mut self) {

@@ -8,6 +8,7 @@ mod http;
 mod cli;
 mod disk_cli;
 mod doctor_cli;
+mod image_artifact;
 mod recipes;
 mod registry;
 mod steps;

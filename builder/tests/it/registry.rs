@@ -14,7 +14,7 @@ use crate::steps::{HELLO, Project, UPPER, tools_root};
 /// The registry binary: `$HIPERISO_DOCKER_REGISTRY`, else
 /// `docker-registry` on PATH. Missing: the test is skipped, except under
 /// CI=true, where it fails.
-fn registry_binary() -> Option<PathBuf> {
+pub(crate) fn registry_binary() -> Option<PathBuf> {
     let found = std::env::var_os("HIPERISO_DOCKER_REGISTRY")
         .map(PathBuf::from)
         .or_else(|| {
@@ -33,15 +33,15 @@ fn registry_binary() -> Option<PathBuf> {
 }
 
 /// A running `docker-registry` with its storage in a temporary directory.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Registry {
     /// Starts one; `user` requires htpasswd (bcrypt) basic auth.
-    fn start(binary: &Path, user: Option<(&str, &str)>) -> Self {
+    pub(crate) fn start(binary: &Path, user: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -141,10 +141,11 @@ fn trust(p: &Project, keys: &[&str]) {
     fs::write(manifest, text).unwrap();
 }
 
-/// Runs the binary online (registries need the network) with its own
-/// cache directory `cache` (one "machine"); (success, stdout, stderr).
-fn run_on(p: &Project, cache: &str, key_dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hiperiso-build"))
+/// The binary, online (registries need the network), with its own cache
+/// directory `cache` (one "machine").
+fn command_on(p: &Project, cache: &str, key_dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hiperiso-build"));
+    command
         .arg("--manifest")
         .arg(p.path("hiperiso.toml"))
         .arg("--cache-dir")
@@ -155,9 +156,13 @@ fn run_on(p: &Project, cache: &str, key_dir: &Path, args: &[&str]) -> (bool, Str
             key_dir.join("cache-signing.ed25519"),
         )
         .env("DOCKER_CONFIG", p.path("docker"))
-        .args(args)
-        .output()
-        .unwrap();
+        .args(args);
+    command
+}
+
+/// Runs [`command_on`]; (success, stdout, stderr).
+fn run_on(p: &Project, cache: &str, key_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = command_on(p, cache, key_dir, args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -249,6 +254,52 @@ fn pushed_steps_are_pulled_into_an_empty_cache_and_give_the_same_image() {
     // Pushing again is harmless: the key is there, nothing is pushed.
     let (ok, _, err) = run_on(&p, "cache-a", &keys, &["build", "--cache-to", &url]);
     assert!(ok && !err.contains("pushed"), "{err}");
+}
+
+/// Two machines that built the same steps push them at the same moment:
+/// both succeed (or find the key already there), and a third machine pulls
+/// steps that check out against their signed records.
+#[test]
+fn concurrent_pushes_of_one_key_are_harmless() {
+    let Some(binary) = registry_binary() else {
+        return;
+    };
+    let registry = Registry::start(&binary, None);
+    let (p, keys) = project();
+    let url = registry.url();
+    for cache in ["cache-a", "cache-b"] {
+        let (ok, _, err) = run_on(&p, cache, &keys, &["--offline", "build"]);
+        assert!(ok && err.contains("2 built"), "{err}");
+    }
+    let pushes = ["cache-a", "cache-b"].map(|cache| {
+        command_on(&p, cache, &keys, &["build", "--cache-to", &url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    });
+    let mut pushed = String::new();
+    for push in pushes {
+        let out = push.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        pushed.push_str(&err);
+    }
+    for step in ["hello", "upper"] {
+        assert!(pushed.contains(&format!("pushed {step} to")), "{pushed}");
+    }
+    let (ok, out, err) = run_on(
+        &p,
+        "cache-c",
+        &keys,
+        &["build", "--cache-from", &url, "--require-cache"],
+    );
+    assert!(
+        ok && err.contains("pulled hello from") && err.contains("pulled upper from"),
+        "{err}"
+    );
+    let upper = Project::output_of(&out, "upper");
+    assert_eq!(fs::read_to_string(upper.join("MSG")).unwrap(), "HELLO\n");
 }
 
 #[test]

@@ -17,7 +17,7 @@ use super::blkpg::{BLKFLSBUF, refresh_partitions};
 use super::refusals::check_install;
 use super::{BlockDevice, DeviceError, human};
 use crate::image::{self, ImageError, ImageSpec, ImageSummary};
-use crate::layout::{Layout, MIB, SECTOR, TableKind};
+use crate::layout::{Extent, Layout, MIB, SECTOR, TableKind};
 
 /// Opens the disk for writing, exclusively: the kernel refuses while
 /// anything has it or a partition mounted or claimed.
@@ -199,6 +199,68 @@ impl fmt::Display for InstallPlan {
     }
 }
 
+/// The writes that put the disk image `src` (`size` bytes, partitions
+/// `data` then `esp`) onto a device of `device_size` bytes: the old tables
+/// invalidated, then only the allocated extents of the data partition, the
+/// ESP, the tail (backup GPT) and the head (MBR and table) last.
+pub(super) fn write_steps(
+    (src, src_path): (&fs::File, &Path),
+    (data, esp): (Extent, Extent),
+    size: u64,
+    device_size: u64,
+) -> Result<Vec<WriteStep>, DeviceError> {
+    let sectors = |n: u64| n * SECTOR;
+    let head = Region {
+        offset: 0,
+        len: data.offset,
+    };
+    let tail = Region {
+        offset: esp.end(),
+        len: size - esp.end(),
+    };
+    let data_head = Region {
+        offset: data.offset,
+        len: MIB.min(data.len),
+    };
+    let mut data_regions = allocated_extents(src, data.offset, data.end())
+        .map_err(io_err("map the extents of", src_path))?;
+    data_regions.push(data_head);
+    Ok(vec![
+        WriteStep {
+            what: "invalidate the old partition table (zero the first 34 and last 33 sectors)",
+            regions: merge(vec![
+                Region {
+                    offset: 0,
+                    len: sectors(34),
+                },
+                Region {
+                    offset: device_size - sectors(33),
+                    len: sectors(33),
+                },
+            ]),
+        },
+        WriteStep {
+            what: "data partition: exFAT metadata and files",
+            regions: merge(data_regions),
+        },
+        WriteStep {
+            what: "ESP (whole partition)",
+            regions: vec![Region {
+                offset: esp.offset,
+                len: esp.len,
+            }],
+        },
+        WriteStep {
+            what: "disk tail (backup GPT)",
+            regions: merge(vec![tail]),
+        },
+        WriteStep {
+            what: "disk head: MBR and partition table, last",
+            regions: vec![head],
+        },
+    ])
+}
+
 /// Checks the target and stages the image for it; writes nothing to the
 /// device. `spec.size` is replaced by the device's size.
 /// `force` and `reinstall` as in [`check_install`], which runs first.
@@ -243,58 +305,12 @@ pub fn plan_install(
         .sync_data()
         .map_err(io_err("flush the staging file", &staged_path))?;
 
-    let sectors = |n: u64| n * SECTOR;
-    let end = layout.disk_size;
-    let head = Region {
-        offset: 0,
-        len: layout.data.offset,
-    };
-    let tail = Region {
-        offset: layout.esp.end(),
-        len: end - layout.esp.end(),
-    };
-    let data_head = Region {
-        offset: layout.data.offset,
-        len: MIB.min(layout.data.len),
-    };
-    let mut data_regions =
-        allocated_extents(staged.as_file(), layout.data.offset, layout.data.end())
-            .map_err(io_err("map the extents of the staging file", &staged_path))?;
-    data_regions.push(data_head);
-    let steps = vec![
-        WriteStep {
-            what: "invalidate the old partition table (zero the first 34 and last 33 sectors)",
-            regions: merge(vec![
-                Region {
-                    offset: 0,
-                    len: sectors(34),
-                },
-                Region {
-                    offset: end - sectors(33),
-                    len: sectors(33),
-                },
-            ]),
-        },
-        WriteStep {
-            what: "data partition: exFAT metadata and files",
-            regions: merge(data_regions),
-        },
-        WriteStep {
-            what: "ESP (whole partition)",
-            regions: vec![Region {
-                offset: layout.esp.offset,
-                len: layout.esp.len,
-            }],
-        },
-        WriteStep {
-            what: "disk tail (backup GPT)",
-            regions: merge(vec![tail]),
-        },
-        WriteStep {
-            what: "disk head: MBR and partition table, last",
-            regions: vec![head],
-        },
-    ];
+    let steps = write_steps(
+        (staged.as_file(), &staged_path),
+        (layout.data, layout.esp),
+        layout.disk_size,
+        layout.disk_size,
+    )?;
     Ok(InstallPlan {
         device,
         summary,
@@ -377,20 +393,40 @@ pub struct InstallReport {
 /// Runs a plan: writes (table last), fsyncs, verifies, rescans.
 pub fn execute_install(
     plan: &InstallPlan,
-    mut progress: impl FnMut(&str),
+    progress: impl FnMut(&str),
 ) -> Result<InstallReport, DeviceError> {
-    let path = &plan.device.path;
-    let mut dev = open_exclusive(path)?;
     let staged_path = plan.staged.path();
     let mut staged = plan
         .staged
         .reopen()
         .map_err(io_err("reopen the staging file", staged_path))?;
-    for step in &plan.steps {
+    let layout = &plan.summary.layout;
+    write_and_verify(
+        &plan.device,
+        (&mut staged, staged_path),
+        &plan.steps,
+        &[layout.data, layout.esp],
+        progress,
+    )
+}
+
+/// Runs `steps` from `src` onto `device`: writes (table last), fsyncs,
+/// reads every written region back and compares, and makes the kernel see
+/// `partitions`.
+pub(super) fn write_and_verify(
+    device: &BlockDevice,
+    (src, src_path): (&mut fs::File, &Path),
+    steps: &[WriteStep],
+    partitions: &[Extent],
+    mut progress: impl FnMut(&str),
+) -> Result<InstallReport, DeviceError> {
+    let path = &device.path;
+    let mut dev = open_exclusive(path)?;
+    for step in steps {
         progress(&format!("writing {} ({})", step.what, human(step.bytes())));
         for &region in &step.regions {
             copy_region(
-                (&mut staged, staged_path),
+                (&mut *src, src_path),
                 (&mut dev, path),
                 region,
                 is_wipe(step),
@@ -398,17 +434,16 @@ pub fn execute_install(
         }
         sync(&dev, path)?;
     }
-    let written: Vec<_> = plan.steps.iter().filter(|s| !is_wipe(s)).collect();
+    let written: Vec<_> = steps.iter().filter(|s| !is_wipe(s)).collect();
     progress(&format!(
         "verifying: reading back {} written",
         human(written.iter().map(|s| s.bytes()).sum())
     ));
     drop_cache(&dev);
     let mut verified = 0;
-    for step in written {
+    for step in &written {
         for &region in &step.regions {
-            let want = hash_region(&mut staged, region)
-                .map_err(io_err("read the staging file", staged_path))?;
+            let want = hash_region(src, region).map_err(io_err("read", src_path))?;
             let got = hash_region(&mut dev, region).map_err(io_err("read back", path))?;
             if want != got {
                 return Err(DeviceError::VerifyFailed {
@@ -422,10 +457,9 @@ pub fn execute_install(
     }
     drop(dev);
     progress("making the kernel see the new partitions");
-    let layout = &plan.summary.layout;
-    let (nodes, added) = refresh_partitions(&plan.device, &[layout.data, layout.esp])?;
+    let (nodes, added) = refresh_partitions(device, partitions)?;
     Ok(InstallReport {
-        bytes_written: plan.bytes_to_write(),
+        bytes_written: steps.iter().map(WriteStep::bytes).sum(),
         verified_regions: verified,
         partition_nodes: nodes,
         partitions_added_by_blkpg: added,

@@ -6,11 +6,14 @@
 //! - `refusals`: what neither command will touch ([`check_install`],
 //!   [`check_update`], run before any work).
 //! - `install`: plan and execute a full install ([`plan_install`]).
+//! - `from_image`: the same with a finished image file
+//!   ([`plan_image_install`]).
 //! - `recognise`: is this a hiperiso stick ([`recognise()`])?
 //! - `update`: plan and execute `--update` ([`plan_update`]).
 //! - `blkpg`: make the kernel see the new partitions.
 
 mod blkpg;
+mod from_image;
 mod install;
 mod probe;
 mod recognise;
@@ -23,6 +26,7 @@ use std::path::PathBuf;
 use hiperiso_stick::io::IoError;
 
 pub use blkpg::refresh_partitions;
+pub use from_image::{ImageInstallPlan, execute_image_install, plan_image_install};
 // The path's home is `hiperiso_stick::paths::esp::BUILD_JSON`; kept here
 // for builder/ and tests/ that still name `device::BUILD_JSON`.
 pub use install::{InstallPlan, InstallReport, Region, WriteStep, execute_install, plan_install};
@@ -64,6 +68,19 @@ pub enum DeviceError {
         /// The ESP's build marker, summarised (None: a blank ESP).
         build: Option<String>,
         contents: StickContents,
+    },
+    #[error("the image {image} ({image_size} bytes) does not fit {path} ({device_size} bytes)")]
+    ImageTooBig {
+        path: PathBuf,
+        image: PathBuf,
+        image_size: u64,
+        device_size: u64,
+    },
+    #[error("{image}: not a hiperiso image")]
+    NotAnImage {
+        image: PathBuf,
+        #[source]
+        source: NotAStick,
     },
     #[error("{path} is too small for hiperiso")]
     TooSmall {
