@@ -1,7 +1,7 @@
 //! The guest's inventory, through QEMU's monitor (QMP, and HMP commands
 //! over QMP).
 
-use super::{InventoryError, write};
+use super::{InventoryError, smbios, write};
 use crate::qmp::Qmp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -117,6 +117,14 @@ impl Collector<'_> {
                 None
             }
         }
+    }
+
+    /// `size` bytes of guest-physical memory from `address` (QMP
+    /// `pmemsave` through a temporary file).
+    fn read_memory(&mut self, address: u64, size: usize) -> Option<Vec<u8>> {
+        let file = tempfile::NamedTempFile::new().ok()?;
+        self.qmp.pmemsave(address, size, file.path()).ok()?;
+        std::fs::read(file.path()).ok()
     }
 
     fn put(&mut self, file: &str, text: &str) -> Result<(), InventoryError> {
@@ -251,16 +259,14 @@ pub fn collect_guest(
             )?;
         }
     }
-    if let Some(kind) = c.qmp(
-        "qom-get",
-        Some(serde_json::json!({"path": "/machine", "property": "smbios-entry-point-type"})),
-    ) {
-        let text = format!(
-            "# QEMU 7.2 has no `info smbios`: the SMBIOS QEMU builds for the guest\n\
-             entry_point_type: {}\nsource: QEMU defaults (no -smbios options)\n",
-            kind.as_str().unwrap_or("?")
-        );
-        c.put("qemu_smbios.txt", &text)?;
+    if let Some(ram) = c.qmp("query-memory-size-summary", None) {
+        let ram = ram["base-memory"].as_u64().unwrap_or(0);
+        // q35 maps RAM from 2 GiB up above 4 GiB when it has 2.75 GiB or more.
+        let low_ram = if ram >= 0xB000_0000 { 0x8000_0000 } else { ram };
+        match smbios::guest_smbios(|address, size| c.read_memory(address, size), low_ram) {
+            Ok(text) => c.put("qemu_smbios.txt", &text)?,
+            Err(e) => c.failed.push(format!("smbios: {e}")),
+        }
     }
     if let Some(reply) = c.qmp("query-pci", None) {
         let summary = pci_summary(&reply);
