@@ -465,6 +465,18 @@ impl SessionFiles {
             let kvm = self.text("hw/host_kvm.txt");
             assert!(kvm.starts_with("/dev/kvm: present\n"), "{kvm}");
         }
+        // The SMBIOS tables the firmware gave the guest, from its memory.
+        let smbios = self.text("hw/qemu_smbios.txt");
+        for needle in [
+            "\nentry_point: ",
+            "DMI type 0 (BIOS information)",
+            "DMI type 1 (system information)",
+            "string 1: \"QEMU\"",
+            "\"Standard PC (Q35 + ICH9, 2009)\"",
+            "DMI type 127 (end of table)",
+        ] {
+            assert!(smbios.contains(needle), "no {needle:?} in qemu_smbios.txt:\n{smbios}");
+        }
         let config = self.gunzip("hw/host_kernel_config.gz");
         assert!(config.contains("\nCONFIG_KVM=m\n"), "{config}");
         let cpuid = self.text("hw/qemu_cpuid.txt");
