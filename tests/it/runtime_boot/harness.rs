@@ -430,7 +430,11 @@ impl SessionFiles {
             "qemu_monitor_raw.txt",
             "pci_summary.json",
         ] {
-            assert!(hw.contains(&name.to_string()), "hw/{name} missing: {hw:?}");
+            assert!(
+                hw.contains(&name.to_string()),
+                "hw/{name} missing: {hw:?}; warnings: {:?}",
+                self.info.warnings
+            );
         }
         if accel == "kvm" {
             assert!(hw.contains(&"kvm_caps.json".to_string()), "{hw:?}");
