@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use hiperiso_build::payload::grub::Platform;
 use hiperiso_runtime::grubenv;
 use hiperiso_runtime::qmp::Qmp;
-use hiperiso_tests::keyboard::{press, wait_event};
 use hiperiso_stick::qemu::{Accel, Chardev, Drive, Firmware, Machine, QemuCommand};
+use hiperiso_tests::keyboard::{press, wait_event};
 use hiperiso_tests::{outer_qemu, workspace_root};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";

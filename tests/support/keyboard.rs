@@ -95,7 +95,10 @@ pub fn wait_event(qmp: &mut Qmp, name: &str, timeout: Duration) -> Value {
             qmp.events
         );
         if let Err(e) = qmp.poll_events(Duration::from_millis(500)) {
-            panic!("QMP while waiting for {name}: {e}; events: {:?}", qmp.events);
+            panic!(
+                "QMP while waiting for {name}: {e}; events: {:?}",
+                qmp.events
+            );
         }
     }
 }

@@ -196,6 +196,9 @@ pub fn cpuid_text(cpu_path: &str, words: &Value, filtered: Option<&Value>) -> St
     out
 }
 
+/// How many times the guest's memory is searched for SMBIOS, a second apart.
+const SMBIOS_ATTEMPTS: u32 = 8;
+
 /// Collect the guest inventory through QMP. Returns the files written and
 /// the commands that failed.
 pub fn collect_guest(
@@ -263,7 +266,19 @@ pub fn collect_guest(
         let ram = ram["base-memory"].as_u64().unwrap_or(0);
         // q35 maps RAM from 2 GiB up above 4 GiB when it has 2.75 GiB or more.
         let low_ram = if ram >= 0xB000_0000 { 0x8000_0000 } else { ram };
-        match smbios::guest_smbios(|address, size| c.read_memory(address, size), low_ram) {
+        // The firmware copies the tables while it starts, which a slow
+        // (traced, nested) guest may not have done yet: a few more looks.
+        let mut found = Err(String::new());
+        for attempt in 0..SMBIOS_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            found = smbios::guest_smbios(|address, size| c.read_memory(address, size), low_ram);
+            if found.is_ok() {
+                break;
+            }
+        }
+        match found {
             Ok(text) => c.put("qemu_smbios.txt", &text)?,
             Err(e) => c.failed.push(format!("smbios: {e}")),
         }

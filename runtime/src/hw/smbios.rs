@@ -50,13 +50,13 @@ pub fn find_entry_point(mem: &[u8], base: u64) -> Option<EntryPoint> {
                 && sum_ok(&rest[..len])
                 && &rest[16..21] == b"_DMI_"
                 && sum_ok(&rest[16..31]))
-                .then(|| EntryPoint {
-                    address,
-                    major: rest[6],
-                    minor: rest[7],
-                    table: u64::from(u32_at(rest, 24)),
-                    table_len: usize::from(u16_at(rest, 22)),
-                })
+            .then(|| EntryPoint {
+                address,
+                major: rest[6],
+                minor: rest[7],
+                table: u64::from(u32_at(rest, 24)),
+                table_len: usize::from(u16_at(rest, 22)),
+            })
         } else {
             None
         }
@@ -182,7 +182,10 @@ mod tests {
         let mut mem = vec![0u8; 64];
         mem[32..56].copy_from_slice(&sm3(0x1000, 25));
         let ep = find_entry_point(&mem, 0xF_0000).unwrap();
-        assert_eq!((ep.address, ep.major, ep.table, ep.table_len), (0xF_0020, 3, 0x1000, 25));
+        assert_eq!(
+            (ep.address, ep.major, ep.table, ep.table_len),
+            (0xF_0020, 3, 0x1000, 25)
+        );
         // A bad checksum or an anchor off a 16-byte boundary is not one.
         mem[40] ^= 1;
         assert_eq!(find_entry_point(&mem, 0), None);
@@ -201,7 +204,10 @@ mod tests {
         ep[21] = dmi;
         ep[4] = 0u8.wrapping_sub(ep.iter().fold(0u8, |s, x| s.wrapping_add(*x)));
         let ep = find_entry_point(&ep, 0).unwrap();
-        assert_eq!((ep.major, ep.minor, ep.table, ep.table_len), (2, 8, 0xE_0000, 25));
+        assert_eq!(
+            (ep.major, ep.minor, ep.table, ep.table_len),
+            (2, 8, 0xE_0000, 25)
+        );
     }
 
     #[test]

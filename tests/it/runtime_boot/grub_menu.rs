@@ -187,7 +187,10 @@ fn grub_menu_boots_the_first_iso_with_the_uuids_it_probed() {
         "ISO:bios.iso",
         "reboot: Power down",
     ] {
-        assert!(rescue.contains(needle), "no {needle:?} after the reboot:\n{rescue}");
+        assert!(
+            rescue.contains(needle),
+            "no {needle:?} after the reboot:\n{rescue}"
+        );
     }
 
     // Read the data partition back.
@@ -280,7 +283,10 @@ fn rescue_shell_after_the_menu(
     wait_for(child, "rescue shell requested", restarted);
     std::thread::sleep(Duration::from_secs(3));
     type_text(&mut qmp, "exec >/dev/ttyS0 2>&1\n");
-    type_text(&mut qmp, "echo HIPERISO-RESCUE-$((6*7)); ls /mnt/data/ISOs | sed s/^/ISO:/\n");
+    type_text(
+        &mut qmp,
+        "echo HIPERISO-RESCUE-$((6*7)); ls /mnt/data/ISOs | sed s/^/ISO:/\n",
+    );
     wait_for(child, "HIPERISO-RESCUE-42", restarted);
     type_text(&mut qmp, "exit\n");
     let shutdown = wait_event(&mut qmp, "SHUTDOWN", Duration::from_secs(60));
@@ -296,7 +302,6 @@ fn rescue_shell_after_the_menu(
     };
     (status, vec![reset, shutdown])
 }
-
 
 /// The QMP session of the outer QEMU just started (it listens once it runs).
 fn connect_qmp(child: &mut Child, socket: &Path) -> Qmp {

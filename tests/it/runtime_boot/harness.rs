@@ -218,10 +218,7 @@ impl SessionFiles {
 
     /// The text of a gzipped session file (`gzip -d`).
     pub(crate) fn gunzip(&mut self, name: &str) -> String {
-        hiperiso_tests::gunzip(&read_all(
-            &mut self.reader,
-            &format!("{}/{name}", self.dir),
-        ))
+        hiperiso_tests::gunzip(&read_all(&mut self.reader, &format!("{}/{name}", self.dir)))
     }
 
     pub(crate) fn exists(&mut self, name: &str) -> bool {
@@ -479,7 +476,10 @@ impl SessionFiles {
             "\"Standard PC (Q35 + ICH9, 2009)\"",
             "DMI type 127 (end of table)",
         ] {
-            assert!(smbios.contains(needle), "no {needle:?} in qemu_smbios.txt:\n{smbios}");
+            assert!(
+                smbios.contains(needle),
+                "no {needle:?} in qemu_smbios.txt:\n{smbios}"
+            );
         }
         let config = self.gunzip("hw/host_kernel_config.gz");
         assert!(config.contains("\nCONFIG_KVM=m\n"), "{config}");

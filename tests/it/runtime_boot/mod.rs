@@ -290,7 +290,10 @@ fn qemu_failing_to_start_is_recorded_with_its_stderr() {
     let console = &out.console;
     assert!(console.contains("dropping to a shell"), "{console}");
     assert!(console.contains("HIPERISO-SHELL-42"), "{console}");
-    assert!(!console.contains("continuing in"), "no pause before a shell");
+    assert!(
+        !console.contains("continuing in"),
+        "no pause before a shell"
+    );
     let shell_at = console.find("HIPERISO-SHELL-42").unwrap();
     assert!(
         console[shell_at..].contains("reboot: Power down"),
