@@ -14,7 +14,7 @@ use hiperiso_build::payload::grub::Platform;
 use hiperiso_runtime::grubenv;
 use hiperiso_runtime::qmp::Qmp;
 use hiperiso_stick::qemu::{Accel, Chardev, Drive, Firmware, Machine, QemuCommand};
-use hiperiso_tests::keyboard::{press, wait_event};
+use hiperiso_tests::keyboard::{connect_qmp, press, wait_event};
 use hiperiso_tests::{outer_qemu, workspace_root};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -195,7 +195,7 @@ fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) -> (Child, Qmp) {
         .stderr(Stdio::null())
         .spawn()
         .expect("qemu-system-x86_64");
-    let qmp = connect(&qmp_socket, &mut child);
+    let qmp = connect_qmp(&mut child, &qmp_socket);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut text = String::new();
     while Instant::now() < deadline {
@@ -236,19 +236,4 @@ fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) -> (Child, Qmp) {
         "GRUB printed errors: {errors:#?}\n{text}"
     );
     (child, qmp)
-}
-
-/// The QMP session of the QEMU just started (it listens once it runs).
-fn connect(socket: &Path, child: &mut Child) -> Qmp {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Qmp::connect(socket, Duration::from_secs(10)) {
-            Ok(qmp) => return qmp,
-            Err(e) if Instant::now() > deadline => {
-                stop(child);
-                panic!("QMP at {}: {e}", socket.display())
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
 }

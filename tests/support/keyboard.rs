@@ -3,7 +3,26 @@
 
 use hiperiso_runtime::qmp::Qmp;
 use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
+
+/// The QMP session of the QEMU `child` just started, listening on `socket`
+/// once it runs (kills it and panics after 30 s).
+pub fn connect_qmp(child: &mut Child, socket: &Path) -> Qmp {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Qmp::connect(socket, Duration::from_secs(10)) {
+            Ok(qmp) => return qmp,
+            Err(e) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("QMP at {}: {e}", socket.display())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
 
 /// The QEMU key codes (qcodes) that type `c` on a US keyboard, `shift`
 /// first when it needs one.

@@ -278,10 +278,22 @@ pub fn collect_guest(
                 break;
             }
         }
-        match found {
-            Ok(text) => c.put("qemu_smbios.txt", &text)?,
-            Err(e) => c.failed.push(format!("smbios: {e}")),
-        }
+        // Not found (OVMF's tables are not searched well enough yet): the
+        // entry point type QEMU gives them.
+        let text = match found {
+            Ok(text) => text,
+            Err(e) => {
+                let kind = c.qmp(
+                    "qom-get",
+                    Some(serde_json::json!({"path": "/machine", "property": "smbios-entry-point-type"})),
+                );
+                format!(
+                    "# {e}\nentry_point_type: {}\n",
+                    kind.as_ref().and_then(Value::as_str).unwrap_or("?")
+                )
+            }
+        };
+        c.put("qemu_smbios.txt", &text)?;
     }
     if let Some(reply) = c.qmp("query-pci", None) {
         let summary = pci_summary(&reply);

@@ -3,7 +3,7 @@
 //! works after `after=menu` held the menu.
 
 use super::*;
-use hiperiso_tests::keyboard::{press, type_text, wait_event};
+use hiperiso_tests::keyboard::{connect_qmp, press, type_text, wait_event};
 use serde_json::Value;
 use std::process::{Child, ExitStatus};
 
@@ -301,20 +301,4 @@ fn rescue_shell_after_the_menu(
         std::thread::sleep(Duration::from_millis(200));
     };
     (status, vec![reset, shutdown])
-}
-
-/// The QMP session of the outer QEMU just started (it listens once it runs).
-fn connect_qmp(child: &mut Child, socket: &Path) -> Qmp {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Qmp::connect(socket, Duration::from_secs(10)) {
-            Ok(qmp) => return qmp,
-            Err(e) if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("QMP at {}: {e}", socket.display())
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
 }
