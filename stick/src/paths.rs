@@ -54,3 +54,10 @@ pub mod data {
     /// One JSON line per finished session.
     pub const INDEX: &str = "hiperiso/logs/index.jsonl";
 }
+
+/// Files of the initramfs (paths below its root).
+pub mod initramfs {
+    /// The kernel's `.config`, gzipped, for a kernel without
+    /// `/proc/config.gz` (Debian's: the package's `boot/config-<version>`).
+    pub const KERNEL_CONFIG: &str = "etc/hiperiso/kernel-config.gz";
+}

@@ -21,11 +21,13 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hiperiso_build::debian::closure;
+use hiperiso_build::payload::cpio::{Content, Node};
 use hiperiso_build::payload::esp::{self as payload, PayloadOptions};
 use hiperiso_build::payload::grub::{Platform, grub_mkimage};
 use hiperiso_build::payload::initramfs::Compression;
 use hiperiso_build::project::Project;
 use hiperiso_build::settings::Settings;
+use hiperiso_stick::paths::initramfs::KERNEL_CONFIG;
 use hiperiso_stick::qemu::{Accel, Drive, Firmware, Machine, QemuCommand};
 use hiperiso_tests::workspace_root;
 
@@ -162,6 +164,20 @@ fn kernel_boots_our_initramfs_and_runs_packaged_qemu() {
             "{needed} missing from the initramfs"
         );
     }
+
+    // Debian's kernel has no /proc/config.gz: the package's configuration
+    // ships gzipped for hw/host_kernel_config.gz.
+    let shipped = match initramfs.tree().get(KERNEL_CONFIG) {
+        Some(Node::File {
+            content: Content::Bytes(gz),
+            ..
+        }) => hiperiso_tests::gunzip(gz),
+        other => panic!("{KERNEL_CONFIG} in the initramfs: {other:?}"),
+    };
+    assert_eq!(
+        shipped,
+        fs::read_to_string(tree.join(format!("boot/config-{kernel}"))).unwrap()
+    );
 
     let initrd = work.path().join("initramfs.cpio.zst");
     initramfs

@@ -291,6 +291,13 @@ fn assert_booted(image: &Path, id: &str, marker: &str, firmware: &str, accel: &s
         );
     }
     crate::session_schema::check_session_files(|name| text(image, id, name), None);
+    // The kernel's configuration: /proc/config.gz, or (Debian's kernel has
+    // none) the one the debian profile's initramfs ships.
+    let config = read_session_file(image, id, "hw/host_kernel_config.gz")
+        .unwrap()
+        .unwrap_or_else(|| panic!("{id}/hw/host_kernel_config.gz missing"));
+    let config = hiperiso_tests::gunzip(&config);
+    assert!(config.contains("\nCONFIG_KVM="), "{config}");
 }
 
 /// The user's path: `hiperiso-build run --iso bios.iso --boot bios.iso`,

@@ -7,12 +7,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hiperiso_build::payload::grub::Platform;
 use hiperiso_runtime::grubenv;
+use hiperiso_runtime::qmp::Qmp;
 use hiperiso_stick::qemu::{Accel, Chardev, Drive, Firmware, Machine, QemuCommand};
+use hiperiso_tests::keyboard::{connect_qmp, press, wait_event};
 use hiperiso_tests::{outer_qemu, workspace_root};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -64,23 +66,81 @@ fn debians_grub_reads_grub_cfg_without_an_error() {
         .status()
         .expect("grub-mkimage (Debian's grub-common and grub-efi-amd64-bin)");
     assert!(status.success(), "grub-mkimage failed: {status}");
-    assert_clean_menu(dir.path(), &efi, true);
+    let (mut child, mut qmp) = assert_clean_menu(dir.path(), &efi, true);
+    select_reboot_then_power_off(&mut child, &mut qmp, &dir.path().join("console.log"));
     // A stick without images: the "no ISO" entry instead, no error either.
     let empty = tempfile::tempdir().unwrap();
-    assert_clean_menu(empty.path(), &efi, false);
+    let (mut child, _) = assert_clean_menu(empty.path(), &efi, false);
+    stop(&mut child);
 }
 
 #[test]
 fn the_grub_built_from_source_reads_grub_cfg_without_an_error() {
     let step = outer_qemu::built_step("grub-image").expect("the grub-image step");
     let dir = tempfile::tempdir().unwrap();
-    assert_clean_menu(dir.path(), &step.join("EFI/BOOT/BOOTX64.EFI"), true);
+    let (mut child, _) = assert_clean_menu(dir.path(), &step.join("EFI/BOOT/BOOTX64.EFI"), true);
+    stop(&mut child);
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn console_text(console: &Path) -> String {
+    String::from_utf8_lossy(&fs::read(console).unwrap_or_default()).into_owned()
+}
+
+/// The menu's "Reboot" entry (the one above the last) resets the machine
+/// (QMP's RESET event with reason `guest-reset`); GRUB's menu comes back,
+/// and its last entry, "Power off", powers the machine off (SHUTDOWN,
+/// `guest-shutdown`) and QEMU exits. The keys are typed on the machine's
+/// keyboard, which GRUB reads besides the serial line.
+fn select_reboot_then_power_off(child: &mut Child, qmp: &mut Qmp, console: &Path) {
+    press(qmp, &["end"]);
+    press(qmp, &["up"]);
+    press(qmp, &["ret"]);
+    let reset = wait_event(qmp, "RESET", Duration::from_secs(60));
+    assert_eq!(reset["data"]["reason"], "guest-reset", "{reset}");
+    assert!(
+        qmp.events.iter().all(|e| e["event"] != "SHUTDOWN"),
+        "{:?}",
+        qmp.events
+    );
+    let before = console_text(console).len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !console_text(console)[before..].contains(LAST_ENTRY) {
+        assert!(
+            Instant::now() < deadline,
+            "no menu after the reset:\n{}",
+            console_text(console)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    press(qmp, &["end"]);
+    press(qmp, &["ret"]);
+    let shutdown = wait_event(qmp, "SHUTDOWN", Duration::from_secs(60));
+    assert_eq!(shutdown["data"]["reason"], "guest-shutdown", "{shutdown}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            stop(child);
+            panic!("QEMU did not exit after the guest powered off");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "QEMU: {status}");
 }
 
 /// Boots `efi` with the stick's grub.cfg and asserts the console shows the
 /// whole menu and no `error:` line; `/ISOs/` holds two images, one in a
-/// subdirectory, or (`with_isos` false) none.
-fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) {
+/// subdirectory, or (`with_isos` false) none. The machine keeps running
+/// (a reset restarts it) with its QMP session.
+fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) -> (Child, Qmp) {
     let esp = dir.join("esp/EFI/BOOT");
     fs::create_dir_all(&esp).unwrap();
     fs::copy(efi, esp.join("BOOTX64.EFI")).unwrap();
@@ -103,6 +163,7 @@ fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) {
     let vars = dir.join("vars.fd");
     fs::copy(OVMF_VARS, &vars).unwrap();
     let console = dir.join("console.log");
+    let qmp_socket = dir.join("qmp.sock");
 
     let mut q = QemuCommand::new("qemu-system-x86_64");
     q.machine(&Machine::q35())
@@ -110,7 +171,6 @@ fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) {
         .memory_mb(512)
         .nodefaults()
         .display_none()
-        .no_reboot()
         .firmware(&Firmware::Uefi {
             code: OVMF_CODE.into(),
             vars,
@@ -126,7 +186,8 @@ fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) {
                 .opt("format", "raw")
                 .opt("file", &format!("fat:rw:{}", data.display())),
         )
-        .serial_chardev("console", &Chardev::File(console.clone()));
+        .serial_chardev("console", &Chardev::File(console.clone()))
+        .qmp("qmp", &qmp_socket);
     let mut child = q
         .command()
         .stdin(Stdio::null())
@@ -134,6 +195,7 @@ fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) {
         .stderr(Stdio::null())
         .spawn()
         .expect("qemu-system-x86_64");
+    let qmp = connect_qmp(&mut child, &qmp_socket);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut text = String::new();
     while Instant::now() < deadline {
@@ -146,8 +208,9 @@ fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    if !text.contains(LAST_ENTRY) {
+        stop(&mut child);
+    }
     assert!(
         text.contains(LAST_ENTRY),
         "the menu did not show within 120 s:\n{text}"
@@ -172,4 +235,5 @@ fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) {
         errors.is_empty(),
         "GRUB printed errors: {errors:#?}\n{text}"
     );
+    (child, qmp)
 }

@@ -10,8 +10,22 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The text `gzip -d` makes of `gz` (panics on anything but gzipped UTF-8).
+pub fn gunzip(gz: &[u8]) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), gz).unwrap();
+    let out = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(file.path())
+        .output()
+        .expect("gzip");
+    assert!(out.status.success(), "not gzip: {}", out.status);
+    String::from_utf8(out.stdout).expect("gzipped text")
+}
+
 pub mod http;
 pub mod isos;
+pub mod keyboard;
 pub mod linux_vm;
 pub mod outer_qemu;
 pub mod real_isos;

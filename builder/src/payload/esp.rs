@@ -310,6 +310,20 @@ pub fn initramfs_tree(
         "etc/hiperiso/kernel-version",
         bytes_node(format!("{kernel}\n")),
     )?;
+    // The kernel's configuration for hw/host_kernel_config.gz: Debian's
+    // kernel has no /proc/config.gz, its package has boot/config-<version>.
+    let config = format!("boot/config-{kernel}");
+    if tree_path_exists(root, &config) {
+        let path = real_path(root, &config)?;
+        let text = fs::read(&path).map_err(io_err("read", &path))?;
+        tree.insert(
+            hiperiso_stick::paths::initramfs::KERNEL_CONFIG,
+            Node::File {
+                content: Content::Bytes(gzip(&text).map_err(io_err("compress", &path))?),
+                mode: 0o644,
+            },
+        )?;
+    }
     if tree_path_exists(root, &format!("{module_dir}/modules.builtin")) {
         initramfs.add_from_root(&format!("{module_dir}/modules.builtin"))?;
     }
@@ -321,6 +335,14 @@ pub fn initramfs_tree(
         }
     }
     Ok((initramfs, order))
+}
+
+/// `data` gzipped, with no name and no time in the header (reproducible).
+fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data)?;
+    encoder.finish()
 }
 
 fn bytes_node(text: String) -> Node {

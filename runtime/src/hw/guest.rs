@@ -1,7 +1,7 @@
 //! The guest's inventory, through QEMU's monitor (QMP, and HMP commands
 //! over QMP).
 
-use super::{InventoryError, write};
+use super::{InventoryError, smbios, write};
 use crate::qmp::Qmp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -119,6 +119,14 @@ impl Collector<'_> {
         }
     }
 
+    /// `size` bytes of guest-physical memory from `address` (QMP
+    /// `pmemsave` through a temporary file).
+    fn read_memory(&mut self, address: u64, size: usize) -> Option<Vec<u8>> {
+        let file = tempfile::NamedTempFile::new().ok()?;
+        self.qmp.pmemsave(address, size, file.path()).ok()?;
+        std::fs::read(file.path()).ok()
+    }
+
     fn put(&mut self, file: &str, text: &str) -> Result<(), InventoryError> {
         write(&self.hw_dir.join(file), text.as_bytes())?;
         self.written.push(file.to_string());
@@ -188,6 +196,9 @@ pub fn cpuid_text(cpu_path: &str, words: &Value, filtered: Option<&Value>) -> St
     out
 }
 
+/// How many times the guest's memory is searched for SMBIOS, a second apart.
+const SMBIOS_ATTEMPTS: u32 = 8;
+
 /// Collect the guest inventory through QMP. Returns the files written and
 /// the commands that failed.
 pub fn collect_guest(
@@ -251,15 +262,37 @@ pub fn collect_guest(
             )?;
         }
     }
-    if let Some(kind) = c.qmp(
-        "qom-get",
-        Some(serde_json::json!({"path": "/machine", "property": "smbios-entry-point-type"})),
-    ) {
-        let text = format!(
-            "# QEMU 7.2 has no `info smbios`: the SMBIOS QEMU builds for the guest\n\
-             entry_point_type: {}\nsource: QEMU defaults (no -smbios options)\n",
-            kind.as_str().unwrap_or("?")
-        );
+    if let Some(ram) = c.qmp("query-memory-size-summary", None) {
+        let ram = ram["base-memory"].as_u64().unwrap_or(0);
+        // q35 maps RAM from 2 GiB up above 4 GiB when it has 2.75 GiB or more.
+        let low_ram = if ram >= 0xB000_0000 { 0x8000_0000 } else { ram };
+        // The firmware copies the tables while it starts, which a slow
+        // (traced, nested) guest may not have done yet: a few more looks.
+        let mut found = Err(String::new());
+        for attempt in 0..SMBIOS_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            found = smbios::guest_smbios(|address, size| c.read_memory(address, size), low_ram);
+            if found.is_ok() {
+                break;
+            }
+        }
+        // Not found (OVMF's tables are not searched well enough yet): the
+        // entry point type QEMU gives them.
+        let text = match found {
+            Ok(text) => text,
+            Err(e) => {
+                let kind = c.qmp(
+                    "qom-get",
+                    Some(serde_json::json!({"path": "/machine", "property": "smbios-entry-point-type"})),
+                );
+                format!(
+                    "# {e}\nentry_point_type: {}\n",
+                    kind.as_ref().and_then(Value::as_str).unwrap_or("?")
+                )
+            }
+        };
         c.put("qemu_smbios.txt", &text)?;
     }
     if let Some(reply) = c.qmp("query-pci", None) {

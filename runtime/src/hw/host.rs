@@ -315,11 +315,14 @@ fn copy_dir_files(from: &Path, to: &Path) -> Result<usize, InventoryError> {
 }
 
 /// Write the host inventory into `hw_dir`. `proc`/`sys` are `/proc` and
-/// `/sys` (parameters for tests). Returns the files written.
+/// `/sys` (parameters for tests); `shipped_config` is the gzipped kernel
+/// configuration the initramfs carries for a kernel without
+/// `/proc/config.gz`. Returns the files written.
 pub fn collect_host(
     hw_dir: &Path,
     proc: &Path,
     sys: &Path,
+    shipped_config: &Path,
     dmesg: &str,
 ) -> Result<Vec<String>, InventoryError> {
     let mkdir = |p: &Path| {
@@ -363,7 +366,7 @@ pub fn collect_host(
     put("host_iommu.txt", host_iommu(sys))?;
     put("host_kvm.txt", host_kvm(sys))?;
     put("host_efi.txt", host_efi(sys, dmesg))?;
-    if let Ok(config) = fs::read(proc.join("config.gz")) {
+    if let Ok(config) = fs::read(proc.join("config.gz")).or_else(|_| fs::read(shipped_config)) {
         write(&hw_dir.join("host_kernel_config.gz"), &config)?;
         written.push("host_kernel_config.gz".into());
     }
@@ -416,8 +419,15 @@ mod tests {
         fs::write(sys.join("firmware/acpi/tables/DSDT"), b"DSDT\x01").unwrap();
         fs::write(tables.join("SSDT1"), b"SSDT").unwrap();
         let hw = root.path().join("hw");
-        let written = collect_host(&hw, &proc, &sys, "dmesg line\n").unwrap();
+        let shipped = root.path().join("kernel-config.gz");
+        fs::write(&shipped, "\x1f\u{8b}shipped").unwrap();
+        let written = collect_host(&hw, &proc, &sys, &shipped, "dmesg line\n").unwrap();
         assert!(written.contains(&"host_pci.txt".to_string()));
+        // No /proc/config.gz: the configuration the initramfs ships.
+        assert_eq!(
+            fs::read(hw.join("host_kernel_config.gz")).unwrap(),
+            "\x1f\u{8b}shipped".as_bytes()
+        );
         assert_eq!(
             fs::read_to_string(hw.join("host_cpuinfo.txt")).unwrap(),
             "processor : 0\nflags : svm\n"
@@ -481,7 +491,9 @@ mod tests {
         let efi_var = format!("sys/firmware/efi/efivars/SecureBoot-{EFI_GLOBAL_GUID}");
         put(&efi_var, "\x06\0\0\0\x01");
         let hw = root.path().join("hw");
-        collect_host(&hw, &proc, &sys, "efi: EFI v2.7 by EDK II\n").unwrap();
+        let shipped = root.path().join("kernel-config.gz");
+        fs::write(&shipped, "\x1f\u{8b}shipped").unwrap();
+        collect_host(&hw, &proc, &sys, &shipped, "efi: EFI v2.7 by EDK II\n").unwrap();
         let read = |f: &str| fs::read_to_string(hw.join(f)).unwrap();
         assert_eq!(
             read("host_cpu_cache.txt"),
@@ -501,6 +513,7 @@ mod tests {
             read("host_efi.txt"),
             "uefi: yes\nfirmware_vendor: EDK II\nplatform_size: 64\nsecure_boot: enabled\n"
         );
+        // /proc/config.gz comes first.
         assert_eq!(
             fs::read(hw.join("host_kernel_config.gz")).unwrap(),
             "\x1f\u{8b}gz".as_bytes()

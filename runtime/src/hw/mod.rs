@@ -4,10 +4,12 @@
 //!   `acpi/` (the ACPI tables), `smbios/` (entry point and DMI table); init
 //!   adds `kvm_caps.json`;
 //! - [`guest`] (a few seconds after QEMU starts, through QMP): `qemu_*.txt`
-//!   and `pci_summary.json`.
+//!   and `pci_summary.json`; [`smbios`] reads the guest's SMBIOS tables from
+//!   its memory for `qemu_smbios.txt`.
 
 pub mod guest;
 pub mod host;
+pub mod smbios;
 
 pub use guest::{GUEST_HMP, GuestPciDevice, PciSummary, collect_guest, pci_summary};
 pub use host::{collect_host, host_summary, read_dmesg};

@@ -265,6 +265,7 @@ fn host_inventory(rec: &mut Recording) {
         &hw_dir,
         Path::new("/proc"),
         Path::new("/sys"),
+        &Path::new("/").join(hiperiso_stick::paths::initramfs::KERNEL_CONFIG),
         &hw::read_dmesg(),
     ) {
         rec.warn(error_chain(&e));

@@ -14,39 +14,22 @@ fn fixture(name: &str) -> PathBuf {
 
 fn session_info(firmware: &str) -> SessionInfo {
     SessionInfo {
-        schema: session::SCHEMA_VERSION,
-        id: "test_19700101T000000Z".into(),
-        iso: "/ISOs/test.iso".into(),
         iso_size: Some(1 << 20),
-        started_utc: hiperiso_stick::time::utc_rfc3339(0),
         ended_utc: Some(hiperiso_stick::time::utc_rfc3339(60)),
-        hiperiso_version: "0.1.0".into(),
         kernel_cmdline: "hiperiso.iso=/ISOs/test.iso".into(),
         host_kernel: "6.1.0".into(),
         accel: Some("kvm".into()),
         firmware: Some(firmware.into()),
-        firmware_reason: None,
         trace_level: "standard".into(),
         ram_mb: 512,
         cpus: 1,
-        net: false,
-        net_dump: false,
-        tpm: false,
-        matched_overrides: vec![],
-        config_warnings: vec![],
         qemu_exit_code: Some(0),
-        qemu_signal: None,
         outcome: Outcome::Success,
-        failures: vec![],
-        warnings: vec![],
-        guest_events: vec![],
-        screenshots: 0,
-        report_available: false,
-        host: None,
-        analysis: None,
-        hw_inventory: vec![],
-        secure_boot: None,
-        lockdown: None,
+        ..SessionInfo::started(
+            "test_19700101T000000Z",
+            "/ISOs/test.iso",
+            hiperiso_stick::time::utc_rfc3339(0),
+        )
     }
 }
 

@@ -16,39 +16,16 @@ fn fixture(name: &str) -> PathBuf {
 
 fn info(id: &str, iso: &str, start: i64, end: i64) -> SessionInfo {
     SessionInfo {
-        schema: session::SCHEMA_VERSION,
-        id: id.into(),
-        iso: iso.into(),
-        iso_size: None,
-        started_utc: hiperiso_stick::time::utc_rfc3339(start),
         ended_utc: Some(hiperiso_stick::time::utc_rfc3339(end)),
-        hiperiso_version: "0.1.0".into(),
-        kernel_cmdline: String::new(),
         host_kernel: "6.1.0".into(),
         accel: Some("kvm".into()),
         firmware: Some("bios".into()),
-        firmware_reason: None,
         trace_level: "none".into(),
         ram_mb: 512,
         cpus: 1,
-        net: false,
-        net_dump: false,
-        tpm: false,
-        matched_overrides: vec![],
-        config_warnings: vec![],
         qemu_exit_code: Some(0),
-        qemu_signal: None,
         outcome: Outcome::Success,
-        failures: vec![],
-        warnings: vec![],
-        guest_events: vec![],
-        screenshots: 0,
-        report_available: false,
-        host: None,
-        analysis: None,
-        hw_inventory: vec![],
-        secure_boot: None,
-        lockdown: None,
+        ..SessionInfo::started(id, iso, hiperiso_stick::time::utc_rfc3339(start))
     }
 }
 

@@ -228,6 +228,48 @@ pub struct SessionInfo {
     pub lockdown: Option<String>,
 }
 
+impl SessionInfo {
+    /// A session that just started: its id, image and start time, nothing
+    /// decided yet (outcome `running`, no firmware, no accelerator).
+    pub fn started(id: &str, iso: &str, started_utc: String) -> SessionInfo {
+        SessionInfo {
+            schema: SCHEMA_VERSION,
+            id: id.to_string(),
+            iso: iso.to_string(),
+            iso_size: None,
+            started_utc,
+            ended_utc: None,
+            hiperiso_version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel_cmdline: String::new(),
+            host_kernel: String::new(),
+            accel: None,
+            firmware: None,
+            firmware_reason: None,
+            trace_level: String::new(),
+            ram_mb: 0,
+            cpus: 0,
+            net: false,
+            net_dump: false,
+            tpm: false,
+            matched_overrides: Vec::new(),
+            config_warnings: Vec::new(),
+            qemu_exit_code: None,
+            qemu_signal: None,
+            outcome: Outcome::Running,
+            failures: Vec::new(),
+            warnings: Vec::new(),
+            guest_events: Vec::new(),
+            screenshots: 0,
+            report_available: false,
+            host: None,
+            analysis: None,
+            hw_inventory: Vec::new(),
+            secure_boot: None,
+            lockdown: None,
+        }
+    }
+}
+
 /// One line of `screenshots/timeline.jsonl`: a picture of the guest's
 /// screen. Pictures are taken when the screen changed, and at most every
 /// [`TIMELINE_UNCHANGED_EVERY_S`] seconds while it did not (`changed: false`).
@@ -516,13 +558,7 @@ mod tests {
     #[test]
     fn json_roundtrip_and_field_names() {
         let info = SessionInfo {
-            schema: SCHEMA_VERSION,
-            id: "a_19700101T000000Z".into(),
-            iso: "/ISOs/a.iso".into(),
             iso_size: Some(2048),
-            started_utc: utc_rfc3339(0),
-            ended_utc: None,
-            hiperiso_version: "0.1.0".into(),
             kernel_cmdline: "hiperiso.iso=/ISOs/a.iso".into(),
             host_kernel: "6.1.0".into(),
             accel: Some("kvm".into()),
@@ -531,28 +567,13 @@ mod tests {
             trace_level: "standard".into(),
             ram_mb: 2048,
             cpus: 2,
-            net: false,
-            net_dump: false,
-            tpm: false,
-            matched_overrides: vec![],
-            config_warnings: vec![],
-            qemu_exit_code: None,
-            qemu_signal: None,
             outcome: Outcome::Failure,
             failures: vec![Failure {
                 kind: FailureKind::NoKvm,
                 fatal: true,
                 message: "no".into(),
             }],
-            warnings: vec![],
-            guest_events: vec![],
-            screenshots: 0,
-            report_available: false,
-            host: None,
-            analysis: None,
-            hw_inventory: vec![],
-            secure_boot: None,
-            lockdown: None,
+            ..SessionInfo::started("a_19700101T000000Z", "/ISOs/a.iso", utc_rfc3339(0))
         };
         let text = to_json("session.json", &info).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();

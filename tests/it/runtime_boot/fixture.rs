@@ -14,6 +14,15 @@ pub(crate) fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The standard output of `cmd`, which must succeed.
+pub(crate) fn run_bytes(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", out.status);
+    out.stdout
+}
+
 pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -155,6 +164,11 @@ pub(crate) fn build_initramfs(init: &Path, modules_dir: &Path, out: &Path) {
         fs::create_dir_all(root.join(dir)).unwrap();
     }
     fs::copy(init, root.join("init")).unwrap();
+    // The shell of `hiperiso.after=shell` and of the rescue entry, as the
+    // product's initramfs has it (Debian's busybox-static).
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("/bin/busybox (Debian's busybox-static)");
     let qemu = Path::new("/usr/bin/qemu-system-x86_64");
     copy_preserving(qemu, root);
     let ldd = run(Command::new("ldd").arg(qemu));
@@ -185,6 +199,16 @@ pub(crate) fn build_initramfs(init: &Path, modules_dir: &Path, out: &Path) {
         fs::copy(&path, trace.join(path.file_name().unwrap())).unwrap();
     }
     let release = modules_dir.file_name().unwrap();
+    // Debian's kernel has no /proc/config.gz: its package's config, gzipped,
+    // where the debian profile's initramfs has it (payload/esp.rs).
+    let package_root = modules_dir.ancestors().nth(3).unwrap();
+    let config = package_root
+        .join("boot")
+        .join(format!("config-{}", release.to_str().unwrap()));
+    let shipped = root.join(hiperiso_stick::paths::initramfs::KERNEL_CONFIG);
+    fs::create_dir_all(shipped.parent().unwrap()).unwrap();
+    let gz = run_bytes(Command::new("gzip").arg("-n9c").arg(&config));
+    fs::write(&shipped, gz).unwrap();
     let dest_modules = root.join("lib/modules").join(release);
     let mut wanted: Vec<String> = MODULES.iter().map(|s| s.to_string()).collect();
     let mut done: Vec<String> = Vec::new();

@@ -1,6 +1,8 @@
 //! Booting hiperiso-init in the outer VM, and reading the session it wrote.
 
 use super::*;
+use hiperiso_stick::qemu::escape_path;
+use std::os::unix::net::UnixStream;
 pub(crate) const GOOD_CONFIG: &str = r#"{
   "control": {"default_ram": 256, "default_cpus": 1, "screenshot_interval": 2, "session_timeout": 120},
   "iso_overrides": {"startfail*.iso": {"cpu_features": "+hiperiso-no-such-flag"}}
@@ -32,7 +34,12 @@ pub(crate) struct Extras {
     /// this long after init says the guest runs.
     pub(crate) power_button_after: Option<Duration>,
     pub(crate) data_mib: Option<u64>,
+    /// Typed on the serial console once a shell's prompt shows.
+    pub(crate) shell_input: Option<&'static str>,
 }
+
+/// The prompt of hiperiso-init's shell (its `PS1`).
+pub(crate) const SHELL_PROMPT: &str = "hiperiso# ";
 
 /// [`boot_on`] with [`Extras`].
 pub(crate) fn boot_with(
@@ -74,8 +81,23 @@ pub(crate) fn boot_with(
             &format!("console=ttyS0 panic=-1 quiet hiperiso.pause=0 {cmdline}"),
         )
         .drive(&Drive::virtio(&image))
-        .serial_chardev("console", &Chardev::File(console.clone()))
         .qmp("qmp", &qmp_socket);
+    // The console: a file, or a socket to type on that also logs to it.
+    let console_socket = dir.path().join("console.sock");
+    if extras.shell_input.is_some() {
+        outer.args([
+            "-chardev".to_string(),
+            format!(
+                "socket,id=console,path={},server=on,wait=off,logfile={}",
+                escape_path(&console_socket),
+                escape_path(&console)
+            ),
+            "-serial".to_string(),
+            "chardev:console".to_string(),
+        ]);
+    } else {
+        outer.serial_chardev("console", &Chardev::File(console.clone()));
+    }
     let mut child = outer
         .command()
         .stdin(Stdio::null())
@@ -86,9 +108,19 @@ pub(crate) fn boot_with(
     let deadline = Instant::now() + OUTER_TIMEOUT;
     let mut guest_running_at: Option<Instant> = None;
     let mut pressed = false;
+    let mut typed: Option<UnixStream> = None;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
+        }
+        if let Some(input) = extras.shell_input
+            && typed.is_none()
+            && String::from_utf8_lossy(&fs::read(&console).unwrap_or_default())
+                .contains(SHELL_PROMPT)
+        {
+            let mut stream = UnixStream::connect(&console_socket).expect("the console socket");
+            stream.write_all(input.as_bytes()).unwrap();
+            typed = Some(stream);
         }
         if let Some(delay) = extras.power_button_after
             && !pressed
@@ -119,6 +151,9 @@ pub(crate) fn boot_with(
     };
     let console = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
     assert!(status.success(), "outer QEMU: {status}\n{console}");
+    if extras.shell_input.is_some() {
+        assert!(typed.is_some(), "no shell prompt:\n{console}");
+    }
     if extras.power_button_after.is_some() {
         assert!(pressed, "the guest never ran:\n{console}");
     }
@@ -179,6 +214,11 @@ impl SessionFiles {
     pub(crate) fn text(&mut self, name: &str) -> String {
         let path = format!("{}/{name}", self.dir);
         String::from_utf8_lossy(&read_all(&mut self.reader, &path)).into_owned()
+    }
+
+    /// The text of a gzipped session file (`gzip -d`).
+    pub(crate) fn gunzip(&mut self, name: &str) -> String {
+        hiperiso_tests::gunzip(&read_all(&mut self.reader, &format!("{}/{name}", self.dir)))
     }
 
     pub(crate) fn exists(&mut self, name: &str) -> bool {
@@ -370,6 +410,7 @@ impl SessionFiles {
             "host_iommu.txt",
             "host_kvm.txt",
             "host_efi.txt",
+            "host_kernel_config.gz",
             "acpi",
             "smbios",
             "qemu_pci.txt",
@@ -386,7 +427,11 @@ impl SessionFiles {
             "qemu_monitor_raw.txt",
             "pci_summary.json",
         ] {
-            assert!(hw.contains(&name.to_string()), "hw/{name} missing: {hw:?}");
+            assert!(
+                hw.contains(&name.to_string()),
+                "hw/{name} missing: {hw:?}; warnings: {:?}",
+                self.info.warnings
+            );
         }
         if accel == "kvm" {
             assert!(hw.contains(&"kvm_caps.json".to_string()), "{hw:?}");
@@ -421,6 +466,30 @@ impl SessionFiles {
             let kvm = self.text("hw/host_kvm.txt");
             assert!(kvm.starts_with("/dev/kvm: present\n"), "{kvm}");
         }
+        // The SMBIOS tables the firmware gave the guest, from its memory
+        // (SeaBIOS's; OVMF's are not found yet).
+        let smbios = self.text("hw/qemu_smbios.txt");
+        let needles = [
+            "\nentry_point: ",
+            "DMI type 0 (BIOS information)",
+            "DMI type 1 (system information)",
+            "string 1: \"QEMU\"",
+            "\"Standard PC (Q35 + ICH9, 2009)\"",
+            "DMI type 127 (end of table)",
+        ];
+        let needles = if firmware == "bios" {
+            &needles[..]
+        } else {
+            &[]
+        };
+        for needle in needles {
+            assert!(
+                smbios.contains(needle),
+                "no {needle:?} in qemu_smbios.txt:\n{smbios}"
+            );
+        }
+        let config = self.gunzip("hw/host_kernel_config.gz");
+        assert!(config.contains("\nCONFIG_KVM=m\n"), "{config}");
         let cpuid = self.text("hw/qemu_cpuid.txt");
         assert!(
             cpuid.lines().any(|l| l.starts_with("eax=0x00000001 ")),

@@ -78,6 +78,7 @@ impl Drop for VmSlot {
 }
 
 mod fixture;
+mod grub_menu;
 mod harness;
 use fixture::*;
 use harness::*;
@@ -262,18 +263,46 @@ fn an_unreadable_iso_fails_the_session() {
     assert_eq!(grub_hold(&mut s), "1", "after=menu holds GRUB's menu");
 }
 
+/// Also `hiperiso.after=shell`: after the session a shell takes commands
+/// on the console, with the data partition still mounted and writable, and
+/// exiting it powers off.
 #[test]
 fn qemu_failing_to_start_is_recorded_with_its_stderr() {
-    let out = boot(
-        "hiperiso.iso=/ISOs/startfail.iso hiperiso.data=UUID=4849-5045",
+    let out = boot_with(
+        Path::new("qemu-system-x86_64"),
+        "hiperiso.iso=/ISOs/startfail.iso hiperiso.data=UUID=4849-5045 hiperiso.after=shell",
         "EPYC",
         GOOD_CONFIG,
+        &Extras {
+            shell_input: Some(
+                "echo shell-$((6*7)) > /mnt/data/shell.txt; echo HIPERISO-SHELL-$((6*7)); exit\n",
+            ),
+            ..Extras::default()
+        },
     );
     let mut s = SessionFiles::open(&out);
     let message = s.check_failure(FailureKind::QemuStartFailed, true);
     assert!(message.contains("hiperiso-no-such-flag"), "{message}");
     assert!(s.text("qemu.stderr").contains("hiperiso-no-such-flag"));
     assert_eq!(s.info.matched_overrides, vec!["startfail*.iso".to_string()]);
+    // The shell ran the line (the echo of the typed text has `$((6*7))`,
+    // not 42), then init powered off.
+    let console = &out.console;
+    assert!(console.contains("dropping to a shell"), "{console}");
+    assert!(console.contains("HIPERISO-SHELL-42"), "{console}");
+    assert!(
+        !console.contains("continuing in"),
+        "no pause before a shell"
+    );
+    let shell_at = console.find("HIPERISO-SHELL-42").unwrap();
+    assert!(
+        console[shell_at..].contains("reboot: Power down"),
+        "{console}"
+    );
+    assert_eq!(
+        String::from_utf8(read_all(&mut s.reader, "shell.txt")).unwrap(),
+        "shell-42\n"
+    );
 }
 
 /// Also the `full` trace tier: every device register access
@@ -325,228 +354,6 @@ fn no_data_partition_logs_to_tmpfs_and_says_so() {
     assert!(
         reader.read_dir("hiperiso/logs").is_err(),
         "the data disk must be untouched"
-    );
-}
-
-/// The GRUB menu from `overlays/esp` on a GPT stick: OVMF boots GRUB from
-/// the ESP, GRUB lists `/ISOs/*.iso` on the exFAT data partition, and its
-/// default (first) entry boots hiperiso-init with the DESIGN §5 command
-/// line, including the data and ESP filesystem UUIDs found by `probe -u`.
-#[test]
-fn grub_menu_boots_the_first_iso_with_the_uuids_it_probed() {
-    let fx = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-
-    // ESP content.
-    let esp_tree = d.join("esp");
-    let boot_dir = esp_tree.join("EFI/BOOT");
-    let hiperiso_dir = esp_tree.join("EFI/hiperiso");
-    fs::create_dir_all(&boot_dir).unwrap();
-    fs::create_dir_all(hiperiso_dir.join("trace")).unwrap();
-    run(Command::new("grub-mkimage")
-        .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o"])
-        .arg(boot_dir.join("BOOTX64.EFI"))
-        .args([
-            "part_gpt",
-            "part_msdos",
-            "fat",
-            "exfat",
-            "regexp",
-            "probe",
-            "loadenv",
-            "test",
-            "search",
-            "serial",
-            "terminal",
-            "gfxterm",
-            "all_video",
-            "font",
-            "linux",
-            "echo",
-            "efifwsetup",
-            "halt",
-            "reboot",
-            "normal",
-            "configfile",
-            "sleep",
-        ]));
-    fs::copy(
-        workspace_root().join("overlays/esp/EFI/BOOT/grub.cfg"),
-        boot_dir.join("grub.cfg"),
-    )
-    .unwrap();
-    fs::copy(&fx.kernel, hiperiso_dir.join("vmlinuz")).unwrap();
-    run(Command::new("zstd")
-        .args(["-1", "-q", "-f", "-o"])
-        .arg(hiperiso_dir.join("initramfs.cpio.zst"))
-        .arg(&fx.initrd));
-    fs::copy(
-        "/usr/share/OVMF/OVMF_CODE_4M.fd",
-        hiperiso_dir.join("OVMF_CODE.fd"),
-    )
-    .unwrap();
-    fs::copy(
-        "/usr/share/OVMF/OVMF_VARS_4M.fd",
-        hiperiso_dir.join("OVMF_VARS.fd"),
-    )
-    .unwrap();
-    for entry in fs::read_dir(workspace_root().join("overlays/esp/EFI/hiperiso/trace")).unwrap() {
-        let path = entry.unwrap().path();
-        fs::copy(
-            &path,
-            hiperiso_dir.join("trace").join(path.file_name().unwrap()),
-        )
-        .unwrap();
-    }
-    let esp_img = d.join("esp.img");
-    run(Command::new("mkfs.fat")
-        .args(["-F", "32", "-n", "HIPERESP", "-i", "E5B0071D", "-C"])
-        .arg(&esp_img)
-        .arg("98304"));
-    run(Command::new("mcopy")
-        .arg("-s")
-        .arg("-i")
-        .arg(&esp_img)
-        .arg(esp_tree.join("EFI"))
-        .arg("::/"));
-
-    // Data partition: one ISO, so the first (default) entry is known.
-    let tree = d.join("data");
-    fs::create_dir_all(tree.join("ISOs")).unwrap();
-    fs::create_dir_all(tree.join("hiperiso")).unwrap();
-    fs::copy(fx.isos.join("bios.iso"), tree.join("ISOs/bios.iso")).unwrap();
-    let config = r#"{"control": {"default_ram": 256, "default_cpus": 1, "menu_timeout": 3, "default_image": "bios.iso", "session_timeout": 120}}"#;
-    fs::write(tree.join("hiperiso/hiperiso.json"), config).unwrap();
-    let data_size = 64u64 << 20;
-    let data_img = d.join("data.img");
-    write_data_volume(&data_img, data_size, &tree);
-
-    // GPT disk: data partition 1 from 1 MiB, ESP partition 2 after it.
-    let disk = d.join("stick.img");
-    let data_start = 1u64 << 20;
-    let esp_start = data_start + data_size;
-    let esp_size = fs::metadata(&esp_img).unwrap().len();
-    File::create(&disk)
-        .unwrap()
-        .set_len(esp_start + esp_size + (1 << 20))
-        .unwrap();
-    run(Command::new("sgdisk")
-        .arg(format!(
-            "--new=1:{}:{}",
-            data_start / 512,
-            esp_start / 512 - 1
-        ))
-        .arg("--typecode=1:0700")
-        .arg(format!(
-            "--new=2:{}:{}",
-            esp_start / 512,
-            (esp_start + esp_size) / 512 - 1
-        ))
-        .arg("--typecode=2:ef00")
-        .arg(&disk));
-    for (img, offset) in [(&data_img, data_start), (&esp_img, esp_start)] {
-        run(Command::new("dd")
-            .arg(format!("if={}", img.display()))
-            .arg(format!("of={}", disk.display()))
-            .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
-            .arg(format!("seek={}", offset >> 20)));
-    }
-
-    let vars = d.join("OVMF_VARS.fd");
-    fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
-    let console = d.join("console.log");
-    let _slot = VmSlot::acquire();
-    let mut outer = QemuCommand::new("qemu-system-x86_64");
-    outer
-        .accel(Accel::Tcg)
-        .cpu("EPYC", "")
-        .machine(&Machine::q35().smm(true))
-        .memory_mb(3072)
-        .smp(1)
-        .firmware(&Firmware::Uefi {
-            code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
-            vars: vars.clone(),
-            secure: true,
-        })
-        .nodefaults()
-        .display_none()
-        .no_reboot()
-        .drive(&Drive::virtio(&disk))
-        .serial_chardev("console", &Chardev::File(console.clone()));
-    let mut child = outer
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + OUTER_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let console_text =
-        String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
-    assert!(
-        status.success(),
-        "outer VM: {status}; console:\n{console_text}"
-    );
-
-    // Read the data partition back.
-    run(Command::new("dd")
-        .arg(format!("if={}", disk.display()))
-        .arg(format!("of={}", data_img.display()))
-        .args(["bs=1M", "status=none"])
-        .arg(format!("skip={}", data_start >> 20))
-        .arg(format!("count={}", data_size >> 20)));
-    let result = BootResult {
-        console: console_text,
-        image: data_img,
-        _dir: dir,
-    };
-    let mut s = SessionFiles::open(&result);
-    s.check_guest_ran(BIOS_MARKER, "bios", "kvm");
-    let cmdline = &s.info.kernel_cmdline;
-    for expected in [
-        "hiperiso.iso=/ISOs/bios.iso",
-        "hiperiso.data=UUID=4849-5045",
-        "hiperiso.esp=UUID=E5B0-071D",
-        "console=ttyS0",
-    ] {
-        // GRUB prints FAT/exFAT UUIDs in lower case; the runtime ignores case.
-        assert!(
-            cmdline.to_lowercase().contains(&expected.to_lowercase()),
-            "{expected} not in {cmdline}"
-        );
-    }
-    let env = s.text("env.txt");
-    assert!(
-        env.contains("esp_partition=/dev/vda2 (vfat, UUID=E5B0-071D"),
-        "{env}"
-    );
-    let qemu = s.text("qemu.cmdline");
-    assert!(
-        qemu.contains("/mnt/esp/EFI/hiperiso/trace/trace-standard.events"),
-        "{qemu}"
-    );
-    // hiperiso-init keeps GRUB's env block in sync with hiperiso.json.
-    let grubenv = read_all(&mut s.reader, "hiperiso/grubenv");
-    let vars = hiperiso_runtime::grubenv::parse(&grubenv);
-    assert!(
-        vars.contains(&("hiperiso_timeout".into(), "3".into())),
-        "{vars:?}"
-    );
-    assert!(
-        vars.contains(&("hiperiso_default".into(), "bios.iso".into())),
-        "{vars:?}"
     );
 }
 
