@@ -117,7 +117,12 @@ fn debian_payload_is_cached_and_rebuilt_only_where_changed() {
     let all_cached = [(INITRAMFS, Cached), (ESP, Cached)];
     // The edits below are unique to this run: the cache outlives it (a
     // machine that ran this test before holds the payloads of its edits).
-    let nonce = dir.path().file_name().unwrap().to_string_lossy().into_owned();
+    let nonce = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
 
     // The same inputs at another path: the payload the e2e build made.
     let first = run("first image");

@@ -129,7 +129,10 @@ impl Finder {
     }
 
     fn feed(&mut self, at: u64, bytes: &[u8]) {
-        let (lo, hi) = (at.max(self.range.0), (at + bytes.len() as u64).min(self.range.1));
+        let (lo, hi) = (
+            at.max(self.range.0),
+            (at + bytes.len() as u64).min(self.range.1),
+        );
         if lo >= hi {
             return;
         }

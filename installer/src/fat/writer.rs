@@ -421,11 +421,9 @@ fn write_children<D: Write + Seek>(
                 dev.seek(SeekFrom::Start(geo.cluster_offset(*cluster)))?;
                 // 1 MiB reads and writes (io::copy alone moves 8 KiB at a time).
                 let mut reader = io::BufReader::with_capacity(1 << 20, (&mut file).take(*size));
-                let copied = io::copy(&mut reader, dev).map_err(|source| {
-                    FatError::Source {
-                        path: path.clone(),
-                        source,
-                    }
+                let copied = io::copy(&mut reader, dev).map_err(|source| FatError::Source {
+                    path: path.clone(),
+                    source,
                 })?;
                 if copied != *size {
                     return Err(FatError::Source {
