@@ -76,6 +76,12 @@ pub enum ImageError {
     },
     #[error("{path}: {what}")]
     Output { path: PathBuf, what: String },
+    #[error("completing {}", .path.display())]
+    Finish {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
@@ -190,6 +196,20 @@ pub fn write_disk<D: Read + Write + Seek>(
 /// Writes a sparse image file to `out`, atomically: a temporary file in the
 /// same directory, fsynced, then renamed over `out`.
 pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<ImageSummary, ImageError> {
+    write_image_then(spec, out, |_, _| Ok(())).map(|(summary, ())| summary)
+}
+
+/// What [`write_image_then`]'s `finish` returns.
+pub type FinishResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// [`write_image`], with `finish` run on the complete temporary file (its
+/// path and the summary) before the one fsync and the rename: the image
+/// appears at `out` only as `finish` left it.
+pub fn write_image_then<T>(
+    spec: &ImageSpec,
+    out: &Path,
+    finish: impl FnOnce(&Path, &ImageSummary) -> FinishResult<T>,
+) -> Result<(ImageSummary, T), ImageError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ImageError::Io { path, source }
@@ -226,12 +246,16 @@ pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<ImageSummary, ImageEr
             .map_err(io_err(&temp))?;
         file.set_len(layout.disk_size).map_err(io_err(&temp))?;
         let summary = write_disk(spec, &layout, &mut file, &temp)?;
+        let finished = finish(&temp, &summary).map_err(|source| ImageError::Finish {
+            path: out.to_path_buf(),
+            source,
+        })?;
         file.sync_all().map_err(io_err(&temp))?;
         fs::rename(&temp, out).map_err(io_err(out))?;
         if let Ok(d) = fs::File::open(&dir) {
             let _ = d.sync_all();
         }
-        Ok(summary)
+        Ok((summary, finished))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);

@@ -28,6 +28,18 @@ const CHUNK: u64 = 1 << 20;
 /// device). `patch` replaces the bytes at an offset before hashing (to
 /// check a sealed image with its placeholder put back).
 pub fn image_sha256(file: &File, size: u64, patch: Option<(u64, &[u8])>) -> io::Result<String> {
+    image_sha256_visiting(file, size, patch, |_, _| {})
+}
+
+/// [`image_sha256`], showing `visit` each stretch of the image it reads
+/// (its offset and bytes, patched, in increasing order; holes are never
+/// shown), so a caller can look for something in the same pass.
+pub fn image_sha256_visiting(
+    file: &File,
+    size: u64,
+    patch: Option<(u64, &[u8])>,
+    mut visit: impl FnMut(u64, &[u8]),
+) -> io::Result<String> {
     let mut hasher = Sha256::new();
     hasher.update(DOMAIN);
     hasher.update(size.to_le_bytes());
@@ -41,6 +53,7 @@ pub fn image_sha256(file: &File, size: u64, patch: Option<(u64, &[u8])>) -> io::
             if let Some((offset, bytes)) = patch {
                 apply(chunk, at, offset, bytes);
             }
+            visit(at, chunk);
             for (i, block) in chunk.chunks(BLOCK as usize).enumerate() {
                 if block.iter().any(|&b| b != 0) {
                     hasher.update((at / BLOCK + i as u64).to_le_bytes());

@@ -9,7 +9,7 @@
 #      file; it is skipped when $TMPDIR has not that much free).
 # The partitions are offset loop devices (losetup -o/--sizelimit), so the
 # host's kernel needs no partition-table parser.
-# Prints wall times and ratios.
+# Prints wall times (image: medians of REPEAT runs, default 5) and ratios.
 # Usage: tests/bench/disk.sh [SIZE...]   (default: 8GiB 64GiB)
 #        INSTALL_SIZE=2GiB tests/bench/disk.sh 8GiB   (install: default 8GiB)
 set -euo pipefail
@@ -68,16 +68,11 @@ source-date-epoch = 1700000000
 [profiles.default]
 TOML
 
-for size in "${sizes[@]}"; do
-  bytes=$(bytes_of "$size")
-  echo "== image, $size"
-  t0=$(now)
-  "$bin" --manifest "$manifest" -q image -o "$work/ours.img" --size "$size" --esp-tree "$esp" --data-tree "$data"
-  t1=$(now)
-  ours_image=$(elapsed "$t0" "$t1")
-
-  t0=$(now)
-  img=$work/shell.img
+# The median of the given times.
+median() { printf '%s\n' "$@" | sort -g | awk '{ t[NR] = $1 } END { print t[int((NR + 1) / 2)] }'; }
+shell_image() {
+  local img=$work/shell.img bytes=$1 esp_mib p1 p2
+  rm -f "$img"
   truncate -s "$bytes" "$img"
   esp_mib=$(( ( $(du -sm --apparent-size "$esp" | cut -f1) * 3 / 2 ) + 1 ))
   [ "$esp_mib" -lt 33 ] && esp_mib=33
@@ -86,14 +81,33 @@ for size in "${sizes[@]}"; do
   p2=$(part_loop "$img" 2); loops+=("$p2")
   mkfs.exfat -L HIPERISO "$p1" >/dev/null
   mkfs.vfat -F 32 -n HIPERISOEFI "$p2" >/dev/null 2>&1
-  MTOOLS_SKIP_CHECK=1 mcopy -s -i "$p2" "$esp/EFI" ::/
+  MTOOLS_SKIP_CHECK=1 mcopy -s -i "$p2" "$esp/EFI" ::/ 2>/dev/null
   losetup -d "$p1" "$p2"; loops=()
   sync -f "$img"
-  t1=$(now)
-  shell_image=$(elapsed "$t0" "$t1")
+}
+
+# Each side REPEAT times (default 5), in turn; medians are compared.
+repeat=${REPEAT:-5}
+for size in "${sizes[@]}"; do
+  bytes=$(bytes_of "$size")
+  echo "== image, $size (median of $repeat, in turn)"
+  ours=() shell=()
+  for _ in $(seq "$repeat"); do
+    rm -f "$work/ours.img"
+    t0=$(now)
+    "$bin" --manifest "$manifest" -q image -o "$work/ours.img" --size "$size" --esp-tree "$esp" --data-tree "$data"
+    t1=$(now)
+    ours+=("$(elapsed "$t0" "$t1")")
+    t0=$(now)
+    shell_image "$bytes"
+    t1=$(now)
+    shell+=("$(elapsed "$t0" "$t1")")
+  done
+  ours_image=$(median "${ours[@]}")
+  shell_image=$(median "${shell[@]}")
   printf 'hiperiso-build image: %6.2f s\nshell pipeline:       %6.2f s\nratio (shell / ours): %sx\n' \
     "$ours_image" "$shell_image" "$(ratio "$shell_image" "$ours_image")"
-  rm -f "$img"
+  rm -f "$work/shell.img"
 
   # Our image passes the usual checkers.
   sgdisk -v "$work/ours.img" | grep -q "No problems found" || { sgdisk -v "$work/ours.img"; exit 1; }

@@ -208,10 +208,12 @@ fn write(settings: &Settings, args: &ImageArgs) -> Result<ImageReport> {
         return Ok(report);
     }
     let activity = settings.activity(format!("writing {}", args.output.display()));
-    let summary = image::write_image(&spec, &args.output).map_err(DiskError::from)?;
+    let (summary, image_sha256) = image::write_image_then(&spec, &args.output, |temp, summary| {
+        let esp = &summary.layout.esp;
+        Ok(build_record::seal_image(temp, (esp.offset, esp.end()))?)
+    })
+    .map_err(DiskError::from)?;
     let layout = &summary.layout;
-    let image_sha256 =
-        build_record::seal_image(&args.output, (layout.esp.offset, layout.esp.end()))?;
     activity.finish();
     build_record::ImageState::of(&args.output, &key, &image_sha256)?.save(&cache, &args.output)?;
     settings.say(format!(

@@ -12,10 +12,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use hiperiso_stick::image_hash::image_sha256;
+use hiperiso_stick::image_hash::image_sha256_visiting;
 use hiperiso_stick::io::{IoError, io_err, write_atomic};
 
 /// The field's name in build.json.
@@ -105,37 +105,98 @@ fn field(value: &str) -> Vec<u8> {
     format!("\"{IMAGE_SHA256}\": \"{value}\"").into_bytes()
 }
 
+/// Finds `"image_sha256": "<value>"` in the part `range` of an image
+/// that is fed to it in increasing order, in pieces (matches may span
+/// two pieces that follow each other).
+struct Finder {
+    needle: Vec<u8>,
+    range: (u64, u64),
+    /// The last `needle.len() - 1` bytes fed, ending at `tail_end`.
+    tail: Vec<u8>,
+    tail_end: u64,
+    found: Vec<u64>,
+}
+
+impl Finder {
+    fn new(range: (u64, u64), value: &str) -> Self {
+        Finder {
+            needle: field(value),
+            range,
+            tail: Vec::new(),
+            tail_end: 0,
+            found: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, at: u64, bytes: &[u8]) {
+        let (lo, hi) = (
+            at.max(self.range.0),
+            (at + bytes.len() as u64).min(self.range.1),
+        );
+        if lo >= hi {
+            return;
+        }
+        let part = &bytes[(lo - at) as usize..(hi - at) as usize];
+        let keep = self.needle.len() - 1;
+        let mut joined = if self.tail_end == lo {
+            std::mem::take(&mut self.tail)
+        } else {
+            Vec::new()
+        };
+        // Matches across the seam, then inside `part`.
+        let seam_start = lo - joined.len() as u64;
+        joined.extend_from_slice(&part[..part.len().min(keep)]);
+        let seam = memchr::memmem::find_iter(&joined, &self.needle);
+        let inside = memchr::memmem::find_iter(part, &self.needle);
+        let mut found: Vec<u64> = seam.map(|i| seam_start + i as u64).collect();
+        found.extend(inside.map(|i| lo + i as u64));
+        found.sort_unstable();
+        found.dedup();
+        self.found.extend(found);
+        let source = if part.len() >= keep { part } else { &joined };
+        self.tail = source[source.len().saturating_sub(keep)..].to_vec();
+        self.tail_end = hi;
+    }
+
+    /// Where the value is: exactly one match, or an error.
+    fn value_at(self, image: &Path) -> Result<u64, RecordError> {
+        match self.found.as_slice() {
+            [at] => Ok(at + self.needle.len() as u64 - 65),
+            _ => Err(RecordError::Field {
+                path: image.to_path_buf(),
+                start: self.range.0,
+                end: self.range.1,
+                found: self.found.len(),
+            }),
+        }
+    }
+}
+
 /// Where the field's value is in `range` of the image (exactly one match
 /// of `"image_sha256": "<value>"`).
 fn locate(image: &Path, range: (u64, u64), value: &str) -> Result<u64, RecordError> {
-    let mut file = File::open(image).map_err(io_err("open", image))?;
-    file.seek(SeekFrom::Start(range.0))
-        .map_err(io_err("read", image))?;
-    let mut bytes = Vec::new();
-    file.take(range.1 - range.0)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", image))?;
-    let needle = field(value);
-    let found: Vec<usize> = bytes
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle.as_slice())
-        .map(|(i, _)| i)
-        .collect();
-    match found.as_slice() {
-        [at] => Ok(range.0 + (*at + needle.len() - 65) as u64),
-        _ => Err(RecordError::Field {
-            path: image.to_path_buf(),
-            start: range.0,
-            end: range.1,
-            found: found.len(),
-        }),
+    use std::os::unix::fs::FileExt;
+    let file = File::open(image).map_err(io_err("open", image))?;
+    let mut finder = Finder::new(range, value);
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut at = range.0;
+    while at < range.1 {
+        let chunk = &mut buffer[..(range.1 - at).min(1 << 20) as usize];
+        file.read_exact_at(chunk, at)
+            .map_err(io_err("read", image))?;
+        finder.feed(at, chunk);
+        at += chunk.len() as u64;
     }
+    finder.value_at(image)
 }
 
 /// The image hash (`hiperiso_stick::image_hash`) of `image`, with
 /// `patch` applied.
-fn image_hash(image: &Path, patch: Option<(u64, &[u8])>) -> Result<String, RecordError> {
+fn image_hash(
+    image: &Path,
+    patch: Option<(u64, &[u8])>,
+    visit: impl FnMut(u64, &[u8]),
+) -> Result<String, RecordError> {
     let file = File::open(image).map_err(io_err("open", image))?;
     let size = file.metadata().map_err(io_err("stat", image))?.len();
     let size = if size == 0 {
@@ -145,15 +206,17 @@ fn image_hash(image: &Path, patch: Option<(u64, &[u8])>) -> Result<String, Recor
     } else {
         size
     };
-    Ok(image_sha256(&file, size, patch).map_err(io_err("hash", image))?)
+    Ok(image_sha256_visiting(&file, size, patch, visit).map_err(io_err("hash", image))?)
 }
 
 /// Hashes the image written with the placeholder and writes the hash in
 /// its place; `esp` is the ESP's byte range in the image. Returns the
-/// hash.
+/// hash. The caller syncs the file (`image::write_image_then` does).
 pub fn seal_image(image: &Path, esp: (u64, u64)) -> Result<String, RecordError> {
-    let at = locate(image, esp, PLACEHOLDER)?;
-    let sha256 = image_hash(image, None)?;
+    // One pass: the hash, and the placeholder found in the ESP meanwhile.
+    let mut finder = Finder::new(esp, PLACEHOLDER);
+    let sha256 = image_hash(image, None, |at, bytes| finder.feed(at, bytes))?;
+    let at = finder.value_at(image)?;
     let mut file = File::options()
         .write(true)
         .open(image)
@@ -162,7 +225,6 @@ pub fn seal_image(image: &Path, esp: (u64, u64)) -> Result<String, RecordError> 
         .map_err(io_err("write", image))?;
     file.write_all(sha256.as_bytes())
         .map_err(io_err("write", image))?;
-    file.sync_all().map_err(io_err("sync", image))?;
     Ok(sha256)
 }
 
@@ -170,7 +232,7 @@ pub fn seal_image(image: &Path, esp: (u64, u64)) -> Result<String, RecordError> 
 /// image with the placeholder put back in place of `recorded`. Returns it.
 pub fn check_image(image: &Path, esp: (u64, u64), recorded: &str) -> Result<String, RecordError> {
     let at = locate(image, esp, recorded)?;
-    image_hash(image, Some((at, PLACEHOLDER.as_bytes())))
+    image_hash(image, Some((at, PLACEHOLDER.as_bytes())), |_, _| {})
 }
 
 /// What `image` remembers about an image file it wrote, so that a no-op
@@ -230,6 +292,7 @@ impl ImageState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hiperiso_stick::image_hash::image_sha256;
 
     #[test]
     fn seal_then_check_round_trips() {
@@ -258,5 +321,36 @@ mod tests {
         // Outside the range, or a second sealing: a clear error.
         let err = seal_image(&path, (0, len)).unwrap_err().to_string();
         assert!(err.contains("found 0"), "{err}");
+    }
+
+    #[test]
+    fn finder_sees_matches_across_pieces_and_only_in_its_range() {
+        let needle = field(PLACEHOLDER);
+        let mut bytes = vec![b'x'; 300];
+        bytes.extend(&needle);
+        bytes.extend(vec![b'y'; 77]);
+        bytes.extend(&needle);
+        bytes.extend(vec![b'z'; 5]);
+        let second = (300 + needle.len() + 77) as u64;
+        for piece in [1, 2, 7, needle.len() - 1, needle.len(), 64, 1000] {
+            let mut finder = Finder::new((0, bytes.len() as u64), PLACEHOLDER);
+            for (i, chunk) in bytes.chunks(piece).enumerate() {
+                finder.feed((i * piece) as u64, chunk);
+            }
+            assert_eq!(finder.found, vec![300, second], "pieces of {piece}");
+        }
+        // The range cuts the first match off; a gap between pieces (a
+        // hole) joins nothing.
+        let mut finder = Finder::new((301, bytes.len() as u64), PLACEHOLDER);
+        finder.feed(0, &bytes);
+        assert_eq!(finder.found, vec![second]);
+        let mut finder = Finder::new((0, 10_000), PLACEHOLDER);
+        finder.feed(0, &bytes[..310]);
+        finder.feed(5000, &bytes[310..300 + needle.len()]);
+        assert!(finder.found.is_empty());
+        assert_eq!(
+            finder.value_at(Path::new("x")).unwrap_err().to_string(),
+            "x: expected exactly one `image_sha256` field of build.json in bytes 0..10000, found 0"
+        );
     }
 }

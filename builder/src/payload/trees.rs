@@ -54,8 +54,16 @@ pub enum EspSource<'a> {
     Dir(Option<&'a Path>),
 }
 
-/// Copies a tree (following symlinks), skipping `.gitkeep` placeholders.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), StageError> {
+/// Stages a tree (following symlinks), skipping `.gitkeep` placeholders:
+/// files are hard-linked where `from` and `to` share a filesystem (no copy
+/// of the payload's megabytes), copied otherwise. Staging writes into
+/// only the files named in `private` (relative paths): they are always
+/// copied, so that the writes never reach the source through a link.
+fn stage_tree(from: &Path, to: &Path, private: &[&str]) -> Result<(), StageError> {
+    stage_dir(from, to, "", private)
+}
+
+fn stage_dir(from: &Path, to: &Path, prefix: &str, private: &[&str]) -> Result<(), StageError> {
     fs::create_dir_all(to).map_err(io_err("stage", to))?;
     for entry in fs::read_dir(from).map_err(io_err("stage", from))? {
         let entry = entry.map_err(io_err("stage", from))?;
@@ -63,13 +71,24 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), StageError> {
         if entry.file_name() == ".gitkeep" {
             continue;
         }
-        let target = to.join(entry.file_name());
+        let name = entry.file_name();
+        let relative = format!("{prefix}{}", name.to_string_lossy());
+        let target = to.join(&name);
         if fs::metadata(&source)
             .map_err(io_err("stage", &source))?
             .is_dir()
         {
-            copy_tree(&source, &target)?;
-        } else {
+            stage_dir(&source, &target, &format!("{relative}/"), private)?;
+            continue;
+        }
+        let symlink = entry
+            .file_type()
+            .map_err(io_err("stage", &source))?
+            .is_symlink();
+        let linked = !symlink
+            && !private.contains(&relative.as_str())
+            && fs::hard_link(&source, &target).is_ok();
+        if !linked {
             fs::copy(&source, &target).map_err(io_err("stage", &source))?;
         }
     }
@@ -99,7 +118,7 @@ impl PayloadTrees {
         let data_source = data_tree
             .map(Path::to_path_buf)
             .unwrap_or_else(|| overlays.join("data"));
-        copy_tree(&data_source, &data)?;
+        stage_tree(&data_source, &data, &[CONFIG_SCHEMA])?;
         fs::create_dir_all(data.join(ISOS_DIR)).map_err(io_err("stage", &data))?;
         // The config's JSON Schema, next to it, so editors validate it.
         let schema = data.join(CONFIG_SCHEMA);
@@ -139,7 +158,7 @@ fn stage_esp(
     if !source.is_dir() {
         return Err(StageError::NoEspPayload(source.to_path_buf()));
     }
-    copy_tree(source, esp)?;
+    stage_tree(source, esp, &[BUILD_JSON])?;
     let marker = esp.join(BUILD_JSON);
     if !marker.exists() {
         let lock = project.lock_path();
