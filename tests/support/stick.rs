@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use hiperiso_build::cli::TableArg;
-use hiperiso_build::debian::closure::LockMode;
+use hiperiso_build::debian::closure::{self, LockMode};
 use hiperiso_build::payload::cached::{self, StepsInfo};
 use hiperiso_build::payload::esp::Payload;
 use hiperiso_build::payload::from_packages;
@@ -30,13 +30,30 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+fn debian_project() -> Result<Project> {
+    let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
+    settings.profile = Some("debian".into());
+    Project::load(settings).context("loading the manifest")
+}
+
+fn scratch_lock() -> PathBuf {
+    target_dir().join("hiperiso-e2e.lock")
+}
+
+/// The debian profile's unpacked package tree (the root the ESP is made
+/// from), through the same scratch lock and cache as [`build_esp`].
+pub fn package_tree() -> Result<PathBuf> {
+    let project = debian_project()?;
+    let prepared = closure::prepare(&project, LockMode::Scratch(&scratch_lock()))
+        .context("unpacking the debian profile's packages")?;
+    Ok(prepared.tree)
+}
+
 /// Writes the debian profile's ESP tree into `esp` (which must not exist).
 /// Packages come through the default cache, shared with the other tests.
 pub fn build_esp(esp: &Path) -> Result<Payload> {
-    let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
-    settings.profile = Some("debian".into());
-    let project = Project::load(settings).context("loading the manifest")?;
-    let scratch_lock = target_dir().join("hiperiso-e2e.lock");
+    let project = debian_project()?;
+    let scratch_lock = scratch_lock();
     let steps = BTreeMap::new();
     let info = StepsInfo {
         steps: &steps,
