@@ -28,10 +28,9 @@ use std::time::Duration;
 
 use hiperiso_build::payload::grub::Platform;
 use hiperiso_build::payload::secure_boot::{self, SigningKey};
-use hiperiso_build::vm::{self as run, StickImage};
 use hiperiso_installer::{inspect, pe};
 use hiperiso_stick::paths::esp::{BOOT_EFI, SIGNED_GRUB_EFI, VMLINUZ};
-use hiperiso_stick::qemu::{Accel, Chardev, Firmware, Machine, QemuCommand};
+use hiperiso_stick::qemu::Firmware;
 use hiperiso_tests::stick;
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
@@ -67,7 +66,7 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
             && shown.contains("Microsoft Corporation UEFI CA"),
         "{shown}"
     );
-    add_iso(&image);
+    stick::add_placeholder_iso(&image, "sb-test.iso");
     let vars = Path::new(OVMF_VARS);
     let (reached, text) = boot(dir.path(), &image, "signed", vars, PICK_LINE);
     assert!(
@@ -88,7 +87,7 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
 
     // One byte of GRUB's code changed: shim must refuse it.
     let tampered_esp = dir.path().join("esp-tampered");
-    copy_tree(esp, &tampered_esp);
+    stick::copy_tree(esp, &tampered_esp);
     let grub = tampered_esp.join(SIGNED_GRUB_EFI);
     let mut bytes = fs::read(&grub).unwrap();
     let middle = bytes.len() / 2;
@@ -96,7 +95,7 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
     fs::write(&grub, bytes).unwrap();
     let image = dir.path().join("tampered.img");
     stick::write_image(dir.path(), &tampered_esp, &image, None).unwrap();
-    add_iso(&image);
+    stick::add_placeholder_iso(&image, "sb-test.iso");
     let (reached, text) = boot(dir.path(), &image, "tampered", vars, PICK_LINE);
     assert!(
         !reached && !text.contains("GNU GRUB") && !text.contains("hiperiso-init"),
@@ -110,17 +109,6 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
     );
 }
 
-fn add_iso(image: &Path) {
-    let mut data = StickImage::open(image).unwrap();
-    data.put_bytes(
-        "ISOs/sb-test.iso",
-        b"not an ISO: init starts before it looks",
-        0,
-    )
-    .unwrap();
-    data.boot_once("sb-test.iso").unwrap();
-}
-
 #[test]
 fn secure_boot_ovmf_with_only_the_users_key_boots_the_user_signed_chain() {
     let dir = tempfile::tempdir().unwrap();
@@ -130,7 +118,7 @@ fn secure_boot_ovmf_with_only_the_users_key_boots_the_user_signed_chain() {
     enroll_only(&key, &vars);
 
     let esp = dir.path().join("esp-user");
-    copy_tree(stick::shared_esp(), &esp);
+    stick::copy_tree(stick::shared_esp(), &esp);
     let kernel = esp.join(VMLINUZ);
     command("sbattach", |c| c.arg("--remove").arg(&kernel));
     let root = stick::package_tree().unwrap();
@@ -146,7 +134,7 @@ fn secure_boot_ovmf_with_only_the_users_key_boots_the_user_signed_chain() {
 
     let image = dir.path().join("user.img");
     stick::write_image(dir.path(), &esp, &image, None).unwrap();
-    add_iso(&image);
+    stick::add_placeholder_iso(&image, "sb-test.iso");
     let (reached, text) = boot(dir.path(), &image, "user", &vars, SECURE_BOOT_LINE);
     assert!(
         reached,
@@ -169,7 +157,7 @@ fn secure_boot_ovmf_with_only_the_users_key_boots_the_user_signed_chain() {
     secure_boot::sign(&wrong, &grub).unwrap();
     let image = dir.path().join("wrong-key.img");
     stick::write_image(dir.path(), &esp, &image, None).unwrap();
-    add_iso(&image);
+    stick::add_placeholder_iso(&image, "sb-test.iso");
     let (reached, text) = boot(dir.path(), &image, "wrong-key", &vars, SECURE_BOOT_LINE);
     assert!(
         !reached && !text.contains("GNU GRUB"),
@@ -219,23 +207,12 @@ fn boot(dir: &Path, image: &Path, name: &str, vars: &Path, until: &str) -> (bool
     let vars = dir.join(format!("vars-{name}.fd"));
     fs::copy(template, &vars).expect("Debian's ovmf (OVMF_VARS_4M*.fd)");
     let console = dir.join(format!("console-{name}.log"));
-    let mut q = QemuCommand::new(run::qemu_program());
-    q.machine(&Machine::q35().smm(true))
-        .accel(Accel::Tcg)
-        .cpu("EPYC", "")
-        .memory_mb(1024)
-        .nodefaults()
-        .display_none()
-        .vga("std")
-        .no_reboot()
-        .firmware(&Firmware::Uefi {
-            code: OVMF_CODE.into(),
-            vars,
-            secure: true,
-        })
-        .usb_stick(image, false)
-        .serial_chardev("console", &Chardev::File(console.clone()))
-        .no_monitor();
+    let firmware = Firmware::Uefi {
+        code: OVMF_CODE.into(),
+        vars,
+        secure: true,
+    };
+    let q = stick::firmware_vm(&firmware, image, &console);
     let (_, text) = stick::console_until(&q, &console, BOOT_TIMEOUT, |line| {
         line.contains(until)
             || line.contains("Security Violation")
@@ -243,17 +220,4 @@ fn boot(dir: &Path, image: &Path, name: &str, vars: &Path, until: &str) -> (bool
     });
     let reached = text.lines().any(|l| l.contains(SECURE_BOOT_LINE));
     (reached, text)
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
