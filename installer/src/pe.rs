@@ -157,7 +157,10 @@ mod tests {
         image[coff + 2..coff + 4].copy_from_slice(&2u16.to_le_bytes());
         image[coff + 16..coff + 18].copy_from_slice(&240u16.to_le_bytes());
         let table = coff + 20 + 240;
-        for (i, (name, offset)) in [(&b".text"[..], 0x300u32), (b".sbat", 0x380)].iter().enumerate() {
+        for (i, (name, offset)) in [(&b".text"[..], 0x300u32), (b".sbat", 0x380)]
+            .iter()
+            .enumerate()
+        {
             let header = table + 40 * i;
             image[header..header + name.len()].copy_from_slice(name);
             image[header + 16..header + 20].copy_from_slice(&4u32.to_le_bytes());

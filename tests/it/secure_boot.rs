@@ -123,14 +123,24 @@ fn secure_boot_ovmf_with_only_the_users_key_boots_the_user_signed_chain() {
     command("sbattach", |c| c.arg("--remove").arg(&kernel));
     let root = stick::package_tree().unwrap();
     secure_boot::sign_esp(&root, &esp, &key, &Platform::Efi.modules()).unwrap();
-    for (file, who) in [(BOOT_EFI, "hiperiso CI db key"), (VMLINUZ, "hiperiso CI db key")] {
-        let names = pe::signature(&fs::read(esp.join(file)).unwrap()).unwrap().common_names;
+    for (file, who) in [
+        (BOOT_EFI, "hiperiso CI db key"),
+        (VMLINUZ, "hiperiso CI db key"),
+    ] {
+        let names = pe::signature(&fs::read(esp.join(file)).unwrap())
+            .unwrap()
+            .common_names;
         assert!(names.iter().any(|n| n == who), "{file}: {names:?}");
     }
     let grub = pe::signature(&fs::read(esp.join(SIGNED_GRUB_EFI)).unwrap()).unwrap();
     assert_eq!(grub.common_names, ["hiperiso CI db key"]);
-    let kernel_names = pe::signature(&fs::read(&kernel).unwrap()).unwrap().common_names;
-    assert!(!kernel_names.iter().any(|n| n.contains("Debian")), "{kernel_names:?}");
+    let kernel_names = pe::signature(&fs::read(&kernel).unwrap())
+        .unwrap()
+        .common_names;
+    assert!(
+        !kernel_names.iter().any(|n| n.contains("Debian")),
+        "{kernel_names:?}"
+    );
 
     let image = dir.path().join("user.img");
     stick::write_image(dir.path(), &esp, &image, None).unwrap();
@@ -172,7 +182,10 @@ fn secure_boot_ovmf_with_only_the_users_key_boots_the_user_signed_chain() {
 }
 
 /// Runs `program` as `args` makes it, which must succeed.
-fn command(program: &str, args: impl FnOnce(&mut std::process::Command) -> &mut std::process::Command) {
+fn command(
+    program: &str,
+    args: impl FnOnce(&mut std::process::Command) -> &mut std::process::Command,
+) {
     let mut command = std::process::Command::new(program);
     let status = args(&mut command)
         .status()

@@ -34,9 +34,9 @@ use crate::payload::cpio::{Content, Node};
 use crate::payload::grub::{
     Platform, bios_boot, grub_mkimage, has_platform, has_signed_chain, signed_chain,
 };
-use crate::payload::secure_boot::{SecureBootError, SigningKey, sign_esp};
 use crate::payload::initramfs::{Compression, Initramfs, InitramfsError};
 use crate::payload::kmod::{KmodError, ModuleIndex};
+use crate::payload::secure_boot::{SecureBootError, SigningKey, sign_esp};
 
 /// Kernel modules the host needs (hiperiso-init loads them in the order of
 /// `/etc/hiperiso/modules.load`). Built-in ones are skipped.
@@ -460,9 +460,7 @@ pub fn build(
         // signed below, once the kernel is there
         (Some(_), _) => {}
         (None, Some(image)) => copy(image, &esp.join(paths::BOOT_EFI))?,
-        (None, None) if has_signed_chain(root) => {
-            signed_chain(root, esp, &options.grub_modules)?
-        }
+        (None, None) if has_signed_chain(root) => signed_chain(root, esp, &options.grub_modules)?,
         (None, None) => grub_mkimage(
             root,
             Platform::Efi,

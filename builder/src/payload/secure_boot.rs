@@ -187,10 +187,13 @@ pub fn sign_esp(
     let text: Vec<u8> = sbat.iter().copied().take_while(|&b| b != 0).collect();
     fs::write(&sbat_csv, text).map_err(io_err("write", &sbat_csv))?;
     let grub = esp.join(paths::SIGNED_GRUB_EFI);
-    let made = grub_mkimage_with(root, Platform::Efi, modules, &grub, &[
-        "--sbat".as_ref(),
-        sbat_csv.as_os_str(),
-    ]);
+    let made = grub_mkimage_with(
+        root,
+        Platform::Efi,
+        modules,
+        &grub,
+        &["--sbat".as_ref(), sbat_csv.as_os_str()],
+    );
     fs::remove_file(&sbat_csv).map_err(io_err("remove", &sbat_csv))?;
     made?;
     sign(key, &grub)
@@ -205,7 +208,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(CERT_FILE), "mine").unwrap();
         let err = generate(dir.path(), "x").unwrap_err();
-        assert!(matches!(err, SecureBootError::Exists(ref p) if p.ends_with(CERT_FILE)), "{err}");
-        assert_eq!(fs::read_to_string(dir.path().join(CERT_FILE)).unwrap(), "mine");
+        assert!(
+            matches!(err, SecureBootError::Exists(ref p) if p.ends_with(CERT_FILE)),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join(CERT_FILE)).unwrap(),
+            "mine"
+        );
     }
 }
