@@ -106,6 +106,14 @@ pub fn generate(dir: &Path, name: &str) -> Result<SigningKey, SecureBootError> {
         }
     }
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    // The key file is mode 600 before openssl writes into it.
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key.key)
+        .map_err(io_err("create", &key.key))?;
     // RSA-2048: the only key type UEFI firmware must support for db.
     run(
         "openssl",
@@ -118,9 +126,6 @@ pub fn generate(dir: &Path, name: &str) -> Result<SigningKey, SecureBootError> {
             .arg("-out")
             .arg(&key.cert),
     )?;
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::set_permissions(&key.key, fs::Permissions::from_mode(0o600))
-        .map_err(io_err("chmod", &key.key))?;
     run(
         "openssl",
         Command::new("openssl")
