@@ -58,3 +58,6 @@ if ! simulate; then
 fi
 # (apt's resolver depends on the order of its arguments: keep the simulated one)
 "${install[@]}" --allow-downgrades "${wanted[@]}" "${align[@]}"
+# virt-fw-vars (tests/it/secure_boot.rs enrolls a key in OVMF's variables):
+# PyPI's virt-firmware, pinned; its dependencies come from the apt packages.
+pip3 install -q --break-system-packages --no-deps virt-firmware==26.10

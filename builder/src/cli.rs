@@ -215,13 +215,18 @@ pub enum Command {
         hiperiso-build completions fish > ~/.config/fish/completions/hiperiso-build.fish"
     )]
     Completions(CompletionsArgs),
-    /// Create key pairs (the signing key of shared step caches).
+    /// Create key pairs (shared step caches, Secure Boot).
     #[command(
         long_about = "Create a key pair. `keys` (or `keys cache`) writes an ed25519 pair that signs \
         the step records pushed to a shared cache: DIR/cache-signing.ed25519 (secret, mode 600) and \
         DIR/cache-signing.ed25519.pub, whose one line goes into the [cache] trusted-keys of every \
-        manifest that should use those steps. Existing keys are never overwritten.\n\nExamples:\n  \
-        hiperiso-build keys\n  hiperiso-build keys --dir ci-keys --name ci-1"
+        manifest that should use those steps. `keys secure-boot` writes the user's own Secure Boot \
+        key: DIR/secure-boot.key (RSA-2048, mode 600), DIR/secure-boot.crt (its self-signed X.509 \
+        certificate) and DIR/secure-boot.cer (the same in DER, for firmware setup's \"enroll from \
+        file\" or `mokutil --import`); name them in the manifest's [secure-boot] to sign the stick's \
+        boot chain (docs/secure-boot.md). Existing keys are never overwritten.\n\nExamples:\n  \
+        hiperiso-build keys\n  hiperiso-build keys --dir ci-keys --name ci-1\n  \
+        hiperiso-build keys secure-boot --name \"my hiperiso db key\""
     )]
     Keys(KeysArgs),
 }
@@ -236,7 +241,8 @@ pub struct KeysArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// The key's name, as records and trusted-keys show it (default:
-    /// hiperiso-cache-1).
+    /// hiperiso-cache-1), or the certificate's common name (default:
+    /// hiperiso Secure Boot key).
     #[arg(long, global = true, value_name = "NAME")]
     pub name: Option<String>,
 }
@@ -246,6 +252,8 @@ pub struct KeysArgs {
 pub enum KeyKind {
     /// The ed25519 pair that signs shared step records.
     Cache,
+    /// The user's Secure Boot db/MOK key: RSA key and X.509 certificate.
+    SecureBoot,
 }
 
 /// `--cache-from`, `--cache-to` and `--require-cache` of the verbs that

@@ -56,6 +56,26 @@ pub fn signature(image: &[u8]) -> Option<PeSignature> {
     })
 }
 
+/// The raw bytes of the section called `name` (at most 8 bytes, e.g.
+/// `.sbat`), trailing NUL padding included; `None` when there is none.
+pub fn section<'a>(image: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    if !is_pe(image) || name.len() > 8 {
+        return None;
+    }
+    let coff = u32_at(image, 0x3c)? as usize + 4;
+    let count = usize::from(u16_at(image, coff + 2)?);
+    let table = coff + 20 + usize::from(u16_at(image, coff + 16)?);
+    (0..count).find_map(|i| {
+        let header = image.get(table + 40 * i..table + 40 * (i + 1))?;
+        let own = header[..8].split(|&b| b == 0).next()?;
+        if own != name.as_bytes() {
+            return None;
+        }
+        let (size, offset) = (u32_at(header, 16)? as usize, u32_at(header, 20)? as usize);
+        image.get(offset..offset.checked_add(size)?)
+    })
+}
+
 /// The values of every commonName attribute (OID 2.5.4.3, DER `06 03 55 04
 /// 03`) followed by a UTF8String, PrintableString or IA5String.
 fn common_names(der: &[u8]) -> Vec<String> {
@@ -128,5 +148,27 @@ mod tests {
         let mut image = pe(&cn("x"));
         image.truncate(0x402);
         assert_eq!(signature(&image), None);
+    }
+
+    #[test]
+    fn sections_by_name() {
+        let mut image = pe(&[]);
+        let coff = 0x84;
+        image[coff + 2..coff + 4].copy_from_slice(&2u16.to_le_bytes());
+        image[coff + 16..coff + 18].copy_from_slice(&240u16.to_le_bytes());
+        let table = coff + 20 + 240;
+        for (i, (name, offset)) in [(&b".text"[..], 0x300u32), (b".sbat", 0x380)]
+            .iter()
+            .enumerate()
+        {
+            let header = table + 40 * i;
+            image[header..header + name.len()].copy_from_slice(name);
+            image[header + 16..header + 20].copy_from_slice(&4u32.to_le_bytes());
+            image[header + 20..header + 24].copy_from_slice(&offset.to_le_bytes());
+        }
+        image[0x380..0x384].copy_from_slice(b"sbat");
+        assert_eq!(section(&image, ".sbat"), Some(&b"sbat"[..]));
+        assert_eq!(section(&image, ".sba"), None);
+        assert_eq!(section(b"MZ", ".sbat"), None);
     }
 }

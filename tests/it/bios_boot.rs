@@ -15,12 +15,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hiperiso_build::cli::TableArg;
-use hiperiso_build::vm::{self as run, StickImage};
 use hiperiso_installer::bios_boot::BiosBoot;
 use hiperiso_installer::inspect;
 use hiperiso_installer::layout::TableKind;
 use hiperiso_stick::paths::esp::{BIOS_BOOT_IMG, BIOS_CORE_IMG};
-use hiperiso_stick::qemu::{Accel, Chardev, Firmware, Machine, QemuCommand};
+use hiperiso_stick::qemu::Firmware;
 use hiperiso_tests::stick;
 
 /// TCG: SeaBIOS, GRUB loading the kernel and a large initramfs over USB.
@@ -56,15 +55,7 @@ fn seabios_boots_the_mbr_and_the_gpt_stick_to_hiperiso_init() {
             shown.contains("legacy BIOS: GRUB boot.img") && shown.contains("UEFI"),
             "{shown}"
         );
-        let mut data = StickImage::open(&image).unwrap();
-        data.put_bytes(
-            "ISOs/bios-test.iso",
-            b"not an ISO: init starts before it looks",
-            0,
-        )
-        .unwrap();
-        data.boot_once("bios-test.iso").unwrap();
-        drop(data);
+        stick::add_placeholder_iso(&image, "bios-test.iso");
         boot_until_init(dir.path(), &image, kind);
     }
 }
@@ -90,19 +81,7 @@ fn boot_until_init(dir: &Path, image: &Path, table: TableKind) {
     // one of the two outer-VM slots of this test binary
     let _slot = crate::runtime_boot::VmSlot::acquire();
     let console = dir.join(format!("console-{table}.log"));
-    let mut q = QemuCommand::new(run::qemu_program());
-    q.machine(&Machine::q35())
-        .accel(Accel::Tcg)
-        .cpu("EPYC", "")
-        .memory_mb(1024)
-        .nodefaults()
-        .display_none()
-        .vga("std")
-        .no_reboot()
-        .firmware(&Firmware::Bios { image: None })
-        .usb_stick(image, false)
-        .serial_chardev("console", &Chardev::File(console.clone()))
-        .no_monitor();
+    let q = stick::firmware_vm(&Firmware::Bios { image: None }, image, &console);
     let started = Instant::now();
     let (reached, text) = stick::console_until(&q, &console, BOOT_TIMEOUT, |line| {
         line.contains(INIT_NAME) && line.contains(INIT_STARTED)

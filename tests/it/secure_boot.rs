@@ -8,6 +8,17 @@
 //! grubenv default. The same firmware refuses the stick once one byte of
 //! its GRUB is changed: the chain is really checked.
 //!
+//! The user's own key (docs/secure-boot.md): OVMF with ONLY a key made by
+//! `keys secure-boot` enrolled (PK, KEK, db; no Microsoft key) boots the
+//! same ESP signed with it by payload::secure_boot::sign_esp, the function
+//! `[secure-boot]` runs: Debian's shim with the user's signature added,
+//! GRUB of Debian's grub-efi-amd64-bin (the from-source profile's takes
+//! ~30 min to build) signed with the key, and Debian's kernel with its
+//! Debian signature removed and the user's put on (so the kernel is
+//! accepted for the user's key, not through shim's built-in Debian CA).
+//! GRUB has exFAT built in, so the normal menu boots the ISO. The same
+//! firmware refuses a GRUB signed with another key.
+//!
 //! Each boot stops at hiperiso-init's Secure Boot line (what runs after it
 //! is the e2e suite's).
 
@@ -15,14 +26,17 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use hiperiso_build::vm::{self as run, StickImage};
+use hiperiso_build::payload::grub::Platform;
+use hiperiso_build::payload::secure_boot::{self, SigningKey};
 use hiperiso_installer::{inspect, pe};
-use hiperiso_stick::paths::esp::{BOOT_EFI, SIGNED_GRUB_EFI};
-use hiperiso_stick::qemu::{Accel, Chardev, Firmware, Machine, QemuCommand};
+use hiperiso_stick::paths::esp::{BOOT_EFI, SIGNED_GRUB_EFI, VMLINUZ};
+use hiperiso_stick::qemu::Firmware;
 use hiperiso_tests::stick;
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+/// OVMF's empty variable store (no key: Secure Boot in setup mode).
+const OVMF_VARS_EMPTY: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// hiperiso-init's lines (runtime/src/init/boot.rs): the first at its
 /// start, the second once the data partition is mounted.
@@ -52,8 +66,9 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
             && shown.contains("Microsoft Corporation UEFI CA"),
         "{shown}"
     );
-    add_iso(&image);
-    let (reached, text) = boot(dir.path(), &image, "signed");
+    stick::add_placeholder_iso(&image, "sb-test.iso");
+    let vars = Path::new(OVMF_VARS);
+    let (reached, text) = boot(dir.path(), &image, "signed", vars, PICK_LINE);
     assert!(
         reached,
         "Secure Boot OVMF did not reach hiperiso-init within {BOOT_TIMEOUT:?}:\n{}",
@@ -72,7 +87,7 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
 
     // One byte of GRUB's code changed: shim must refuse it.
     let tampered_esp = dir.path().join("esp-tampered");
-    copy_tree(esp, &tampered_esp);
+    stick::copy_tree(esp, &tampered_esp);
     let grub = tampered_esp.join(SIGNED_GRUB_EFI);
     let mut bytes = fs::read(&grub).unwrap();
     let middle = bytes.len() / 2;
@@ -80,8 +95,8 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
     fs::write(&grub, bytes).unwrap();
     let image = dir.path().join("tampered.img");
     stick::write_image(dir.path(), &tampered_esp, &image, None).unwrap();
-    add_iso(&image);
-    let (reached, text) = boot(dir.path(), &image, "tampered");
+    stick::add_placeholder_iso(&image, "sb-test.iso");
+    let (reached, text) = boot(dir.path(), &image, "tampered", vars, PICK_LINE);
     assert!(
         !reached && !text.contains("GNU GRUB") && !text.contains("hiperiso-init"),
         "the tampered GRUB ran under Secure Boot:\n{}",
@@ -94,60 +109,128 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
     );
 }
 
-fn add_iso(image: &Path) {
-    let mut data = StickImage::open(image).unwrap();
-    data.put_bytes(
-        "ISOs/sb-test.iso",
-        b"not an ISO: init starts before it looks",
-        0,
-    )
-    .unwrap();
-    data.boot_once("sb-test.iso").unwrap();
+#[test]
+fn secure_boot_ovmf_with_only_the_users_key_boots_the_user_signed_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = secure_boot::generate(&dir.path().join("keys"), "hiperiso CI db key").unwrap();
+    let wrong = secure_boot::generate(&dir.path().join("wrong"), "not enrolled").unwrap();
+    let vars = dir.path().join("vars-user-key.fd");
+    enroll_only(&key, &vars);
+
+    let esp = dir.path().join("esp-user");
+    stick::copy_tree(stick::shared_esp(), &esp);
+    let kernel = esp.join(VMLINUZ);
+    command("sbattach", |c| c.arg("--remove").arg(&kernel));
+    let root = stick::package_tree().unwrap();
+    secure_boot::sign_esp(&root, &esp, &key, &Platform::Efi.modules()).unwrap();
+    for (file, who) in [
+        (BOOT_EFI, "hiperiso CI db key"),
+        (VMLINUZ, "hiperiso CI db key"),
+    ] {
+        let names = pe::signature(&fs::read(esp.join(file)).unwrap())
+            .unwrap()
+            .common_names;
+        assert!(names.iter().any(|n| n == who), "{file}: {names:?}");
+    }
+    let grub = pe::signature(&fs::read(esp.join(SIGNED_GRUB_EFI)).unwrap()).unwrap();
+    assert_eq!(grub.common_names, ["hiperiso CI db key"]);
+    let kernel_names = pe::signature(&fs::read(&kernel).unwrap())
+        .unwrap()
+        .common_names;
+    assert!(
+        !kernel_names.iter().any(|n| n.contains("Debian")),
+        "{kernel_names:?}"
+    );
+
+    let image = dir.path().join("user.img");
+    stick::write_image(dir.path(), &esp, &image, None).unwrap();
+    stick::add_placeholder_iso(&image, "sb-test.iso");
+    let (reached, text) = boot(dir.path(), &image, "user", &vars, SECURE_BOOT_LINE);
+    assert!(
+        reached,
+        "OVMF with only the user's key did not reach hiperiso-init:\n{}",
+        stick::tail(&text, 40)
+    );
+    let line = text.lines().find(|l| l.contains(SECURE_BOOT_LINE)).unwrap();
+    assert!(line.contains("secure_boot=enabled"), "{line}");
+    // GRUB read the exFAT data partition under Secure Boot: the ISO's own
+    // entry booted, not the pick.
+    assert!(
+        text.contains("hiperiso.iso=/ISOs/sb-test.iso"),
+        "the ISO's menu entry did not boot:\n{}",
+        stick::tail(&text, 40)
+    );
+
+    // GRUB signed with a key that is not enrolled: shim refuses it.
+    let grub = esp.join(SIGNED_GRUB_EFI);
+    command("sbattach", |c| c.arg("--remove").arg(&grub));
+    secure_boot::sign(&wrong, &grub).unwrap();
+    let image = dir.path().join("wrong-key.img");
+    stick::write_image(dir.path(), &esp, &image, None).unwrap();
+    stick::add_placeholder_iso(&image, "sb-test.iso");
+    let (reached, text) = boot(dir.path(), &image, "wrong-key", &vars, SECURE_BOOT_LINE);
+    assert!(
+        !reached && !text.contains("GNU GRUB"),
+        "a GRUB signed with a key not in db ran:\n{}",
+        stick::tail(&text, 40)
+    );
+    assert!(
+        text.contains("Security Violation") || text.contains("Verification failed"),
+        "no refusal on the console:\n{}",
+        stick::tail(&text, 40)
+    );
 }
 
-/// Boots `image` under Secure Boot OVMF until hiperiso-init has picked the
-/// image, or shim's refusal; returns whether hiperiso-init ran.
-fn boot(dir: &Path, image: &Path, name: &str) -> (bool, String) {
+/// Runs `program` as `args` makes it, which must succeed.
+fn command(
+    program: &str,
+    args: impl FnOnce(&mut std::process::Command) -> &mut std::process::Command,
+) {
+    let mut command = std::process::Command::new(program);
+    let status = args(&mut command)
+        .status()
+        .unwrap_or_else(|e| panic!("{program}: {e} (apt install sbsigntool)"));
+    assert!(status.success(), "{command:?}: {status}");
+}
+
+/// OVMF's empty store with `key` as PK, KEK and the only db entry, Secure
+/// Boot on: PyPI virt-firmware's virt-fw-vars (.ci/install.sh).
+fn enroll_only(key: &SigningKey, vars: &Path) {
+    let owner = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d";
+    command("virt-fw-vars", |c| {
+        c.args(["--input", OVMF_VARS_EMPTY, "--output"])
+            .arg(vars)
+            .args(["--set-pk", owner])
+            .arg(&key.cert)
+            .args(["--add-kek", owner])
+            .arg(&key.cert)
+            .args(["--add-db", owner])
+            .arg(&key.cert)
+            .arg("--secure-boot")
+    });
+}
+
+/// Boots `image` under Secure Boot OVMF (its variables a copy of `vars`)
+/// until a console line contains `until`, or shim's refusal; returns
+/// whether hiperiso-init ran.
+fn boot(dir: &Path, image: &Path, name: &str, vars: &Path, until: &str) -> (bool, String) {
     // one of the two outer-VM slots of this test binary
     let _slot = crate::runtime_boot::VmSlot::acquire();
+    let template = vars;
     let vars = dir.join(format!("vars-{name}.fd"));
-    fs::copy(OVMF_VARS, &vars).expect("Debian's ovmf (OVMF_VARS_4M.ms.fd)");
+    fs::copy(template, &vars).expect("Debian's ovmf (OVMF_VARS_4M*.fd)");
     let console = dir.join(format!("console-{name}.log"));
-    let mut q = QemuCommand::new(run::qemu_program());
-    q.machine(&Machine::q35().smm(true))
-        .accel(Accel::Tcg)
-        .cpu("EPYC", "")
-        .memory_mb(1024)
-        .nodefaults()
-        .display_none()
-        .vga("std")
-        .no_reboot()
-        .firmware(&Firmware::Uefi {
-            code: OVMF_CODE.into(),
-            vars,
-            secure: true,
-        })
-        .usb_stick(image, false)
-        .serial_chardev("console", &Chardev::File(console.clone()))
-        .no_monitor();
+    let firmware = Firmware::Uefi {
+        code: OVMF_CODE.into(),
+        vars,
+        secure: true,
+    };
+    let q = stick::firmware_vm(&firmware, image, &console);
     let (_, text) = stick::console_until(&q, &console, BOOT_TIMEOUT, |line| {
-        line.contains(PICK_LINE)
+        line.contains(until)
             || line.contains("Security Violation")
             || line.contains("Verification failed")
     });
     let reached = text.lines().any(|l| l.contains(SECURE_BOOT_LINE));
     (reached, text)
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

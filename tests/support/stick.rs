@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use hiperiso_build::cli::TableArg;
-use hiperiso_build::debian::closure::LockMode;
+use hiperiso_build::debian::closure::{self, LockMode};
 use hiperiso_build::payload::cached::{self, StepsInfo};
 use hiperiso_build::payload::esp::Payload;
 use hiperiso_build::payload::from_packages;
 use hiperiso_build::project::Project;
 use hiperiso_build::settings::Settings;
-use hiperiso_stick::qemu::QemuCommand;
+use hiperiso_stick::qemu::{Accel, Chardev, Firmware, Machine, QemuCommand};
 
 use crate::workspace_root;
 
@@ -30,13 +30,30 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+fn debian_project() -> Result<Project> {
+    let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
+    settings.profile = Some("debian".into());
+    Project::load(settings).context("loading the manifest")
+}
+
+fn scratch_lock() -> PathBuf {
+    target_dir().join("hiperiso-e2e.lock")
+}
+
+/// The debian profile's unpacked package tree (the root the ESP is made
+/// from), through the same scratch lock and cache as [`build_esp`].
+pub fn package_tree() -> Result<PathBuf> {
+    let project = debian_project()?;
+    let prepared = closure::prepare(&project, LockMode::Scratch(&scratch_lock()))
+        .context("unpacking the debian profile's packages")?;
+    Ok(prepared.tree)
+}
+
 /// Writes the debian profile's ESP tree into `esp` (which must not exist).
 /// Packages come through the default cache, shared with the other tests.
 pub fn build_esp(esp: &Path) -> Result<Payload> {
-    let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
-    settings.profile = Some("debian".into());
-    let project = Project::load(settings).context("loading the manifest")?;
-    let scratch_lock = target_dir().join("hiperiso-e2e.lock");
+    let project = debian_project()?;
+    let scratch_lock = scratch_lock();
     let steps = BTreeMap::new();
     let info = StepsInfo {
         steps: &steps,
@@ -92,6 +109,56 @@ pub fn write_image(dir: &Path, esp: &Path, image: &Path, table: Option<TableArg>
     )
     .context("hiperiso-build image")?;
     Ok(())
+}
+
+/// The outer VM both firmware tests boot a stick in (bios_boot,
+/// secure_boot): q35 under TCG (`-cpu EPYC`, DESIGN §6), 1 GiB, std VGA,
+/// the image as a USB stick on xHCI, the serial console into the file
+/// `console`; SMM on for UEFI (OVMF's Secure Boot build needs it).
+pub fn firmware_vm(firmware: &Firmware, image: &Path, console: &Path) -> QemuCommand {
+    let machine = match firmware {
+        Firmware::Uefi { .. } => Machine::q35().smm(true),
+        Firmware::Bios { .. } => Machine::q35(),
+    };
+    let mut q = QemuCommand::new(hiperiso_build::vm::qemu_program());
+    q.machine(&machine)
+        .accel(Accel::Tcg)
+        .cpu("EPYC", "")
+        .memory_mb(1024)
+        .nodefaults()
+        .display_none()
+        .vga("std")
+        .no_reboot()
+        .firmware(firmware)
+        .usb_stick(image, false)
+        .serial_chardev("console", &Chardev::File(console.to_path_buf()))
+        .no_monitor();
+    q
+}
+
+/// Puts a file named `name` under ISOs/ of the image's data partition (not
+/// an ISO: the firmware tests stop before hiperiso-init looks) and makes it
+/// the one-shot default.
+pub fn add_placeholder_iso(image: &Path, name: &str) {
+    let mut data = hiperiso_build::vm::StickImage::open(image).unwrap();
+    let path = format!("ISOs/{name}");
+    data.put_bytes(&path, b"not an ISO: init starts before it looks", 0)
+        .unwrap();
+    data.boot_once(name).unwrap();
+}
+
+/// Copies the directory tree `from` to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 /// Runs `qemu` (its serial console going to the file `console`) until a

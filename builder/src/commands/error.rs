@@ -95,6 +95,8 @@ pub enum Error {
     Io(#[from] hiperiso_stick::io::IoError),
     #[error("making a key pair")]
     Keys(#[from] crate::steps::trust::TrustError),
+    #[error("making the Secure Boot key")]
+    SecureBootKey(#[from] crate::payload::secure_boot::SecureBootError),
     #[error("doctor: {} check(s) failed: {}", failed.len(), failed.join(", "))]
     Doctor { failed: Vec<String> },
     #[error("`hiperiso-build {verb}` is not implemented yet (see issue {issue})")]

@@ -47,6 +47,20 @@ pub struct Manifest {
     pub sources: BTreeMap<String, Source>,
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// The user's own Secure Boot key that signs the boot chain
+    /// (docs/secure-boot.md); none: the debian profile's Debian-signed chain.
+    #[serde(default, rename = "secure-boot")]
+    pub secure_boot: Option<SecureBoot>,
+}
+
+/// `[secure-boot]`: the pair `hiperiso-build keys secure-boot` writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureBoot {
+    /// The private key (PEM), relative to the manifest.
+    pub key: PathBuf,
+    /// Its X.509 certificate (PEM), relative to the manifest.
+    pub cert: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

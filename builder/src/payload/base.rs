@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::debian::closure::ClosureError;
 use crate::model::manifest::ManifestError;
 use crate::payload::esp::{PayloadError, PayloadOptions};
+use crate::payload::secure_boot::SigningKey;
 use crate::project::Project;
 use crate::sources::store::StoreError;
 use crate::steps::cache::Cache;
@@ -88,6 +89,10 @@ pub fn base_options(
     options
         .extra_esp_files
         .push((esp::HIPERISO_LOG.into(), runtime.join("hiperiso-log")));
+    options.secure_boot = manifest.secure_boot.as_ref().map(|sb| SigningKey {
+        key: project.manifest_dir().join(&sb.key),
+        cert: project.manifest_dir().join(&sb.cert),
+    });
     let manifest_text = fs::read(manifest_path).map_err(io_err("read", manifest_path))?;
     let info = &mut options.build_info;
     info.insert("profile".into(), profile.into());

@@ -82,6 +82,7 @@ pub fn esp(
             "grub_modules": options.grub_modules,
             "grub_image": options.grub_image.is_some(),
             "grub_bios": options.grub_bios.is_some(),
+            "secure_boot_cert": secure_boot_cert(options)?,
             "extra_esp_files": options.extra_esp_files.iter().map(|(to, _)| to).collect::<Vec<_>>(),
             "overlay": overlay_manifest(options, "esp")?,
             "build_info": info,
@@ -113,6 +114,16 @@ pub fn esp(
         payload,
         outcomes,
     })
+}
+
+/// The sha256 of the `[secure-boot]` certificate (the key is the
+/// certificate's; a new pair is a new certificate).
+fn secure_boot_cert(options: &PayloadOptions) -> Result<Option<String>, PayloadError> {
+    let Some(key) = &options.secure_boot else {
+        return Ok(None);
+    };
+    let cert = fs::read(&key.cert).map_err(io_err("read", &key.cert))?;
+    Ok(Some(sha256_hex(&cert)))
 }
 
 /// The initramfs derivation: the archive and its modules' load order.

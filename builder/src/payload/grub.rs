@@ -106,6 +106,17 @@ pub fn grub_mkimage(
     modules: &[String],
     output: &Path,
 ) -> Result<(), GrubError> {
+    grub_mkimage_with(root, platform, modules, output, &[])
+}
+
+/// [`grub_mkimage`] with `extra` options (e.g. `--sbat FILE`).
+pub fn grub_mkimage_with(
+    root: &Path,
+    platform: Platform,
+    modules: &[String],
+    output: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> Result<(), GrubError> {
     let loader = real_path(root, "lib64/ld-linux-x86-64.so.2")?;
     let mkimage = real_path(root, "usr/bin/grub-mkimage")?;
     let module_dir = real_path(root, &format!("usr/lib/grub/{}", platform.target()))?;
@@ -122,6 +133,7 @@ pub fn grub_mkimage(
         .arg(&module_dir)
         .args(["-O", platform.target(), "-p", platform.prefix(), "-o"])
         .arg(output)
+        .args(extra)
         .args(modules)
         .env_clear()
         .env("LC_ALL", "C")
@@ -149,10 +161,10 @@ pub fn bios_boot(root: &Path, esp: &Path) -> Result<(), GrubError> {
 }
 
 /// Debian's shim, signed by Microsoft's UEFI CA (package shim-signed).
-const SIGNED_SHIM: &str = "usr/lib/shim/shimx64.efi.signed";
+pub const SIGNED_SHIM: &str = "usr/lib/shim/shimx64.efi.signed";
 /// Debian's GRUB, signed by Debian's key that shim trusts (package
 /// grub-efi-amd64-signed).
-const SIGNED_GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+pub const SIGNED_GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
 
 /// `EFI/debian/grub.cfg`: Debian's signed GRUB looks for its config in
 /// its built-in prefix /EFI/debian; this hands over to the stick's menu

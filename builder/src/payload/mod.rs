@@ -12,4 +12,5 @@ pub mod from_steps;
 pub mod grub;
 pub mod initramfs;
 pub mod kmod;
+pub mod secure_boot;
 pub mod trees;

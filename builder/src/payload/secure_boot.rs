@@ -1,0 +1,225 @@
+//! Secure Boot with the user's own key (docs/secure-boot.md): the key pair
+//! `hiperiso-build keys secure-boot` makes (openssl), and the ESP's boot
+//! chain signed with it (Debian's sbsign) when the manifest's
+//! `[secure-boot]` names it:
+//!
+//! ```text
+//! EFI/BOOT/BOOTX64.EFI   Debian's shim, with the user's signature added to
+//!                        Microsoft's (firmware with either in db runs it)
+//! EFI/BOOT/grubx64.efi   grub-mkimage of the tree, every module of the menu
+//!                        built in (exFAT too), the .sbat of Debian's signed
+//!                        GRUB of the same version; signed with the user's key
+//! EFI/BOOT/mmx64.efi     shim's MokManager (Debian-signed), for MOK enrolment
+//! EFI/hiperiso/vmlinuz   the kernel, the user's signature added
+//! ```
+//!
+//! Shim stays in the chain because GRUB 2.06 loads no kernel under Secure
+//! Boot without it: an image made with `--disable-shim-lock` refuses both
+//! `linux` and `chainloader` ("verification requested but nobody cares").
+//! Shim checks GRUB, and GRUB asks shim to check the kernel, against db,
+//! then MOK, then shim's built-in Debian CA.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hiperiso_stick::io::{IoError, io_err};
+use hiperiso_stick::paths::esp as paths;
+
+use crate::payload::grub::{
+    GrubError, Platform, SIGNED_GRUB, SIGNED_SHIM, grub_mkimage_with, real_path,
+};
+
+/// The file names `keys secure-boot` writes in its directory.
+pub const KEY_FILE: &str = "secure-boot.key";
+pub const CERT_FILE: &str = "secure-boot.crt";
+pub const DER_FILE: &str = "secure-boot.cer";
+
+/// shim's MokManager (shim-helpers-amd64-signed).
+const MOK_MANAGER: &str = "usr/lib/shim/mmx64.efi.signed";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecureBootError {
+    #[error("{tool} failed ({status}): {stderr}")]
+    Tool {
+        tool: &'static str,
+        status: String,
+        stderr: String,
+    },
+    #[error("{0} exists: keys are never overwritten (move it away or pick another --dir)")]
+    Exists(PathBuf),
+    #[error(
+        "[secure-boot] needs Debian's shim in the payload tree ({SIGNED_SHIM}, package \
+         shim-signed): GRUB 2.06 boots no kernel under Secure Boot without it"
+    )]
+    NoShim,
+    #[error("{0} has no .sbat section (shim refuses a GRUB without one)")]
+    NoSbat(PathBuf),
+    #[error(transparent)]
+    Grub(#[from] GrubError),
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// The user's signing key: a PEM private key and its PEM X.509 certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+}
+
+impl SigningKey {
+    /// The pair `keys secure-boot` wrote into `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            key: dir.join(KEY_FILE),
+            cert: dir.join(CERT_FILE),
+        }
+    }
+}
+
+fn run(tool: &'static str, command: &mut Command) -> Result<(), SecureBootError> {
+    let output = command
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(io_err("run", Path::new(tool)))?;
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(SecureBootError::Tool {
+            tool,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        }),
+    }
+}
+
+/// Writes a new RSA-2048 key and a self-signed certificate for it (valid
+/// for 100 years; firmware does not check the dates) into `dir`: the key
+/// (mode 600), the certificate as PEM (sbsign, virt-fw-vars) and as DER
+/// (firmware setup's "enroll from file", `mokutil --import`).
+pub fn generate(dir: &Path, name: &str) -> Result<SigningKey, SecureBootError> {
+    let key = SigningKey::in_dir(dir);
+    let der = dir.join(DER_FILE);
+    for file in [&key.key, &key.cert, &der] {
+        if file.exists() {
+            return Err(SecureBootError::Exists(file.clone()));
+        }
+    }
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    // The key file is mode 600 before openssl writes into it.
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key.key)
+        .map_err(io_err("create", &key.key))?;
+    // RSA-2048: the only key type UEFI firmware must support for db.
+    run(
+        "openssl",
+        Command::new("openssl")
+            .args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes"])
+            .args(["-sha256", "-days", "36500", "-subj"])
+            .arg(format!("/CN={name}/"))
+            .arg("-keyout")
+            .arg(&key.key)
+            .arg("-out")
+            .arg(&key.cert),
+    )?;
+    run(
+        "openssl",
+        Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&key.cert)
+            .arg("-out")
+            .arg(&der),
+    )?;
+    Ok(key)
+}
+
+/// Adds `key`'s Authenticode signature to the PE image `file` (sbsign
+/// keeps any signature it already has).
+pub fn sign(key: &SigningKey, file: &Path) -> Result<(), SecureBootError> {
+    let signed = file.with_extension("signing");
+    run(
+        "sbsign",
+        Command::new("sbsign")
+            .arg("--key")
+            .arg(&key.key)
+            .arg("--cert")
+            .arg(&key.cert)
+            .arg("--output")
+            .arg(&signed)
+            .arg(file),
+    )?;
+    fs::rename(&signed, file).map_err(io_err("rename", &signed))?;
+    Ok(())
+}
+
+/// Signs the ESP tree `esp` (its kernel in place) with `key` and puts the
+/// user-signed chain of the module's table into it, in place of Debian's
+/// (`EFI/debian/`, the loose modules: GRUB loads none under Secure Boot).
+/// `modules` are built into GRUB.
+pub fn sign_esp(
+    root: &Path,
+    esp: &Path,
+    key: &SigningKey,
+    modules: &[String],
+) -> Result<(), SecureBootError> {
+    for dir in [paths::GRUB_MODULE_DIR, "EFI/debian"] {
+        let dir = esp.join(dir);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+        }
+    }
+    sign(key, &esp.join(paths::VMLINUZ))?;
+    let shim = real_path(root, SIGNED_SHIM).map_err(|_| SecureBootError::NoShim)?;
+    let boot = esp.join(paths::BOOT_EFI);
+    let dir = boot.parent().unwrap_or(esp);
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    fs::copy(&shim, &boot).map_err(io_err("copy", &shim))?;
+    sign(key, &boot)?;
+    if let Ok(mok_manager) = real_path(root, MOK_MANAGER) {
+        let to = dir.join("mmx64.efi");
+        fs::copy(&mok_manager, &to).map_err(io_err("copy", &mok_manager))?;
+    }
+
+    let signed_grub = real_path(root, SIGNED_GRUB)?;
+    let image = fs::read(&signed_grub).map_err(io_err("read", &signed_grub))?;
+    let sbat = hiperiso_installer::pe::section(&image, ".sbat")
+        .ok_or_else(|| SecureBootError::NoSbat(signed_grub.clone()))?;
+    let sbat_csv = esp.join("sbat.csv");
+    let text: Vec<u8> = sbat.iter().copied().take_while(|&b| b != 0).collect();
+    fs::write(&sbat_csv, text).map_err(io_err("write", &sbat_csv))?;
+    let grub = esp.join(paths::SIGNED_GRUB_EFI);
+    let made = grub_mkimage_with(
+        root,
+        Platform::Efi,
+        modules,
+        &grub,
+        &["--sbat".as_ref(), sbat_csv.as_os_str()],
+    );
+    fs::remove_file(&sbat_csv).map_err(io_err("remove", &sbat_csv))?;
+    made?;
+    sign(key, &grub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(CERT_FILE), "mine").unwrap();
+        let err = generate(dir.path(), "x").unwrap_err();
+        assert!(
+            matches!(err, SecureBootError::Exists(ref p) if p.ends_with(CERT_FILE)),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join(CERT_FILE)).unwrap(),
+            "mine"
+        );
+    }
+}
