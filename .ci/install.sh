@@ -59,5 +59,7 @@ fi
 # (apt's resolver depends on the order of its arguments: keep the simulated one)
 "${install[@]}" --allow-downgrades "${wanted[@]}" "${align[@]}"
 # virt-fw-vars (tests/it/secure_boot.rs enrolls a key in OVMF's variables):
-# PyPI's virt-firmware, pinned; its dependencies come from the apt packages.
-pip3 install -q --break-system-packages --no-deps virt-firmware==26.10
+# PyPI's virt-firmware, pinned, for Debian's python3 (not a pyenv one first on
+# PATH): its dependencies are the apt packages python3-cryptography/-pefile.
+/usr/bin/python3 -m pip install -q --break-system-packages --no-deps virt-firmware==26.10
+/usr/bin/python3 -c 'import virt.firmware.vars' || { echo "$0: virt-fw-vars cannot import its dependencies" >&2; exit 1; }
