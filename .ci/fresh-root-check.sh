@@ -29,7 +29,10 @@ mkdir -p "$root/ci"
 cp "$here/install.sh" "$here/packages.txt" "$root/ci/"
 
 echo "fresh root: $(chroot "$root" dpkg-query -W -f='${Package} ${Version}' qemu-utils) before the install"
-chroot "$root" bash /ci/install.sh /ci/packages.txt >"$work/install.log" 2>&1 || {
+# pip (install.sh's one PyPI package) trusts what this machine trusts, as the
+# base image does: a bare bookworm root lacks a TLS proxy's CA.
+cp /etc/ssl/certs/ca-certificates.crt "$root/ci/host-ca.crt"
+chroot "$root" env PIP_CERT=/ci/host-ca.crt bash /ci/install.sh /ci/packages.txt >"$work/install.log" 2>&1 || {
     tail -20 "$work/install.log" >&2
     echo "$0: .ci/install.sh failed in the fresh root (log: $work/install.log)" >&2
     exit 1
@@ -45,5 +48,6 @@ chroot "$root" bash -c '
     qemu-img --version | head -1
     for t in mkfs.exfat fsck.exfat fsck.fat sgdisk xorriso grub-mkimage bwrap; do command -v $t >/dev/null || { echo "missing: $t"; exit 1; }; done
     test -f /usr/share/OVMF/OVMF_CODE_4M.fd
+    virt-fw-vars --help >/dev/null
 '
 echo "fresh-root check: .ci/install.sh installed every package of .ci/packages.txt"

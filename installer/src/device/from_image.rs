@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use hiperiso_stick::build_json::BuildMarker;
 use hiperiso_stick::io::io_err;
 
-use super::install::{WriteStep, write_and_verify, write_steps};
+use super::install::{WriteStep, describe_writes, write_and_verify, write_steps};
 use super::recognise::recognise;
 use super::refusals::check_install;
 use super::{BlockDevice, DeviceError, InstallReport, human};
@@ -114,25 +114,7 @@ impl fmt::Display for ImageInstallPlan {
                 human(self.device.size - self.size)
             )?;
         }
-        writeln!(
-            f,
-            "writes, in order ({} in total):",
-            human(self.bytes_to_write())
-        )?;
-        for (i, step) in self.steps.iter().enumerate() {
-            writeln!(
-                f,
-                "  {}. {} ({} in {} region(s))",
-                i + 1,
-                step.what,
-                human(step.bytes()),
-                step.regions.len()
-            )?;
-        }
-        writeln!(
-            f,
-            "then fsync, read every written region back and compare sha256, and make the kernel see the partitions"
-        )
+        describe_writes(f, &self.steps)
     }
 }
 

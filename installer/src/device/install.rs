@@ -124,6 +124,26 @@ impl InstallPlan {
     }
 }
 
+/// A plan's writes, in order, and what follows them (both kinds of install).
+pub(super) fn describe_writes(f: &mut fmt::Formatter<'_>, steps: &[WriteStep]) -> fmt::Result {
+    let total = steps.iter().map(WriteStep::bytes).sum();
+    writeln!(f, "writes, in order ({} in total):", human(total))?;
+    for (i, step) in steps.iter().enumerate() {
+        writeln!(
+            f,
+            "  {}. {} ({} in {} region(s))",
+            i + 1,
+            step.what,
+            human(step.bytes()),
+            step.regions.len()
+        )?;
+    }
+    writeln!(
+        f,
+        "then fsync, read every written region back and compare sha256, and make the kernel see the partitions"
+    )
+}
+
 fn describe_layout(
     f: &mut fmt::Formatter<'_>,
     layout: &Layout,
@@ -177,25 +197,7 @@ impl fmt::Display for InstallPlan {
             &self.spec.esp_label,
             &esp_fs,
         )?;
-        writeln!(
-            f,
-            "writes, in order ({} in total):",
-            human(self.bytes_to_write())
-        )?;
-        for (i, step) in self.steps.iter().enumerate() {
-            writeln!(
-                f,
-                "  {}. {} ({} in {} region(s))",
-                i + 1,
-                step.what,
-                human(step.bytes()),
-                step.regions.len()
-            )?;
-        }
-        writeln!(
-            f,
-            "then fsync, read every written region back and compare sha256, and make the kernel see the partitions"
-        )
+        describe_writes(f, &self.steps)
     }
 }
 
