@@ -123,6 +123,23 @@ fn image_twice_is_identical_and_inspectable() {
 
 pub(crate) struct Loop(pub(crate) PathBuf);
 
+impl Loop {
+    /// A loop device over a new 160 MiB file `raw` whose first MiB is 0xEE
+    /// (a stick's worth of old contents, to show what a write changed).
+    pub(crate) fn over_new_file(raw: &Path) -> Loop {
+        fs::write(raw, vec![0xEEu8; MIB as usize]).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(raw)
+            .unwrap()
+            .set_len(160 * MIB)
+            .unwrap();
+        Loop(PathBuf::from(
+            ok(Command::new("losetup").args(["-f", "--show"]).arg(raw)).trim(),
+        ))
+    }
+}
+
 impl Drop for Loop {
     fn drop(&mut self) {
         let _ = Command::new("partx").arg("-d").arg(&self.0).output();
@@ -142,16 +159,7 @@ fn install_asks_for_the_device_name_and_dry_run_writes_nothing() {
     fs::create_dir_all(&session).unwrap();
     fs::write(session.join("session.json"), "{}").unwrap();
     let raw = p.path("stick.raw");
-    fs::write(&raw, vec![0xEEu8; MIB as usize]).unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&raw)
-        .unwrap()
-        .set_len(160 * MIB)
-        .unwrap();
-    let dev = Loop(PathBuf::from(
-        ok(Command::new("losetup").args(["-f", "--show"]).arg(&raw)).trim(),
-    ));
+    let dev = Loop::over_new_file(&raw);
     let before = sha256(&raw);
 
     let plan = ok(p

@@ -89,18 +89,7 @@ fn pushed_images_install_by_reference_or_file_and_tampered_ones_are_refused() {
         .write_all_at(b"x", 100 * MIB)
         .unwrap();
     let raw = p.path("stick.raw");
-    fs::write(&raw, vec![0xEEu8; MIB as usize]).unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&raw)
-        .unwrap()
-        .set_len(160 * MIB)
-        .unwrap();
-    let dev = Loop(
-        ok(Command::new("losetup").args(["-f", "--show"]).arg(&raw))
-            .trim()
-            .into(),
-    );
+    let dev = Loop::over_new_file(&raw);
     let cwd = tempfile::tempdir().unwrap();
     let want = sha256_prefix(&image, 128 * MIB);
 
