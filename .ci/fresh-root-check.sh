@@ -31,8 +31,8 @@ cp "$here/install.sh" "$here/packages.txt" "$root/ci/"
 echo "fresh root: $(chroot "$root" dpkg-query -W -f='${Package} ${Version}' qemu-utils) before the install"
 # pip (install.sh's one PyPI package) trusts what this machine trusts, as the
 # base image does: a bare bookworm root lacks a TLS proxy's CA.
-cp /etc/ssl/certs/ca-certificates.crt "$root/ci/host-ca.crt"
-chroot "$root" env PIP_CERT=/ci/host-ca.crt bash /ci/install.sh /ci/packages.txt >"$work/install.log" 2>&1 || {
+cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+chroot "$root" bash /ci/install.sh /ci/packages.txt >"$work/install.log" 2>&1 || {
     tail -20 "$work/install.log" >&2
     echo "$0: .ci/install.sh failed in the fresh root (log: $work/install.log)" >&2
     exit 1
