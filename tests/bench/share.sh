@@ -6,7 +6,7 @@
 #   B: an empty cache (downloads not shared) builds the same manifest
 #      (`image --cache-from`), pulling every step.
 # Prints B's wall time against A's cold build (the sum of the step times
-# its records hold, and the README's measured wall time of a cold image),
+# its records hold, and docs/from-source.md's measured wall time of a cold image),
 # the bytes moved, and whether both images are bit-identical.
 # Needs docker-registry (apt-get install docker-registry) on PATH, or
 # $HIPERISO_DOCKER_REGISTRY. $BIN overrides the hiperiso-build binary.
@@ -84,7 +84,7 @@ printf 'A: pushed %s step(s) in %.1f s\n' "$(grep -c '^pushed ' "$work/a.log" ||
 printf 'B: %s step(s) pulled, %s built, in %.1f s\n' "$pulled" "$built" "$b_time"
 printf "A's cold build: %s s of step time in its records\n" "$cold"
 printf 'B / A cold: %.4f\n' "$(echo "$b_time / $cold" | bc -l)"
-[ $# -gt 0 ] || printf "B / README's cold image (1966 s wall): %.4f\n" "$(echo "$b_time / 1966" | bc -l)"
+[ $# -gt 0 ] || printf "B / docs/from-source.md's cold image (1966 s wall): %.4f\n" "$(echo "$b_time / 1966" | bc -l)"
 printf 'bytes moved: %s (%.1f MB in the registry)\n' "$bytes" "$(echo "$bytes / 1000000" | bc -l)"
 if [ $# -gt 0 ]; then
   # `build` prints STEP TREE-PATH; the tree names are content hashes.

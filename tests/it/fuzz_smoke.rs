@@ -1,7 +1,7 @@
 //! Every fuzz target of `runtime/fuzz` (the very functions cargo-fuzz
 //! runs) over its seeds, its regression inputs (crashes fuzzing found, now
 //! fixed) and a few seconds of deterministic mutations: CI's smoke of the
-//! fuzzers, on stable Rust without libFuzzer. Long runs: README, "Tests,
+//! fuzzers, on stable Rust without libFuzzer. Long runs: docs/hiperiso-log.md, "Tests,
 //! fixtures, fuzzing, benchmark".
 
 use std::fs;

@@ -3,7 +3,7 @@
 //! `report.json`, and the helpers that write them atomically.
 //!
 //! One directory per boot, `<iso-stem>_<YYYYMMDDTHHMMSSZ>`, never overwritten.
-//! Every struct here is the schema documented in the README; readers (such as
+//! Every struct here is the schema documented in docs/stick.md; readers (such as
 //! `hiperiso-log`) deserialize the same structs.
 
 use crate::io::{IoError, write_atomic};
