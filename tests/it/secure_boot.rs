@@ -38,6 +38,8 @@ const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 /// OVMF's empty variable store (no key: Secure Boot in setup mode).
 const OVMF_VARS_EMPTY: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The signatures' time (the payload's SOURCE_DATE_EPOCH in a build).
+const EPOCH: i64 = 1_700_000_000;
 /// hiperiso-init's lines (runtime/src/init/boot.rs): the first at its
 /// start, the second once the data partition is mounted.
 const SECURE_BOOT_LINE: &str = "secure_boot=";
@@ -122,7 +124,7 @@ fn secure_boot_ovmf_with_only_the_users_key_boots_the_user_signed_chain() {
     let kernel = esp.join(VMLINUZ);
     command("sbattach", |c| c.arg("--remove").arg(&kernel));
     let root = stick::package_tree().unwrap();
-    secure_boot::sign_esp(&root, &esp, &key, &Platform::Efi.modules()).unwrap();
+    secure_boot::sign_esp(&root, &esp, &key, &Platform::Efi.modules(), EPOCH).unwrap();
     for (file, who) in [
         (BOOT_EFI, "hiperiso CI db key"),
         (VMLINUZ, "hiperiso CI db key"),
@@ -164,7 +166,7 @@ fn secure_boot_ovmf_with_only_the_users_key_boots_the_user_signed_chain() {
     // GRUB signed with a key that is not enrolled: shim refuses it.
     let grub = esp.join(SIGNED_GRUB_EFI);
     command("sbattach", |c| c.arg("--remove").arg(&grub));
-    secure_boot::sign(&wrong, &grub).unwrap();
+    secure_boot::sign(&wrong, &grub, EPOCH).unwrap();
     let image = dir.path().join("wrong-key.img");
     stick::write_image(dir.path(), &esp, &image, None).unwrap();
     stick::add_placeholder_iso(&image, "sb-test.iso");

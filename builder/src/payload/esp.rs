@@ -506,7 +506,13 @@ pub fn build(
         &esp.join(paths::VMLINUZ),
     )?;
     if let Some(key) = &options.secure_boot {
-        sign_esp(root, esp, key, &options.grub_modules)?;
+        sign_esp(
+            root,
+            esp,
+            key,
+            &options.grub_modules,
+            i64::from(options.source_date_epoch),
+        )?;
     }
     copy(
         &real_path(root, "usr/share/OVMF/OVMF_CODE_4M.fd")?,

@@ -138,12 +138,16 @@ pub fn generate(dir: &Path, name: &str) -> Result<SigningKey, SecureBootError> {
 }
 
 /// Adds `key`'s Authenticode signature to the PE image `file` (sbsign
-/// keeps any signature it already has).
-pub fn sign(key: &SigningKey, file: &Path) -> Result<(), SecureBootError> {
+/// keeps any signature it already has). sbsign puts the clock's time into
+/// the signature (PKCS#7 signingTime), so it runs under Debian's faketime
+/// at `epoch` (SOURCE_DATE_EPOCH): the same inputs sign to the same bytes.
+pub fn sign(key: &SigningKey, file: &Path, epoch: i64) -> Result<(), SecureBootError> {
     let signed = file.with_extension("signing");
     run(
-        "sbsign",
-        Command::new("sbsign")
+        "sbsign (under faketime: packages sbsigntool, faketime)",
+        Command::new("faketime")
+            .arg(format!("@{epoch}"))
+            .arg("sbsign")
             .arg("--key")
             .arg(&key.key)
             .arg("--cert")
@@ -159,12 +163,13 @@ pub fn sign(key: &SigningKey, file: &Path) -> Result<(), SecureBootError> {
 /// Signs the ESP tree `esp` (its kernel in place) with `key` and puts the
 /// user-signed chain of the module's table into it, in place of Debian's
 /// (`EFI/debian/`, the loose modules: GRUB loads none under Secure Boot).
-/// `modules` are built into GRUB.
+/// `modules` are built into GRUB; the signatures carry `epoch` as their time.
 pub fn sign_esp(
     root: &Path,
     esp: &Path,
     key: &SigningKey,
     modules: &[String],
+    epoch: i64,
 ) -> Result<(), SecureBootError> {
     for dir in [paths::GRUB_MODULE_DIR, "EFI/debian"] {
         let dir = esp.join(dir);
@@ -172,13 +177,13 @@ pub fn sign_esp(
             fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
         }
     }
-    sign(key, &esp.join(paths::VMLINUZ))?;
+    sign(key, &esp.join(paths::VMLINUZ), epoch)?;
     let shim = real_path(root, SIGNED_SHIM).map_err(|_| SecureBootError::NoShim)?;
     let boot = esp.join(paths::BOOT_EFI);
     let dir = boot.parent().unwrap_or(esp);
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     fs::copy(&shim, &boot).map_err(io_err("copy", &shim))?;
-    sign(key, &boot)?;
+    sign(key, &boot, epoch)?;
     if let Ok(mok_manager) = real_path(root, MOK_MANAGER) {
         let to = dir.join("mmx64.efi");
         fs::copy(&mok_manager, &to).map_err(io_err("copy", &mok_manager))?;
@@ -201,12 +206,47 @@ pub fn sign_esp(
     );
     fs::remove_file(&sbat_csv).map_err(io_err("remove", &sbat_csv))?;
     made?;
-    sign(key, &grub)
+    sign(key, &grub, epoch)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Signing is reproducible: two signatures of one image, made at
+    /// different times with one key and one epoch, are the same bytes.
+    #[test]
+    fn signatures_are_reproducible() {
+        if !hiperiso_prereq::tools(&[
+            ("openssl", "openssl"),
+            ("sbsign", "sbsigntool"),
+            ("faketime", "faketime"),
+            ("grub-mkimage", "grub-common"),
+        ]) || !hiperiso_prereq::file("/usr/lib/grub/x86_64-efi/normal.mod", "grub-efi-amd64-bin")
+        {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = generate(&dir.path().join("keys"), "test").unwrap();
+        let image = dir.path().join("grub.efi");
+        let status = Command::new("grub-mkimage")
+            .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o"])
+            .arg(&image)
+            .arg("normal")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let unsigned = fs::read(&image).unwrap();
+        let mut signed = Vec::new();
+        for _ in 0..2 {
+            fs::write(&image, &unsigned).unwrap();
+            sign(&key, &image, 1_700_000_000).unwrap();
+            signed.push(fs::read(&image).unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        assert!(signed[0].len() > unsigned.len());
+        assert!(signed[0] == signed[1], "two signatures of one image differ");
+    }
 
     #[test]
     fn generate_never_overwrites() {
