@@ -1,5 +1,5 @@
 //! The host: user namespaces for the sandbox, disk space in the cache,
-//! loop devices for `install` tests.
+//! loop devices for `install` tests, the Secure Boot signing tools.
 
 use std::ffi::CString;
 use std::fs;
@@ -16,6 +16,7 @@ use crate::steps::sandbox;
 pub const USERNS: &str = "user-namespaces";
 pub const DISK: &str = "disk-space";
 pub const LOOP: &str = "loop-devices";
+pub const SIGNING: &str = "secure-boot-signing";
 
 const GIB: u64 = 1 << 30;
 /// Free space a cold build of the from-source profile needs.
@@ -195,6 +196,56 @@ pub fn loop_check(control: bool, free: Result<String, String>) -> Check {
     }
 }
 
+/// With `[secure-boot]`: the key and certificate it names, and the tools
+/// that sign with them (payload/secure_boot.rs); None without it.
+pub fn signing(project: &Project) -> Option<Check> {
+    let sb = project.manifest.secure_boot.as_ref()?;
+    let dir = project.manifest_dir();
+    let missing_files: Vec<String> = [&sb.key, &sb.cert]
+        .into_iter()
+        .map(|f| dir.join(f))
+        .filter(|f| !f.is_file())
+        .map(|f| f.display().to_string())
+        .collect();
+    let missing_tools: Vec<&str> = [("sbsign", "sbsigntool"), ("faketime", "faketime")]
+        .into_iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, package)| package)
+        .collect();
+    Some(signing_check(&missing_files, &missing_tools))
+}
+
+pub fn signing_check(missing_files: &[String], missing_packages: &[&str]) -> Check {
+    if !missing_files.is_empty() {
+        return Check::fail(
+            SIGNING,
+            format!(
+                "[secure-boot] names missing files: {}",
+                missing_files.join(", ")
+            ),
+        )
+        .with_fix(
+            "hiperiso-build keys secure-boot --dir DIR, then point [secure-boot] key/cert at DIR",
+        );
+    }
+    if !missing_packages.is_empty() {
+        return Check::fail(
+            SIGNING,
+            "sbsign or faketime is missing (the ESP is signed with them)",
+        )
+        .with_fix(format!("apt-get install {}", missing_packages.join(" ")));
+    }
+    Check::ok(
+        SIGNING,
+        "[secure-boot] key, certificate, sbsign and faketime are there",
+    )
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +288,20 @@ mod tests {
         let low = disk_check(dir, GIB, 3 * GIB, "x");
         assert_eq!(low.status, Status::Fail);
         assert!(low.fix.unwrap().contains("--cache-dir"));
+    }
+
+    #[test]
+    fn signing_names_missing_files_then_packages() {
+        let files = signing_check(&["/k/sb.key".into()], &["faketime"]);
+        assert_eq!(files.status, Status::Fail);
+        assert!(files.detail.contains("/k/sb.key"), "{}", files.detail);
+        let tools = signing_check(&[], &["sbsigntool", "faketime"]);
+        assert_eq!(tools.status, Status::Fail);
+        assert_eq!(
+            tools.fix.as_deref(),
+            Some("apt-get install sbsigntool faketime")
+        );
+        assert_eq!(signing_check(&[], &[]).status, Status::Ok);
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub fn run_all(inputs: &Inputs) -> Vec<Check> {
         Some(project) => {
             checks.push(pins::mirror_or_offline(project, inputs.offline));
             checks.push(pins::rustc(project));
+            checks.extend(host::signing(project));
         }
         None => {
             for name in [pins::MIRROR, pins::RUSTC] {
