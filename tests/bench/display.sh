@@ -14,6 +14,6 @@ cd "$(dirname "$0")/../.."
 
 seconds=${1:-60}
 cargo bench -q -p hiperiso-runtime --bench viewer
-HIPERISO_BENCH_SECONDS=$seconds cargo test -q -p hiperiso-tests --test display -- \
-  --ignored --nocapture --exact bench_viewer_while_the_guest_redraws 2>&1 |
+HIPERISO_BENCH_SECONDS=$seconds cargo test -q -p hiperiso-tests --test it -- \
+  --ignored --nocapture --exact display_bench::bench_viewer_while_the_guest_redraws 2>&1 |
   grep -E '^(viewer|  |display.json)'

@@ -22,7 +22,7 @@ use hiperiso_runtime::display::scale::Fit;
 use hiperiso_runtime::qemu::{Accel, FirmwareFiles, QemuPlan};
 use hiperiso_tests::isos::{self, DISPLAY_DRAWN, DISPLAY_QUADRANTS};
 
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -38,14 +38,19 @@ fn wait_for(what: &str, timeout: Duration, stderr: &Path, mut ready: impl FnMut(
         assert!(
             Instant::now() < deadline,
             "timed out waiting for {what}; QEMU's stderr: {}",
-            fs::read_to_string(stderr).unwrap_or_default()
+            lossy(stderr)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
+/// A file's text so far ("" before it exists).
+pub(crate) fn lossy(path: &Path) -> String {
+    String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned()
+}
+
 fn serial(dir: &Path) -> String {
-    String::from_utf8_lossy(&fs::read(dir.join("serial.log")).unwrap_or_default()).into_owned()
+    lossy(&dir.join("serial.log"))
 }
 
 /// The guest's four quadrants, sampled at their centres.
@@ -136,7 +141,7 @@ fn viewer_speaks_rfb_with_qemu() {
             screen.height,
             quadrants(&screen),
             serial(dir.path()),
-            fs::read_to_string(dir.path().join("qemu.stderr")).unwrap_or_default()
+            lossy(&stderr)
         );
         // A timeout here falls between messages, never inside one.
         if reader.fill_buf().is_err() {
@@ -240,7 +245,7 @@ use hiperiso_tests::stick;
 use serde_json::json;
 
 const DISPLAY_MARKER: &str = "DISPLAY-E2E";
-const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 const CONFIG: &str = r#"{
   "control": {"default_ram": 256, "screenshot_interval": 0, "session_timeout": 400}
 }"#;
@@ -322,7 +327,7 @@ fn send_keys(qmp: &mut Qmp, keys: &[&str]) {
 }
 
 /// A stick image with `iso` and `config`, set to boot it.
-fn stick_booting(dir: &Path, iso: &Path, config: &str) -> PathBuf {
+pub(crate) fn stick_booting(dir: &Path, iso: &Path, config: &str) -> PathBuf {
     let (image, _) = stick::build_image(dir).expect("building the stick image");
     let mut stick = StickImage::open(&image).unwrap();
     let name = stick.add_iso(iso).unwrap();
@@ -336,7 +341,7 @@ fn stick_booting(dir: &Path, iso: &Path, config: &str) -> PathBuf {
 /// The outer VM (TCG, `-cpu EPYC`: the stick's KVM works) booting `image`,
 /// with a QMP socket at `dir/qmp.sock` and a USB tablet besides the PS/2
 /// keyboard and mouse; returns it and its console log.
-fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
+pub(crate) fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
     let (code, vars) = stick_run::find_ovmf().unwrap();
     let ovmf_vars = dir.join("vars.fd");
     fs::copy(vars, &ovmf_vars).unwrap();
@@ -366,14 +371,14 @@ fn start_outer(dir: &Path, image: &Path) -> (Killed, PathBuf) {
     (outer, dir.join("console.log"))
 }
 
-fn text(image: &Path, id: &str, name: &str) -> String {
+pub(crate) fn text(image: &Path, id: &str, name: &str) -> String {
     let bytes = stick_run::read_session_file(image, id, name)
         .unwrap()
         .unwrap_or_else(|| panic!("{id}/{name} missing"));
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -391,8 +396,7 @@ fn guest_display_and_keyboard_on_the_stick() {
     let started = Instant::now();
     let (mut outer, console) = start_outer(dir.path(), &image);
     let qmp_socket = dir.path().join("qmp.sock");
-    let console_text =
-        || String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
+    let console_text = || lossy(&console);
     let stderr = dir.path().join("outer.stderr");
     wait_for(
         "the outer QMP socket",
@@ -419,7 +423,7 @@ fn guest_display_and_keyboard_on_the_stick() {
         assert!(
             exited.is_none() && Instant::now() < deadline,
             "the guest's picture never reached the outer screen (outer QEMU: {exited:?}, stderr: {}); console:\n{}",
-            fs::read_to_string(&stderr).unwrap_or_default(),
+            lossy(&stderr),
             tail(&console_text(), 60)
         );
         std::thread::sleep(Duration::from_secs(2));
@@ -585,58 +589,4 @@ fn guest_display_and_keyboard_on_the_stick() {
             .is_some(),
         "the hotkey's screenshot"
     );
-}
-
-/// The benchmark behind `tests/bench/display.sh` (not a timed test: it
-/// prints what it measured): the guest redraws its whole screen without
-/// pause for `session_timeout` seconds; the viewer's `display.json` gives
-/// its update rate, latency and CPU use, beside QEMU's CPU use in the
-/// same run.
-#[test]
-#[ignore = "benchmark; run by tests/bench/display.sh"]
-fn bench_viewer_while_the_guest_redraws() {
-    let seconds = std::env::var("HIPERISO_BENCH_SECONDS").unwrap_or_else(|_| "60".into());
-    let dir = tempfile::tempdir().unwrap();
-    let iso = isos::busy_display_iso(dir.path(), "busy", "BUSY-DISPLAY").unwrap();
-    let config = format!(
-        r#"{{"control": {{"default_ram": 256, "screenshot_interval": 0, "session_timeout": {seconds}}}}}"#
-    );
-    let image = stick_booting(dir.path(), &iso, &config);
-    let (mut outer, console) = start_outer(dir.path(), &image);
-    let status = stick_run::wait_with_timeout(&mut outer.0, BOOT_TIMEOUT)
-        .unwrap()
-        .expect("the VM powers off after the session timeout");
-    let console_text = String::from_utf8_lossy(&fs::read(console).unwrap_or_default()).into_owned();
-    assert!(status.success(), "{}", tail(&console_text, 40));
-    let ids = stick_run::session_ids(&image).unwrap();
-    let display: serde_json::Value =
-        serde_json::from_str(&text(&image, &ids[0], "display.json")).expect("display.json");
-    let number = |key: &str| display[key].as_f64().unwrap_or(f64::NAN);
-    let guest_s = number("guest_seconds");
-    let viewer_cpu = number("display_cpu_ms") + number("input_cpu_ms");
-    let qemu_cpu = number("qemu_cpu_ms");
-    println!("display.json: {display}");
-    println!(
-        "viewer in the test VM (TCG outer, nested KVM guest), guest {}x{} -> host {}x{}, {guest_s:.0} s:",
-        display["guest_width"],
-        display["guest_height"],
-        display["host_width"],
-        display["host_height"]
-    );
-    println!(
-        "  updates {:.0} ({:.1}/s), latency first byte -> on screen: mean {:.1} ms, p95 {:.1} ms, max {:.1} ms; drawing {:.1} ms",
-        number("updates"),
-        number("updates_per_second"),
-        number("latency_ms_mean"),
-        number("latency_ms_p95"),
-        number("latency_ms_max"),
-        number("draw_ms_mean")
-    );
-    println!(
-        "  CPU: viewer {:.1}% of one vCPU, QEMU (guest + VNC server) {:.1}%; viewer/QEMU = {:.2}",
-        viewer_cpu / guest_s / 10.0,
-        qemu_cpu / guest_s / 10.0,
-        viewer_cpu / qemu_cpu
-    );
-    assert!(number("updates") > 0.0, "{display}");
 }

@@ -7,6 +7,7 @@ mod bios_boot;
 mod debian_boot;
 mod debian_lock;
 mod display;
+mod display_bench;
 mod e2e;
 mod exfat_kernel;
 mod fetch;
