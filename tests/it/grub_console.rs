@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use hiperiso_build::payload::grub::Platform;
@@ -188,13 +188,7 @@ fn assert_clean_menu(dir: &Path, efi: &Path, with_isos: bool) -> (Child, Qmp) {
         )
         .serial_chardev("console", &Chardev::File(console.clone()))
         .qmp("qmp", &qmp_socket);
-    let mut child = q
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64");
+    let mut child = hiperiso_tests::stick::spawn_quiet(&q);
     let qmp = connect_qmp(&mut child, &qmp_socket);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut text = String::new();

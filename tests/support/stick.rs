@@ -161,6 +161,16 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Starts `qemu` with no stdio: what it shows goes where its chardevs say.
+pub fn spawn_quiet(qemu: &QemuCommand) -> std::process::Child {
+    qemu.command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 (apt install qemu-system-x86)")
+}
+
 /// Runs `qemu` (its serial console going to the file `console`) until a
 /// console line satisfies `done`, QEMU exits or `timeout` passes; returns
 /// whether `done` was met and the console text.
@@ -171,13 +181,7 @@ pub fn console_until(
     done: impl Fn(&str) -> bool,
 ) -> (bool, String) {
     let started = Instant::now();
-    let mut child = qemu
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64 (apt install qemu-system-x86)");
+    let mut child = spawn_quiet(qemu);
     let read = || String::from_utf8_lossy(&std::fs::read(console).unwrap_or_default()).into_owned();
     let mut met = false;
     while started.elapsed() < timeout {

@@ -154,13 +154,7 @@ fn grub_menu_boots_the_first_iso_with_the_uuids_it_probed() {
         .drive(&Drive::virtio(&disk))
         .serial_chardev("console", &Chardev::File(console.clone()))
         .qmp("qmp", &qmp_socket);
-    let mut child = outer
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = hiperiso_tests::stick::spawn_quiet(&outer);
     let (status, events) = rescue_shell_after_the_menu(&mut child, &console, &qmp_socket);
     let console_text =
         String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();

@@ -98,13 +98,7 @@ pub(crate) fn boot_with(
     } else {
         outer.serial_chardev("console", &Chardev::File(console.clone()));
     }
-    let mut child = outer
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = hiperiso_tests::stick::spawn_quiet(&outer);
     let deadline = Instant::now() + OUTER_TIMEOUT;
     let mut guest_running_at: Option<Instant> = None;
     let mut pressed = false;

@@ -20,7 +20,7 @@ use hiperiso_tests::{isos, outer_qemu, real_isos, workspace_root};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
