@@ -21,6 +21,7 @@ use hiperiso_runtime::display::rfb::{self, Event, Screen};
 use hiperiso_runtime::display::scale::Fit;
 use hiperiso_runtime::qemu::{Accel, FirmwareFiles, QemuPlan};
 use hiperiso_tests::isos::{self, DISPLAY_DRAWN, DISPLAY_QUADRANTS};
+use hiperiso_tests::keyboard;
 
 pub(crate) struct Killed(pub(crate) Child);
 
@@ -93,8 +94,11 @@ fn viewer_speaks_rfb_with_qemu() {
         vnc_socket: Some(vnc.clone()),
     };
     let argv = plan.argv();
-    let _qemu = Killed(
+    // Paused (`-S`) until the viewer is connected, so the guest's switch to
+    // mode 13h always comes after the handshake, as a resize.
+    let mut qemu = Killed(
         Command::new(&argv[0])
+            .arg("-S")
             .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -112,6 +116,9 @@ fn viewer_speaks_rfb_with_qemu() {
     let mut stream = UnixStream::connect(&vnc).unwrap();
     let init = rfb::handshake(&mut stream).unwrap();
     assert!(init.name.contains("hiperiso-guest"), "{}", init.name);
+    assert_ne!((init.width, init.height), (640, 400), "the guest is paused");
+    let mut qmp = keyboard::connect_qmp(&mut qemu.0, &dir.path().join("monitor.sock"));
+    qmp.execute("cont", None).unwrap();
     let mut writer = stream.try_clone().unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
