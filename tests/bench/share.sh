@@ -52,7 +52,9 @@ url=oci://127.0.0.1:$port/hiperiso/steps
 "$BIN" -q keys --dir "$work/keys" --name bench-1
 cp "$repo/hiperiso.toml" "$work/hiperiso.toml"
 printf '\n[cache]\ntrusted-keys = ["%s"]\n' "$(cat "$work/keys/cache-signing.ed25519.pub")" >> "$work/hiperiso.toml"
-for d in recipes overlays runtime stick Cargo.toml Cargo.lock hiperiso.lock; do ln -s "$repo/$d" "$work/$d"; done
+for f in "$repo"/*; do
+  case ${f##*/} in hiperiso.toml|target) ;; *) ln -s "$f" "$work/${f##*/}" ;; esac
+done
 export HIPERISO_SIGNING_KEY=$work/keys/cache-signing.ed25519
 hb() { "$BIN" --manifest "$work/hiperiso.toml" "$@"; }
 now() { date +%s.%N; }

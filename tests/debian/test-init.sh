@@ -19,5 +19,6 @@ done < /etc/hiperiso/modules.load
 echo "HIPERISO-MODULES-LOADED $loaded"
 [ -c /dev/kvm ] && echo "HIPERISO-DEV-KVM present"
 qemu-system-x86_64 --version && echo "HIPERISO-QEMU-RAN"
+echo "HIPERISO-OVERLAY $(cat /etc/hiperiso/overlay-test)"
 echo "HIPERISO-TEST-DONE"
 poweroff -f

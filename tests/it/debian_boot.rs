@@ -106,9 +106,19 @@ fn kernel_boots_our_initramfs_and_runs_packaged_qemu() {
     let tree = &prepared().tree;
     let work = tempfile::tempdir().unwrap();
     let init = workspace_root().join("tests/debian/test-init.sh");
+    // overlays/initramfs replaces a file of the initramfs: its archive goes
+    // after the first, in the same file, and the kernel unpacks it last.
+    let overlays = work.path().join("overlays");
+    fs::create_dir_all(overlays.join("initramfs/etc/hiperiso")).unwrap();
+    fs::write(
+        overlays.join("initramfs/etc/hiperiso/overlay-test"),
+        "from the overlay\n",
+    )
+    .unwrap();
     let options = PayloadOptions {
         compression: Compression::Zstd,
         source_date_epoch: 1_700_000_000,
+        overlays: Some(overlays),
         ..PayloadOptions::new(tree, &init)
     };
     let kernel = payload::kernel_version(tree).unwrap();
@@ -179,14 +189,24 @@ fn kernel_boots_our_initramfs_and_runs_packaged_qemu() {
         fs::read_to_string(tree.join(format!("boot/config-{kernel}"))).unwrap()
     );
 
-    let initrd = work.path().join("initramfs.cpio.zst");
+    let mut initramfs = initramfs;
     initramfs
-        .write(
-            1_700_000_000,
-            Compression::Zstd,
-            fs::File::create(&initrd).unwrap(),
+        .tree_mut()
+        .insert(
+            "etc/hiperiso/overlay-test",
+            Node::File {
+                content: Content::Bytes(b"from the first archive\n".to_vec()),
+                mode: 0o644,
+            },
         )
         .unwrap();
+    let mut initrd_bytes = Vec::new();
+    initramfs
+        .write(1_700_000_000, Compression::Zstd, &mut initrd_bytes)
+        .unwrap();
+    initrd_bytes.extend(payload::overlay_initramfs(&options).unwrap().unwrap());
+    let initrd = work.path().join("initramfs.cpio.zst");
+    fs::write(&initrd, initrd_bytes).unwrap();
     let vmlinuz = tree.join(format!("boot/vmlinuz-{kernel}"));
     let mut qemu = QemuCommand::new("qemu-system-x86_64");
     qemu.accel(Accel::Tcg)
@@ -206,6 +226,10 @@ fn kernel_boots_our_initramfs_and_runs_packaged_qemu() {
         "packaged QEMU did not run:\n{output}"
     );
     assert!(output.contains("HIPERISO-QEMU-RAN"), "{output}");
+    assert!(
+        output.contains("HIPERISO-OVERLAY from the overlay"),
+        "the second archive did not replace the first's file:\n{output}"
+    );
     // Every module loads, except the other CPU vendor's KVM module.
     for line in output
         .lines()

@@ -213,6 +213,12 @@ pub fn deb_fetcher(project: &Project) -> Result<Fetcher, StoreError> {
     Ok(Fetcher::new(project.store()?, options))
 }
 
+/// The active profile's Debian inputs.
+fn profile_inputs(project: &Project) -> Result<LockInputs, ClosureError> {
+    let (_, profile) = project.profile().map_err(ClosureError::Profile)?;
+    Ok(lock_inputs(&project.manifest, profile))
+}
+
 /// The repository of `inputs` on the project's Debian mirrors.
 pub fn repository_for<'f>(
     project: &Project,
@@ -233,8 +239,7 @@ pub fn repository_for<'f>(
 /// available. CI's end-to-end tests use it so a Debian update cannot turn
 /// them red; the committed lock stays the reproducibility record.
 pub fn resolve_scratch(project: &Project, scratch: &Path) -> Result<Lock, ClosureError> {
-    let (_, profile) = project.profile().map_err(ClosureError::Profile)?;
-    let inputs = lock_inputs(&project.manifest, profile);
+    let inputs = profile_inputs(project)?;
     let fetcher = deb_fetcher(project).map_err(ClosureError::Store)?;
     let repository = repository_for(project, &inputs, &fetcher);
     let committed = project.lock().ok().flatten();
@@ -252,19 +257,29 @@ pub fn resolve_scratch(project: &Project, scratch: &Path) -> Result<Lock, Closur
 /// Reads (or, in scratch mode, resolves) the lock of the active profile
 /// and materializes its tree.
 pub fn prepare(project: &Project, mode: LockMode<'_>) -> Result<Prepared, ClosureError> {
-    let (_, profile) = project.profile().map_err(ClosureError::Profile)?;
-    let inputs = lock_inputs(&project.manifest, profile);
-    let lock = match mode {
+    let lock = lock_for(project, mode)?;
+    let tree = unpacked(project, &lock)?;
+    Ok(Prepared { lock, tree })
+}
+
+/// The lock of the active profile: the committed one (checked fresh), or
+/// in scratch mode one resolved afresh.
+pub fn lock_for(project: &Project, mode: LockMode<'_>) -> Result<Lock, ClosureError> {
+    let inputs = profile_inputs(project)?;
+    Ok(match mode {
         LockMode::Committed => project.fresh_lock(&inputs)?.clone(),
         LockMode::Scratch(scratch) => resolve_scratch(project, scratch)?,
-    };
+    })
+}
+
+/// The unpacked tree of `lock`'s packages (fetched and unpacked once).
+pub fn unpacked(project: &Project, lock: &Lock) -> Result<PathBuf, ClosureError> {
     let fetcher = deb_fetcher(project).map_err(ClosureError::Store)?;
-    let repository = repository_for(project, &inputs, &fetcher);
-    let tree = materialize(
+    let repository = repository_for(project, &profile_inputs(project)?, &fetcher);
+    materialize(
         &repository,
-        &lock,
+        lock,
         &trees_dir(&fetcher),
         project.settings.progress(),
-    )?;
-    Ok(Prepared { lock, tree })
+    )
 }

@@ -5,14 +5,16 @@
 //!
 //! ```text
 //! initramfs  content_id (package tree or step outputs, runtime), kernel
-//!            modules, compression, SOURCE_DATE_EPOCH, overlays/initramfs
+//!            modules, compression, SOURCE_DATE_EPOCH
 //! esp        content_id, the initramfs's output tree, GRUB modules,
-//!            overlays/esp, build.json's fields (manifest and lock hashes,
-//!            steps, tools tree), SOURCE_DATE_EPOCH
+//!            overlays/esp, overlays/initramfs, build.json's fields
+//!            (manifest and lock hashes, steps, tools tree), SOURCE_DATE_EPOCH
 //! ```
 //!
-//! Both keys hash hiperiso's version and [`ASSEMBLY_VERSION`]. An edit of overlays/esp rebuilds the
-//! ESP around the cached initramfs; a new package tree rebuilds both.
+//! Both keys hash hiperiso's version and [`ASSEMBLY_VERSION`]. An edit of
+//! overlays/esp or overlays/initramfs rebuilds the ESP around the cached
+//! initramfs (the initramfs overlay is a second, small archive after it in
+//! the same file); a new package tree rebuilds both.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -85,6 +87,7 @@ pub fn esp(
             "secure_boot_cert": secure_boot_cert(options)?,
             "extra_esp_files": options.extra_esp_files.iter().map(|(to, _)| to).collect::<Vec<_>>(),
             "overlay": overlay_manifest(options, "esp")?,
+            "initramfs_overlay": overlay_manifest(options, "initramfs")?,
             "build_info": info,
             "epoch": epoch,
         }),
@@ -92,11 +95,22 @@ pub fn esp(
     let (record, path, outcome) = derive(cache, ESP, &key, epoch, progress, |out| {
         let mut options = options.clone();
         options.build_info = info;
-        let archive = initramfs_path.join(esp::initramfs_name(options.compression));
+        let mut archive = initramfs_path.join(esp::initramfs_name(options.compression));
         let modules = fs::read_to_string(initramfs_path.join(MODULES))
             .map_err(io_err("read", &initramfs_path.join(MODULES)))?;
         let modules = modules.lines().map(str::to_string).collect();
+        // Beside the ESP in the work directory, removed before the commit.
+        let joined = out.join(esp::initramfs_name(options.compression));
+        if let Some(overlay) = esp::overlay_initramfs(&options)? {
+            let mut bytes = fs::read(&archive).map_err(io_err("read", &archive))?;
+            bytes.extend(overlay);
+            fs::write(&joined, bytes).map_err(io_err("write", &joined))?;
+            archive = joined.clone();
+        }
         let payload = esp::build(&options, &archive, modules, &out.join(ESP_DIR))?;
+        if archive == joined {
+            fs::remove_file(&joined).map_err(io_err("remove", &joined))?;
+        }
         let json = serde_json::to_vec_pretty(&payload).expect("payload serializes");
         let file = out.join(PAYLOAD_JSON);
         fs::write(&file, json).map_err(io_err("write", &file))?;
@@ -139,7 +153,6 @@ fn initramfs(
             "content": options.content_id,
             "kernel_modules": options.kernel_modules,
             "compression": options.compression.settings(),
-            "overlay": overlay_manifest(options, "initramfs")?,
             "epoch": epoch,
         }),
     );
@@ -155,7 +168,7 @@ fn initramfs(
 
 /// Bumped when the assembly code (esp.rs, initramfs.rs, cpio.rs) changes
 /// what it makes from the same inputs, so cached payloads are not reused.
-const ASSEMBLY_VERSION: u32 = 2;
+const ASSEMBLY_VERSION: u32 = 3;
 
 fn key(name: &str, inputs: serde_json::Value) -> String {
     let value = serde_json::json!({

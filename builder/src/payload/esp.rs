@@ -12,7 +12,7 @@
 //! EFI/BOOT/fonts/unicode.pf2      GRUB's font for gfxterm
 //! EFI/BOOT/grub.cfg …             overlays/esp (laid on last)
 //! EFI/hiperiso/vmlinuz            the tree's boot/vmlinuz-<version>
-//! EFI/hiperiso/initramfs.cpio.zst see `initramfs_tree`
+//! EFI/hiperiso/initramfs.cpio.zst see `initramfs_tree`, then `overlay_initramfs`
 //! EFI/hiperiso/OVMF_CODE.fd       usr/share/OVMF/OVMF_CODE_4M.fd (4 MiB variant)
 //! EFI/hiperiso/OVMF_VARS.fd       usr/share/OVMF/OVMF_VARS_4M.fd
 //! EFI/hiperiso/build.json         inputs and the sha256 of every file above
@@ -213,7 +213,8 @@ pub fn kernel_version(root: &Path) -> Result<String, PayloadError> {
 }
 
 /// Assembles the initramfs: `/init`, busybox, QEMU with its library closure
-/// and data files, firmware for the inner VM, kernel modules, overlay.
+/// and data files, firmware for the inner VM, kernel modules (the overlay
+/// is a second archive: [`overlay_initramfs`]).
 pub fn initramfs_tree(
     options: &PayloadOptions,
     kernel: &str,
@@ -334,14 +335,27 @@ pub fn initramfs_tree(
     if tree_path_exists(root, &format!("{module_dir}/modules.builtin")) {
         initramfs.add_from_root(&format!("{module_dir}/modules.builtin"))?;
     }
-
-    if let Some(overlays) = &options.overlays {
-        let overlay = overlays.join("initramfs");
-        if overlay.is_dir() {
-            initramfs.add_directory(&overlay, "")?;
-        }
-    }
     Ok((initramfs, order))
+}
+
+/// `overlays/initramfs` packed alone (None when there is none). It goes
+/// after the cached initramfs in the same file: the kernel unpacks
+/// concatenated archives in order, so its files replace the first's, and
+/// an edit repacks only this small archive.
+pub fn overlay_initramfs(options: &PayloadOptions) -> Result<Option<Vec<u8>>, PayloadError> {
+    let Some(dir) = options.overlays.as_ref().map(|o| o.join("initramfs")) else {
+        return Ok(None);
+    };
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut archive = Vec::new();
+    Initramfs::of_directory(&dir)?.write(
+        options.source_date_epoch,
+        options.compression,
+        &mut archive,
+    )?;
+    Ok(Some(archive))
 }
 
 /// `data` gzipped, with no name and no time in the header (reproducible).

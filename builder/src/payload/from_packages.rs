@@ -22,8 +22,22 @@ pub fn build_esp(
     steps: StepsInfo<'_>,
 ) -> Result<CachedEsp, EspError> {
     let (profile_name, _) = project.profile().map_err(EspError::Profile)?;
-    let prepared = closure::prepare(project, mode).map_err(EspError::Packages)?;
-    let runtime = runtime::build_pinned(project, &prepared.lock).map_err(EspError::Runtime)?;
+    let lock = closure::lock_for(project, mode).map_err(EspError::Packages)?;
+    // The runtime's cargo build and the packages' download and unpacking
+    // share nothing, so on a cold cache they run side by side.
+    let (tree, runtime) = std::thread::scope(|s| {
+        let runtime = s.spawn(|| runtime::build_pinned(project, &lock));
+        let tree = closure::unpacked(project, &lock);
+        let runtime = runtime
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (tree, runtime)
+    });
+    let prepared = closure::Prepared {
+        tree: tree.map_err(EspError::Packages)?,
+        lock,
+    };
+    let runtime = runtime.map_err(EspError::Runtime)?;
     let mut options = base_options(project, profile_name, &prepared.tree, &runtime.path)?;
     if let Some(modules) = &project.manifest.debian.kernel_modules {
         options.kernel_modules = modules.clone();

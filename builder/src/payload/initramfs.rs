@@ -100,6 +100,17 @@ impl Initramfs {
         })
     }
 
+    /// The archive of `dir` alone (no device nodes), to be laid over
+    /// another: concatenated after it, the kernel unpacks it last.
+    pub fn of_directory(dir: &Path) -> Result<Self, InitramfsError> {
+        let mut initramfs = Self {
+            root: dir.to_path_buf(),
+            tree: Tree::new(),
+        };
+        initramfs.add_directory(dir, "")?;
+        Ok(initramfs)
+    }
+
     pub fn tree(&self) -> &Tree {
         &self.tree
     }
