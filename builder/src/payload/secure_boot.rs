@@ -190,16 +190,15 @@ pub fn sign_esp(
     grub: Grub,
     epoch: i64,
 ) -> Result<(), SecureBootError> {
+    let shim = real_path(root, SIGNED_SHIM)
+        .or_else(|_| real_path(root, UNSIGNED_SHIM))
+        .map_err(|_| SecureBootError::NoShim)?;
     for dir in [paths::GRUB_MODULE_DIR, "EFI/debian"] {
         let dir = esp.join(dir);
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
         }
     }
-    sign(key, &esp.join(paths::VMLINUZ), epoch)?;
-    let shim = real_path(root, SIGNED_SHIM)
-        .or_else(|_| real_path(root, UNSIGNED_SHIM))
-        .map_err(|_| SecureBootError::NoShim)?;
     let boot = esp.join(paths::BOOT_EFI);
     let dir = boot.parent().unwrap_or(esp);
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
@@ -215,6 +214,7 @@ pub fn sign_esp(
         Grub::Modules(modules) => grub_with_debian_sbat(root, esp, modules, &target)?,
     }
     sign(key, &target, epoch)?;
+    sign(key, &esp.join(paths::VMLINUZ), epoch)?;
     fs::copy(&shim, &boot).map_err(io_err("copy", &shim))?;
     sign(key, &boot, epoch)?;
     if let Ok(mok_manager) = real_path(root, MOK_MANAGER) {
@@ -287,6 +287,40 @@ mod tests {
         }
         assert!(signed[0].len() > unsigned.len());
         assert!(signed[0] == signed[1], "two signatures of one image differ");
+    }
+
+    /// A GRUB image without .sbat (shim would refuse it) is an error
+    /// naming it, before anything on the ESP is signed.
+    #[test]
+    fn a_grub_image_without_sbat_is_refused() {
+        if !hiperiso_prereq::tools(&[("grub-mkimage", "grub-common")])
+            || !hiperiso_prereq::file("/usr/lib/grub/x86_64-efi/normal.mod", "grub-efi-amd64-bin")
+        {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let shim = dir.path().join("root").join(UNSIGNED_SHIM);
+        fs::create_dir_all(shim.parent().unwrap()).unwrap();
+        fs::write(&shim, "shim").unwrap();
+        let image = dir.path().join("grub.efi");
+        let status = Command::new("grub-mkimage")
+            .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o"])
+            .arg(&image)
+            .arg("normal")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let esp = dir.path().join("esp");
+        let kernel = esp.join(paths::VMLINUZ);
+        fs::create_dir_all(kernel.parent().unwrap()).unwrap();
+        fs::write(&kernel, "kernel").unwrap();
+        let key = SigningKey::in_dir(dir.path());
+        let err = sign_esp(&dir.path().join("root"), &esp, &key, Grub::Image(&image), 0);
+        assert!(
+            matches!(err, Err(SecureBootError::NoSbat(ref p)) if *p == image),
+            "{err:?}"
+        );
+        assert_eq!(fs::read(&kernel).unwrap(), b"kernel");
     }
 
     #[test]
