@@ -37,7 +37,8 @@ pub fn keys(settings: &Settings, args: &KeysArgs) -> Result<()> {
                 "wrote {} (secret: it signs what your PCs will boot), {} and {}\n\
                  sign the stick's boot chain with it in hiperiso.toml:\n  [secure-boot]\n  \
                  key = \"{}\"\n  cert = \"{}\"\n\
-                 then enroll {} in the PC's db (firmware setup) or as a MOK (mokutil --import); \
+                 then enroll {} in the PC's db (firmware setup) or, debian profile only, as a MOK \
+                 (mokutil --import); \
                  see docs/secure-boot.md",
                 key.key.display(),
                 key.cert.display(),

@@ -36,7 +36,7 @@ use crate::payload::grub::{
 };
 use crate::payload::initramfs::{Compression, Initramfs, InitramfsError};
 use crate::payload::kmod::{KmodError, ModuleIndex};
-use crate::payload::secure_boot::{SecureBootError, SigningKey, sign_esp};
+use crate::payload::secure_boot::{Grub, SecureBootError, SigningKey, sign_esp};
 
 /// Kernel modules the host needs (hiperiso-init loads them in the order of
 /// `/etc/hiperiso/modules.load`). Built-in ones are skipped.
@@ -520,13 +520,11 @@ pub fn build(
         &esp.join(paths::VMLINUZ),
     )?;
     if let Some(key) = &options.secure_boot {
-        sign_esp(
-            root,
-            esp,
-            key,
-            &options.grub_modules,
-            i64::from(options.source_date_epoch),
-        )?;
+        let grub = match &options.grub_image {
+            Some(image) => Grub::Image(image),
+            None => Grub::Modules(&options.grub_modules),
+        };
+        sign_esp(root, esp, key, grub, i64::from(options.source_date_epoch))?;
     }
     copy(
         &real_path(root, "usr/share/OVMF/OVMF_CODE_4M.fd")?,

@@ -4,12 +4,17 @@
 //! `[secure-boot]` names it:
 //!
 //! ```text
-//! EFI/BOOT/BOOTX64.EFI   Debian's shim, with the user's signature added to
-//!                        Microsoft's (firmware with either in db runs it)
-//! EFI/BOOT/grubx64.efi   grub-mkimage of the tree, every module of the menu
-//!                        built in (exFAT too), the .sbat of Debian's signed
-//!                        GRUB of the same version; signed with the user's key
-//! EFI/BOOT/mmx64.efi     shim's MokManager (Debian-signed), for MOK enrolment
+//! EFI/BOOT/BOOTX64.EFI   shim, the user's signature added: Debian's (then
+//!                        also signed by Microsoft: firmware with either in
+//!                        db runs it), or the shim step's (from source, no
+//!                        vendor certificate: it trusts db)
+//! EFI/BOOT/grubx64.efi   GRUB signed with the user's key: the grub-image
+//!                        step's BOOTX64.EFI (its own .sbat), or else
+//!                        grub-mkimage of the tree, every module of the menu
+//!                        built in (exFAT too), with the .sbat of Debian's
+//!                        signed GRUB of the same version
+//! EFI/BOOT/mmx64.efi     shim's MokManager (Debian-signed), when the tree
+//!                        has it, for MOK enrolment
 //! EFI/hiperiso/vmlinuz   the kernel, the user's signature added
 //! ```
 //!
@@ -17,7 +22,7 @@
 //! Boot without it: an image made with `--disable-shim-lock` refuses both
 //! `linux` and `chainloader` ("verification requested but nobody cares").
 //! Shim checks GRUB, and GRUB asks shim to check the kernel, against db,
-//! then MOK, then shim's built-in Debian CA.
+//! then MOK, then shim's vendor certificate (Debian's CA in Debian's shim).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,8 @@ pub const KEY_FILE: &str = "secure-boot.key";
 pub const CERT_FILE: &str = "secure-boot.crt";
 pub const DER_FILE: &str = "secure-boot.cer";
 
+/// shim built from source (the shim step; also Debian's shim-unsigned).
+pub const UNSIGNED_SHIM: &str = "usr/lib/shim/shimx64.efi";
 /// shim's MokManager (shim-helpers-amd64-signed).
 const MOK_MANAGER: &str = "usr/lib/shim/mmx64.efi.signed";
 
@@ -49,8 +56,9 @@ pub enum SecureBootError {
     #[error("{0} exists: keys are never overwritten (move it away or pick another --dir)")]
     Exists(PathBuf),
     #[error(
-        "[secure-boot] needs Debian's shim in the payload tree ({SIGNED_SHIM}, package \
-         shim-signed): GRUB 2.06 boots no kernel under Secure Boot without it"
+        "[secure-boot] needs a shim in the payload tree: {SIGNED_SHIM} (the debian \
+         profile's package shim-signed) or {UNSIGNED_SHIM} (the default profile's shim \
+         step); GRUB 2.06 boots no kernel under Secure Boot without it"
     )]
     NoShim,
     #[error("{0} has no .sbat section (shim refuses a GRUB without one)")]
@@ -160,35 +168,70 @@ pub fn sign(key: &SigningKey, file: &Path, epoch: i64) -> Result<(), SecureBootE
     Ok(())
 }
 
+/// Where the user-signed chain's GRUB comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Grub<'a> {
+    /// A finished EFI image with its own .sbat (the grub-image step's).
+    Image(&'a Path),
+    /// grub-mkimage of the tree, these modules built in, with the .sbat of
+    /// Debian's signed GRUB (the debian profile).
+    Modules(&'a [String]),
+}
+
 /// Signs the ESP tree `esp` (its kernel in place) with `key` and puts the
-/// user-signed chain of the module's table into it, in place of Debian's
-/// (`EFI/debian/`, the loose modules: GRUB loads none under Secure Boot).
-/// `modules` are built into GRUB; the signatures carry `epoch` as their time.
+/// user-signed chain of the module's table into it: the tree's shim and
+/// `grub`, in place of Debian's `EFI/debian/` and the loose modules (GRUB
+/// loads none under Secure Boot). The signatures carry `epoch` as their
+/// time.
 pub fn sign_esp(
     root: &Path,
     esp: &Path,
     key: &SigningKey,
-    modules: &[String],
+    grub: Grub,
     epoch: i64,
 ) -> Result<(), SecureBootError> {
+    let shim = real_path(root, SIGNED_SHIM)
+        .or_else(|_| real_path(root, UNSIGNED_SHIM))
+        .map_err(|_| SecureBootError::NoShim)?;
     for dir in [paths::GRUB_MODULE_DIR, "EFI/debian"] {
         let dir = esp.join(dir);
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
         }
     }
-    sign(key, &esp.join(paths::VMLINUZ), epoch)?;
-    let shim = real_path(root, SIGNED_SHIM).map_err(|_| SecureBootError::NoShim)?;
     let boot = esp.join(paths::BOOT_EFI);
     let dir = boot.parent().unwrap_or(esp);
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let target = esp.join(paths::SIGNED_GRUB_EFI);
+    match grub {
+        Grub::Image(image) => {
+            let bytes = fs::read(image).map_err(io_err("read", image))?;
+            if hiperiso_installer::pe::section(&bytes, ".sbat").is_none() {
+                return Err(SecureBootError::NoSbat(image.to_path_buf()));
+            }
+            fs::write(&target, bytes).map_err(io_err("write", &target))?;
+        }
+        Grub::Modules(modules) => grub_with_debian_sbat(root, esp, modules, &target)?,
+    }
+    sign(key, &target, epoch)?;
+    sign(key, &esp.join(paths::VMLINUZ), epoch)?;
     fs::copy(&shim, &boot).map_err(io_err("copy", &shim))?;
     sign(key, &boot, epoch)?;
     if let Ok(mok_manager) = real_path(root, MOK_MANAGER) {
         let to = dir.join("mmx64.efi");
         fs::copy(&mok_manager, &to).map_err(io_err("copy", &mok_manager))?;
     }
+    Ok(())
+}
 
+/// grub-mkimage of the tree into `grub`, `modules` built in, with the
+/// .sbat of Debian's signed GRUB of the same version.
+fn grub_with_debian_sbat(
+    root: &Path,
+    esp: &Path,
+    modules: &[String],
+    grub: &Path,
+) -> Result<(), SecureBootError> {
     let signed_grub = real_path(root, SIGNED_GRUB)?;
     let image = fs::read(&signed_grub).map_err(io_err("read", &signed_grub))?;
     let sbat = hiperiso_installer::pe::section(&image, ".sbat")
@@ -196,17 +239,15 @@ pub fn sign_esp(
     let sbat_csv = esp.join("sbat.csv");
     let text: Vec<u8> = sbat.iter().copied().take_while(|&b| b != 0).collect();
     fs::write(&sbat_csv, text).map_err(io_err("write", &sbat_csv))?;
-    let grub = esp.join(paths::SIGNED_GRUB_EFI);
     let made = grub_mkimage_with(
         root,
         Platform::Efi,
         modules,
-        &grub,
+        grub,
         &["--sbat".as_ref(), sbat_csv.as_os_str()],
     );
     fs::remove_file(&sbat_csv).map_err(io_err("remove", &sbat_csv))?;
-    made?;
-    sign(key, &grub, epoch)
+    Ok(made?)
 }
 
 #[cfg(test)]
@@ -246,6 +287,40 @@ mod tests {
         }
         assert!(signed[0].len() > unsigned.len());
         assert!(signed[0] == signed[1], "two signatures of one image differ");
+    }
+
+    /// A GRUB image without .sbat (shim would refuse it) is an error
+    /// naming it, before anything on the ESP is signed.
+    #[test]
+    fn a_grub_image_without_sbat_is_refused() {
+        if !hiperiso_prereq::tools(&[("grub-mkimage", "grub-common")])
+            || !hiperiso_prereq::file("/usr/lib/grub/x86_64-efi/normal.mod", "grub-efi-amd64-bin")
+        {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let shim = dir.path().join("root").join(UNSIGNED_SHIM);
+        fs::create_dir_all(shim.parent().unwrap()).unwrap();
+        fs::write(&shim, "shim").unwrap();
+        let image = dir.path().join("grub.efi");
+        let status = Command::new("grub-mkimage")
+            .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o"])
+            .arg(&image)
+            .arg("normal")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let esp = dir.path().join("esp");
+        let kernel = esp.join(paths::VMLINUZ);
+        fs::create_dir_all(kernel.parent().unwrap()).unwrap();
+        fs::write(&kernel, "kernel").unwrap();
+        let key = SigningKey::in_dir(dir.path());
+        let err = sign_esp(&dir.path().join("root"), &esp, &key, Grub::Image(&image), 0);
+        assert!(
+            matches!(err, Err(SecureBootError::NoSbat(ref p)) if *p == image),
+            "{err:?}"
+        );
+        assert_eq!(fs::read(&kernel).unwrap(), b"kernel");
     }
 
     #[test]
