@@ -48,14 +48,18 @@ fn spec_matches(spec: &PartitionSpec, device: &Path, id: &FsIdentity) -> bool {
 /// holds the partition `esp` names (`/dev/sda2` -> `/dev/sda1`).
 fn on_esp_disk(esp: &PartitionSpec, number: u32, wait: u32) -> Option<PartitionSpec> {
     let Some(found) = wait_for(esp, wait) else {
-        say(&format!("no ESP {esp}: cannot find the data partition beside it"));
+        say(&format!(
+            "no ESP {esp}: cannot find the data partition beside it"
+        ));
         return None;
     };
     let name = found.device.file_name()?.to_string_lossy().into_owned();
     match partition_beside(Path::new("/sys/class/block"), &name, number) {
         Some(data) => Some(PartitionSpec::Device(format!("/dev/{data}"))),
         None => {
-            say(&format!("the ESP's disk (of {name}) has no partition {number}"));
+            say(&format!(
+                "the ESP's disk (of {name}) has no partition {number}"
+            ));
             None
         }
     }
@@ -228,8 +232,11 @@ mod tests {
             std::os::unix::fs::symlink(&disk_dir, class.join(disk)).unwrap();
             for (index, part) in parts.iter().enumerate() {
                 fs::create_dir_all(disk_dir.join(part)).unwrap();
-                fs::write(disk_dir.join(part).join("partition"), format!("{}\n", index + 1))
-                    .unwrap();
+                fs::write(
+                    disk_dir.join(part).join("partition"),
+                    format!("{}\n", index + 1),
+                )
+                .unwrap();
                 std::os::unix::fs::symlink(disk_dir.join(part), class.join(part)).unwrap();
             }
         }
