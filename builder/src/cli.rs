@@ -391,6 +391,10 @@ pub struct ImageArgs {
     /// Use this directory for the data partition instead of overlays/data.
     #[arg(long, value_name = "DIR")]
     pub data_tree: Option<PathBuf>,
+    /// Data partition label: exFAT, at most 11 characters (default: the
+    /// manifest's [image] data-label).
+    #[arg(long, short = 'L', value_name = "L")]
+    pub label: Option<String>,
     /// Then publish the image to an OCI registry (oci://HOST[:PORT]/REPO[:TAG],
     /// tag `latest` when none): its non-zero blocks as one zstd layer, its
     /// build.json as the config blob and as a manifest annotation.

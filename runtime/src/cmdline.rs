@@ -85,12 +85,14 @@ impl FromStr for AfterAction {
     }
 }
 
-/// How to find a partition: `UUID=...`, `LABEL=...` or a device path.
+/// How to find a partition: `UUID=...`, `LABEL=...`, a device path, or
+/// `ESPDISK:<n>` (partition n of the disk holding `hiperiso.esp=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionSpec {
     Uuid(String),
     Label(String),
     Device(String),
+    OnEspDisk(u32),
 }
 
 impl FromStr for PartitionSpec {
@@ -102,9 +104,18 @@ impl FromStr for PartitionSpec {
             Ok(PartitionSpec::Label(label.to_string()))
         } else if s.starts_with("/dev/") {
             Ok(PartitionSpec::Device(s.to_string()))
+        } else if let Some(number) = s.strip_prefix(cmdline::DATA_ON_ESP_DISK) {
+            match number.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(PartitionSpec::OnEspDisk(n)),
+                _ => Err(format!(
+                    "partition {s:?}: {} takes a partition number from 1",
+                    cmdline::DATA_ON_ESP_DISK
+                )),
+            }
         } else {
             Err(format!(
-                "partition {s:?} is neither UUID=..., LABEL=... nor /dev/..."
+                "partition {s:?} is neither UUID=..., LABEL=..., /dev/... nor {}<n>",
+                cmdline::DATA_ON_ESP_DISK
             ))
         }
     }
@@ -116,6 +127,7 @@ impl fmt::Display for PartitionSpec {
             PartitionSpec::Uuid(u) => write!(f, "UUID={u}"),
             PartitionSpec::Label(l) => write!(f, "LABEL={l}"),
             PartitionSpec::Device(d) => f.write_str(d),
+            PartitionSpec::OnEspDisk(n) => write!(f, "{}{n}", cmdline::DATA_ON_ESP_DISK),
         }
     }
 }
@@ -313,6 +325,19 @@ mod tests {
             KernelCmdline::parse(r#"hiperiso.iso="ISOs/my file.iso" hiperiso.data=LABEL=STICK"#);
         assert_eq!(cmd.iso.as_deref(), Some("/ISOs/my file.iso"));
         assert_eq!(cmd.data, PartitionSpec::Label("STICK".into()));
+    }
+
+    #[test]
+    fn data_on_the_esps_disk() {
+        let cmd = KernelCmdline::parse("hiperiso.iso=pick hiperiso.data=ESPDISK:1");
+        assert_eq!(cmd.data, PartitionSpec::OnEspDisk(1));
+        assert_eq!(cmd.data.to_string(), "ESPDISK:1");
+        assert!(cmd.warnings.is_empty(), "{:?}", cmd.warnings);
+        for bad in ["ESPDISK:0", "ESPDISK:", "ESPDISK:one"] {
+            let cmd = KernelCmdline::parse(&format!("hiperiso.data={bad}"));
+            assert_eq!(cmd.data, PartitionSpec::Label("HIPERISO".into()), "{bad}");
+            assert_eq!(cmd.warnings.len(), 1, "{bad}: {:?}", cmd.warnings);
+        }
     }
 
     #[test]

@@ -11,6 +11,13 @@ pub mod cmdline {
     pub const ISO_PICK: &str = "pick";
     /// `hiperiso.data=UUID=<fs uuid>`: which partition is the data partition.
     pub const DATA: &str = "hiperiso.data";
+    /// `hiperiso.data=ESPDISK:<n>`: partition n of the disk holding the ESP
+    /// (`hiperiso.esp=`), whatever its label: the Secure Boot entry's, as
+    /// the signed GRUB cannot read the data partition's UUID.
+    pub const DATA_ON_ESP_DISK: &str = "ESPDISK:";
+    /// The data partition's number in the stick's table (DESIGN.md §4:
+    /// data first, ESP second, on GPT and MBR).
+    pub const DATA_PARTITION_NUMBER: u32 = 1;
     /// `hiperiso.esp=UUID=<fs uuid>`: which partition is the ESP.
     pub const ESP: &str = "hiperiso.esp";
     /// `hiperiso_fallback=1`: TCG when `/dev/kvm` is unusable.

@@ -39,7 +39,7 @@ const OUTER_RAM_MB: u64 = 3072;
 const BIOS_MARKER: &str = "E2E-MARKER-BIOS";
 const UEFI_MARKER: &str = "E2E-MARKER-UEFI";
 /// Small inner guests keep the outer VM's memory small.
-const CONFIG: &str = r#"{
+pub(crate) const CONFIG: &str = r#"{
   "control": {"default_ram": 256, "screenshot_interval": 2, "session_timeout": 240}
 }"#;
 
@@ -123,17 +123,24 @@ pub(crate) fn stick_with(dir: &Path, isos: &[&str], config: &str) -> PathBuf {
     let base = base();
     let image = dir.join("stick.img");
     run::working_copy(&base.image, &image).unwrap();
-    let mut stick = StickImage::open(&image).unwrap();
-    for name in isos {
-        stick.add_iso(&base.isos.join(name)).unwrap();
+    let isos: Vec<PathBuf> = isos.iter().map(|name| base.isos.join(name)).collect();
+    load_stick(&image, &isos, config);
+    image
+}
+
+/// Puts `isos` under ISOs/ of the stick `image` and `config` as its
+/// hiperiso.json.
+pub(crate) fn load_stick(image: &Path, isos: &[PathBuf], config: &str) {
+    let mut stick = StickImage::open(image).unwrap();
+    for iso in isos {
+        stick.add_iso(iso).unwrap();
     }
     stick
         .put_bytes("hiperiso/hiperiso.json", config.as_bytes(), 0)
         .unwrap();
-    image
 }
 
-fn set_boot(image: &Path, name: &str) {
+pub(crate) fn set_boot(image: &Path, name: &str) {
     StickImage::open(image).unwrap().boot_once(name).unwrap();
 }
 
@@ -204,7 +211,7 @@ fn boot_to_poweroff(vm: &Vm) -> String {
 }
 
 /// The only session added since `before`.
-fn new_session(image: &Path, before: &[String], console: &str) -> String {
+pub(crate) fn new_session(image: &Path, before: &[String], console: &str) -> String {
     let after = session_ids(image).unwrap();
     let new: Vec<&String> = after.iter().filter(|id| !before.contains(id)).collect();
     assert_eq!(
@@ -228,7 +235,7 @@ fn info(image: &Path, id: &str) -> SessionInfo {
 }
 
 /// fsck.exfat -n on the data partition, copied out of the image sparsely.
-fn assert_data_partition_clean(image: &Path) {
+pub(crate) fn assert_data_partition_clean(image: &Path) {
     let mut file = File::open(image).unwrap();
     let size = file.seek(SeekFrom::End(0)).unwrap();
     let (_, parts) = hiperiso_installer::table::read_table(&mut file, size)
@@ -266,7 +273,7 @@ fn assert_data_partition_clean(image: &Path) {
 }
 
 /// A booted session: report, firmware, accelerator and the guest's marker.
-fn assert_booted(image: &Path, id: &str, marker: &str, firmware: &str, accel: &str) {
+pub(crate) fn assert_booted(image: &Path, id: &str, marker: &str, firmware: &str, accel: &str) {
     let report = session_report(image, id).unwrap();
     let serial = text(image, id, "serial.log");
     assert_eq!(

@@ -11,6 +11,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use hiperiso_build::payload::grub::Platform;
+use hiperiso_runtime::cmdline::{KernelCmdline, PartitionSpec};
 use hiperiso_runtime::grubenv;
 use hiperiso_runtime::qmp::Qmp;
 use hiperiso_stick::qemu::{Accel, Chardev, Drive, Firmware, Machine, QemuCommand};
@@ -50,6 +51,21 @@ fn grub_cfg_speaks_the_contracts_names() {
     assert!(cfg.contains(hiperiso_stick::paths::data::GRUBENV));
     assert!(cfg.contains(hiperiso_stick::paths::esp::VMLINUZ));
     assert!(cfg.contains(hiperiso_stick::paths::esp::INITRAMFS));
+    // The Secure Boot entry (its GRUB cannot read exFAT, so no UUID) names
+    // the data partition by its number beside the ESP: a stick made with
+    // another data-label must boot there too.
+    let pick = format!("{}={}", cmdline::ISO, cmdline::ISO_PICK);
+    let pick = cfg
+        .lines()
+        .find(|l| l.contains(&pick))
+        .expect("grub.cfg has the Secure Boot entry");
+    let parsed = KernelCmdline::parse(pick);
+    assert_eq!(
+        parsed.data,
+        PartitionSpec::OnEspDisk(cmdline::DATA_PARTITION_NUMBER),
+        "{pick}"
+    );
+    assert!(pick.contains(&format!("{}=", cmdline::ESP)), "{pick}");
 }
 
 #[test]

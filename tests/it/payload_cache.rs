@@ -106,6 +106,7 @@ fn debian_payload_is_cached_and_rebuilt_only_where_changed() {
         size: Some("256MiB".into()),
         esp_tree: None,
         data_tree: None,
+        label: None,
         push: None,
         shared: Default::default(),
     };

@@ -5,8 +5,9 @@
 //! signed GRUB -> Debian's signed kernel -> hiperiso-init, which reports
 //! `secure_boot=enabled` and the kernel's lockdown. GRUB cannot read exFAT
 //! there, so its menu boots `hiperiso.iso=pick` and hiperiso-init takes the
-//! grubenv default. The same firmware refuses the stick once one byte of
-//! its GRUB is changed: the chain is really checked.
+//! grubenv default from the partition beside the ESP (the stick's data
+//! label is not the default one). The same firmware refuses the stick once
+//! one byte of its GRUB is changed: the chain is really checked.
 //!
 //! The user's own key (docs/secure-boot.md): OVMF with ONLY a key made by
 //! `keys secure-boot` enrolled (PK, KEK, db; no Microsoft key) boots the
@@ -46,6 +47,9 @@ const EPOCH: i64 = 1_700_000_000;
 /// start, the second once the data partition is mounted.
 const SECURE_BOOT_LINE: &str = "secure_boot=";
 const PICK_LINE: &str = "hiperiso.iso=pick: booting";
+/// The data partition's label on the Secure Boot stick (the manifest's is
+/// HIPERISO).
+const CUSTOM_LABEL: &str = "MYSTICK";
 /// The common name of the user's key in the user-key tests.
 const KEY_NAME: &str = "hiperiso CI db key";
 
@@ -64,8 +68,10 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
         signature.common_names
     );
 
+    // A data label other than the default: the pick entry finds the data
+    // partition beside the ESP, not by label.
     let image = dir.path().join("signed.img");
-    stick::write_image(dir.path(), esp, &image, None).unwrap();
+    stick::write_image(dir.path(), esp, &image, None, Some(CUSTOM_LABEL)).unwrap();
     let shown = inspect::inspect_path(&image).unwrap().to_string();
     assert!(
         shown.contains("UEFI and UEFI Secure Boot")
@@ -100,7 +106,7 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
     bytes[middle] ^= 0xff;
     fs::write(&grub, bytes).unwrap();
     let image = dir.path().join("tampered.img");
-    stick::write_image(dir.path(), &tampered_esp, &image, None).unwrap();
+    stick::write_image(dir.path(), &tampered_esp, &image, None, None).unwrap();
     stick::add_placeholder_iso(&image, "sb-test.iso");
     let (reached, text) = boot(dir.path(), &image, "tampered", vars, PICK_LINE);
     assert!(
@@ -130,7 +136,7 @@ fn secure_boot_ovmf_with_only_the_users_key_boots_the_user_signed_chain() {
     command("sbattach", |c| c.arg("--remove").arg(&grub));
     secure_boot::sign(&wrong, &grub, EPOCH).unwrap();
     let image = dir.path().join("wrong-key.img");
-    stick::write_image(dir.path(), &esp, &image, None).unwrap();
+    stick::write_image(dir.path(), &esp, &image, None, None).unwrap();
     stick::add_placeholder_iso(&image, "sb-test.iso");
     let (reached, text) = boot(dir.path(), &image, "wrong-key", &vars, SECURE_BOOT_LINE);
     assert!(
@@ -195,7 +201,7 @@ fn boots_with_only_the_users_key(dir: &Path, key: &SigningKey, esp: &Path) -> Pa
     let vars = dir.join("vars-user-key.fd");
     enroll_only(key, &vars);
     let image = dir.join("user.img");
-    stick::write_image(dir, esp, &image, None).unwrap();
+    stick::write_image(dir, esp, &image, None, None).unwrap();
     stick::add_placeholder_iso(&image, "sb-test.iso");
     let (reached, text) = boot(dir, &image, "user", &vars, SECURE_BOOT_LINE);
     assert!(

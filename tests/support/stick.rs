@@ -84,14 +84,20 @@ pub fn build_image(dir: &Path) -> Result<(PathBuf, Payload)> {
     let esp = dir.join("esp");
     let payload = build_esp(&esp)?;
     let image = dir.join("hiperiso.img");
-    write_image(dir, &esp, &image, None)?;
+    write_image(dir, &esp, &image, None, None)?;
     Ok((image, payload))
 }
 
-/// `hiperiso-build image --esp-tree ESP --size 512MiB [--table TABLE] -o
-/// IMAGE` (the manifest's table when `table` is None); `dir` holds the
-/// image step's cache.
-pub fn write_image(dir: &Path, esp: &Path, image: &Path, table: Option<TableArg>) -> Result<()> {
+/// `hiperiso-build image --esp-tree ESP --size 512MiB [--table TABLE]
+/// [--label LABEL] -o IMAGE` (the manifest's table and data-label when
+/// None); `dir` holds the image step's cache.
+pub fn write_image(
+    dir: &Path,
+    esp: &Path,
+    image: &Path,
+    table: Option<TableArg>,
+    label: Option<&str>,
+) -> Result<()> {
     let mut settings = Settings::new(workspace_root().join("hiperiso.toml"));
     settings.cache_dir = Some(dir.join("cache"));
     settings.verbosity = -1;
@@ -103,6 +109,7 @@ pub fn write_image(dir: &Path, esp: &Path, image: &Path, table: Option<TableArg>
             size: Some("512MiB".into()),
             esp_tree: Some(esp.to_path_buf()),
             data_tree: None,
+            label: label.map(str::to_string),
             push: None,
             shared: Default::default(),
         },

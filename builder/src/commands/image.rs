@@ -34,17 +34,19 @@ pub(crate) fn table_kind(arg: Option<TableArg>, manifest: &Manifest) -> TableKin
     }
 }
 
+/// The image's layout; `label` (`--label`) replaces the manifest's data-label.
 pub(crate) fn image_spec(
     manifest: &Manifest,
     table: TableKind,
     size: u64,
     trees: &PayloadTrees,
+    label: Option<&str>,
 ) -> ImageSpec {
     ImageSpec {
         table,
         size,
         seed: manifest.image.seed.clone(),
-        data_label: manifest.image.data_label.clone(),
+        data_label: label.unwrap_or(&manifest.image.data_label).to_string(),
         esp_label: manifest.image.esp_label.clone(),
         source_date_epoch: manifest.image.source_date_epoch,
         esp_tree: trees.esp.clone(),
@@ -190,7 +192,13 @@ fn write(settings: &Settings, args: &ImageArgs) -> Result<ImageReport> {
         written: false,
         sha256: String::new(),
     };
-    let spec = image_spec(manifest, table_kind(args.table, manifest), size, &trees);
+    let spec = image_spec(
+        manifest,
+        table_kind(args.table, manifest),
+        size,
+        &trees,
+        args.label.as_deref(),
+    );
     let image_settings = format!(
         "{} {} {} {:?} {:?} {}",
         spec.table, spec.size, spec.seed, spec.data_label, spec.esp_label, spec.source_date_epoch

@@ -160,10 +160,13 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
     } else {
         args.table
     };
-    let mut spec = image_spec(manifest, table_kind(table, manifest), 0, &trees);
-    if let Some(label) = &args.label {
-        spec.data_label = label.clone();
-    }
+    let spec = image_spec(
+        manifest,
+        table_kind(table, manifest),
+        0,
+        &trees,
+        args.label.as_deref(),
+    );
     let plan = device::plan_install(&args.device, &spec, args.force, args.reinstall)
         .map_err(DiskError::from)?;
     if !show_and_confirm(&plan, args, settings)? {

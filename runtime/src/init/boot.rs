@@ -167,7 +167,7 @@ pub fn start() -> Boot {
         "looking for the data partition {} (up to {wait} s)",
         cmdline.data
     ));
-    let data = partitions::mount_data(&cmdline.data, wait, DATA_MOUNT);
+    let data = partitions::mount_data(&cmdline.data, cmdline.esp.as_ref(), wait, DATA_MOUNT);
     let mut cmdline = cmdline;
     // (the parser made it `/pick`, as every hiperiso.iso is absolute)
     if cmdline

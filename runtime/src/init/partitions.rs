@@ -1,5 +1,6 @@
-//! Finding the stick's partitions among the block devices (by UUID, label
-//! or device path, as the kernel command line names them) and mounting them.
+//! Finding the stick's partitions among the block devices (by UUID, label,
+//! device path or number on the ESP's disk, as the kernel command line
+//! names them) and mounting them.
 
 use super::console::say;
 use crate::cmdline::PartitionSpec;
@@ -38,7 +39,48 @@ fn spec_matches(spec: &PartitionSpec, device: &Path, id: &FsIdentity) -> bool {
             .as_deref()
             .is_some_and(|l| l.eq_ignore_ascii_case(label)),
         PartitionSpec::Device(path) => device == Path::new(path),
+        // resolved to a device first (`on_esp_disk`)
+        PartitionSpec::OnEspDisk(_) => false,
     }
+}
+
+/// `ESPDISK:<number>`: the device of partition `number` on the disk that
+/// holds the partition `esp` names (`/dev/sda2` -> `/dev/sda1`).
+fn on_esp_disk(esp: &PartitionSpec, number: u32, wait: u32) -> Option<PartitionSpec> {
+    let Some(found) = wait_for(esp, wait) else {
+        say(&format!(
+            "no ESP {esp}: cannot find the data partition beside it"
+        ));
+        return None;
+    };
+    let name = found.device.file_name()?.to_string_lossy().into_owned();
+    match partition_beside(Path::new("/sys/class/block"), &name, number) {
+        Some(data) => Some(PartitionSpec::Device(format!("/dev/{data}"))),
+        None => {
+            say(&format!(
+                "the ESP's disk (of {name}) has no partition {number}"
+            ));
+            None
+        }
+    }
+}
+
+/// The name of partition `number` on the disk holding the partition
+/// `partition`, from sysfs (`class_block` is /sys/class/block, where each
+/// partition links into its disk's directory and has a `partition` file).
+fn partition_beside(class_block: &Path, partition: &str, number: u32) -> Option<String> {
+    let disk = fs::canonicalize(class_block.join(partition)).ok()?;
+    let mut found: Vec<String> = fs::read_dir(disk.parent()?)
+        .ok()?
+        .flatten()
+        .filter(|entry| {
+            fs::read_to_string(entry.path().join("partition"))
+                .is_ok_and(|n| n.trim().parse() == Ok(number))
+        })
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    found.into_iter().next()
 }
 
 /// Scan `/sys/class/block` once for a partition matching `spec`.
@@ -89,8 +131,26 @@ fn mount_partition(found: &ProbedPartition, target: &Path, read_only: bool) -> s
         .or_else(|_| sys::mount(&device, target, fs_type, flags, ""))
 }
 
-/// Wait for the data partition and mount it read-write on `target`.
-pub fn mount_data(spec: &PartitionSpec, wait: u32, target: &str) -> Option<ProbedPartition> {
+/// Wait for the data partition and mount it read-write on `target`; `esp`
+/// is the ESP's spec, for `ESPDISK:<n>`.
+pub fn mount_data(
+    spec: &PartitionSpec,
+    esp: Option<&PartitionSpec>,
+    wait: u32,
+    target: &str,
+) -> Option<ProbedPartition> {
+    let resolved;
+    let spec = match (spec, esp) {
+        (PartitionSpec::OnEspDisk(number), Some(esp)) => {
+            resolved = on_esp_disk(esp, *number, wait)?;
+            &resolved
+        }
+        (PartitionSpec::OnEspDisk(_), None) => {
+            say(&format!("hiperiso.data={spec} needs hiperiso.esp="));
+            return None;
+        }
+        _ => spec,
+    };
     wait_for(spec, wait).filter(
         |found| match mount_partition(found, Path::new(target), false) {
             Ok(()) => true,
@@ -157,5 +217,33 @@ mod tests {
             dev,
             &id
         ));
+    }
+
+    /// A sysfs layout as the kernel makes it: /sys/class/block/NAME links
+    /// into the disk's directory, each partition's holds its number.
+    #[test]
+    fn the_partition_beside_the_esp() {
+        let sys = tempfile::tempdir().unwrap();
+        let class = sys.path().join("class/block");
+        fs::create_dir_all(&class).unwrap();
+        for (disk, parts) in [("sda", &["sda1", "sda2"][..]), ("sdb", &["sdb1"][..])] {
+            let disk_dir = sys.path().join("devices/usb/block").join(disk);
+            fs::create_dir_all(disk_dir.join("queue")).unwrap();
+            std::os::unix::fs::symlink(&disk_dir, class.join(disk)).unwrap();
+            for (index, part) in parts.iter().enumerate() {
+                fs::create_dir_all(disk_dir.join(part)).unwrap();
+                fs::write(
+                    disk_dir.join(part).join("partition"),
+                    format!("{}\n", index + 1),
+                )
+                .unwrap();
+                std::os::unix::fs::symlink(disk_dir.join(part), class.join(part)).unwrap();
+            }
+        }
+        assert_eq!(partition_beside(&class, "sda2", 1).as_deref(), Some("sda1"));
+        assert_eq!(partition_beside(&class, "sda1", 2).as_deref(), Some("sda2"));
+        assert_eq!(partition_beside(&class, "sdb1", 1).as_deref(), Some("sdb1"));
+        assert_eq!(partition_beside(&class, "sdb1", 2), None);
+        assert_eq!(partition_beside(&class, "sdc1", 1), None);
     }
 }
