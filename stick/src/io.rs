@@ -68,6 +68,22 @@ pub fn sha256_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), total))
 }
 
+/// `1.5 MiB`-style sizes for humans (binary units, one decimal).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// sha256 (hex) and length of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<(String, u64), IoError> {
     let file = fs::File::open(path).map_err(io_err("open", path))?;
@@ -95,6 +111,13 @@ mod tests {
         let error = write_atomic(&path, b"x").unwrap_err();
         assert_eq!(error.action, "create");
         assert!(error.to_string().contains("missing/f.tmp~"), "{error}");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(human_bytes(1536 << 30), "1.5 TiB");
     }
 
     #[test]

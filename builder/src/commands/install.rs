@@ -4,7 +4,7 @@
 use std::io::{self, BufRead, Write};
 use std::path::Path;
 
-use hiperiso_installer::device;
+use hiperiso_installer::device::{self, InstallProgress};
 
 use crate::cli::InstallArgs;
 use crate::commands::artifact;
@@ -13,6 +13,7 @@ use crate::commands::error::{Error, Result};
 use crate::commands::image::{image_spec, staged_trees, table_kind};
 use crate::project::Project;
 use crate::settings::Settings;
+use crate::sources::progress::{Counter, human_bytes};
 
 /// Asks the user to type the device's name (or path).
 fn confirm(device: &Path) -> Result<()> {
@@ -93,10 +94,34 @@ fn install_image(settings: &Settings, args: &InstallArgs, image: &str) -> Result
     if !show_and_confirm(&plan, args, settings)? {
         return Ok(());
     }
-    let progress = |step: &str| settings.say(step);
-    let report = device::execute_image_install(&plan, progress).map_err(DiskError::from)?;
+    let report = device::execute_image_install(&plan, install_progress(settings))
+        .map_err(DiskError::from)?;
     say_installed(settings, &report);
     Ok(())
+}
+
+/// The installer's steps as lines, and a byte counter (bar or periodic
+/// lines, none with `-q`) for each step that writes or reads back.
+fn install_progress(settings: &Settings) -> impl FnMut(InstallProgress) + '_ {
+    let mut counter: Option<Counter> = None;
+    move |event| match event {
+        InstallProgress::Step { what, bytes } => {
+            if let Some(done) = counter.take() {
+                done.finish();
+            }
+            if bytes == 0 {
+                settings.say(what);
+            } else {
+                settings.say(format!("{what} ({})", human_bytes(bytes)));
+                counter = Some(Counter::start(settings.progress(), what, bytes));
+            }
+        }
+        InstallProgress::Bytes(n) => {
+            if let Some(counter) = &counter {
+                counter.inc(n);
+            }
+        }
+    }
 }
 
 fn say_installed(settings: &Settings, report: &device::InstallReport) {
@@ -134,7 +159,6 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
         args.esp_tree.as_deref(),
         args.data_tree.as_deref(),
     )?;
-    let progress = |step: &str| settings.say(step);
     if args.update {
         let plan = device::plan_update(
             &args.device,
@@ -148,7 +172,7 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
         if !show_and_confirm(&plan, args, settings)? {
             return Ok(());
         }
-        device::execute_update(&plan, progress).map_err(DiskError::from)?;
+        device::execute_update(&plan, |step| settings.say(step)).map_err(DiskError::from)?;
         settings.say(format!(
             "updated the ESP on {}; the data partition was not touched",
             args.device.display()
@@ -172,7 +196,8 @@ pub fn install(settings: &Settings, args: &InstallArgs) -> Result<()> {
     if !show_and_confirm(&plan, args, settings)? {
         return Ok(());
     }
-    let report = device::execute_install(&plan, progress).map_err(DiskError::from)?;
+    let report =
+        device::execute_install(&plan, install_progress(settings)).map_err(DiskError::from)?;
     say_installed(settings, &report);
     Ok(())
 }

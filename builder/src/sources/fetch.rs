@@ -514,12 +514,6 @@ mod tests {
     }
 
     #[test]
-    fn human() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
-    }
-
-    #[test]
     fn file_urls_and_offline() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src.bin");

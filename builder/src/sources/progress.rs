@@ -1,6 +1,9 @@
-//! Download progress: bars on a terminal, plain lines otherwise.
+//! Progress of downloads, long operations and byte counts: bars on a
+//! terminal, plain lines otherwise.
 
 use std::io::{self, IsTerminal};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -17,21 +20,7 @@ pub enum Progress {
     Quiet,
 }
 
-/// `1.5 MiB`-style sizes for humans.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use hiperiso_stick::io::human_bytes;
 
 /// Progress output: indicatif bars on a terminal, plain lines otherwise.
 pub(crate) struct Reporter {
@@ -41,11 +30,7 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     pub(crate) fn new(mode: Progress) -> Self {
-        let mode = match mode {
-            Progress::Auto if io::stderr().is_terminal() => Progress::Bars,
-            Progress::Auto => Progress::Lines,
-            other => other,
-        };
+        let mode = resolve(mode);
         let multi = (mode == Progress::Bars)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Self { mode, multi }
@@ -120,6 +105,56 @@ impl Task {
 
 /// How often a running [`Activity`] prints a plain line.
 const ACTIVITY_EVERY: Duration = Duration::from_secs(10);
+/// How often a running [`Counter`] prints a plain line.
+const COUNTER_EVERY: Duration = Duration::from_secs(5);
+
+/// `mode` with `Auto` decided: bars on a terminal, lines otherwise.
+fn resolve(mode: Progress) -> Progress {
+    match mode {
+        Progress::Auto if io::stderr().is_terminal() => Progress::Bars,
+        Progress::Auto => Progress::Lines,
+        other => other,
+    }
+}
+
+/// The interval between plain lines: `every`, or the milliseconds in
+/// `HIPERISO_PROGRESS_EVERY_MS` (for tests, which cannot wait 5 s).
+fn line_interval(every: Duration) -> Duration {
+    std::env::var("HIPERISO_PROGRESS_EVERY_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(every, Duration::from_millis)
+}
+
+/// A thread printing `line()` every `every` until dropped.
+struct Ticker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(every: Duration, line: impl Fn() -> String + Send + 'static) -> Self {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                eprintln!("{}", line());
+            }
+        });
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
 
 /// One long operation (packing the initramfs, writing an image, unpacking
 /// packages): a spinner with its elapsed time on a terminal; otherwise a
@@ -130,25 +165,19 @@ pub struct Activity {
     started: Instant,
     lines: bool,
     bar: Option<ProgressBar>,
-    stop: Option<mpsc::Sender<()>>,
-    ticker: Option<std::thread::JoinHandle<()>>,
+    ticker: Option<Ticker>,
 }
 
 impl Activity {
     pub fn start(mode: Progress, name: impl Into<String>) -> Self {
         let name = name.into();
         let started = Instant::now();
-        let mode = match mode {
-            Progress::Auto if io::stderr().is_terminal() => Progress::Bars,
-            Progress::Auto => Progress::Lines,
-            other => other,
-        };
+        let mode = resolve(mode);
         let mut activity = Self {
             name: name.clone(),
             started,
             lines: mode == Progress::Lines,
             bar: None,
-            stop: None,
             ticker: None,
         };
         match mode {
@@ -164,14 +193,8 @@ impl Activity {
             }
             Progress::Lines => {
                 eprintln!("{name}...");
-                let (stop, stopped) = mpsc::channel::<()>();
-                activity.stop = Some(stop);
-                activity.ticker = Some(std::thread::spawn(move || {
-                    while let Err(mpsc::RecvTimeoutError::Timeout) =
-                        stopped.recv_timeout(ACTIVITY_EVERY)
-                    {
-                        eprintln!("{name}: {}s", started.elapsed().as_secs());
-                    }
+                activity.ticker = Some(Ticker::start(line_interval(ACTIVITY_EVERY), move || {
+                    format!("{name}: {}s", started.elapsed().as_secs())
                 }));
             }
             _ => {}
@@ -181,7 +204,7 @@ impl Activity {
 
     /// Ends it, with a line saying how long it took.
     pub fn finish(mut self) {
-        self.stop_ticker();
+        drop(self.ticker.take());
         let took = format!(
             "{}: {:.1}s",
             self.name,
@@ -194,18 +217,96 @@ impl Activity {
             eprintln!("{took}");
         }
     }
-
-    fn stop_ticker(&mut self) {
-        drop(self.stop.take());
-        if let Some(ticker) = self.ticker.take() {
-            let _ = ticker.join();
-        }
-    }
 }
 
 impl Drop for Activity {
     fn drop(&mut self) {
-        self.stop_ticker();
+        drop(self.ticker.take());
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// An operation of a known number of bytes (writing a device, reading it
+/// back): a bar with bytes, rate and eta on a terminal; otherwise a line
+/// `NAME: X of Y` every 5 s while it runs and one when it ends. Quiet
+/// prints nothing.
+pub struct Counter {
+    name: String,
+    started: Instant,
+    done: Arc<AtomicU64>,
+    lines: bool,
+    bar: Option<ProgressBar>,
+    ticker: Option<Ticker>,
+}
+
+impl Counter {
+    pub fn start(mode: Progress, name: impl Into<String>, total: u64) -> Self {
+        let name = name.into();
+        let mode = resolve(mode);
+        let done = Arc::new(AtomicU64::new(0));
+        let mut counter = Self {
+            name: name.clone(),
+            started: Instant::now(),
+            done: done.clone(),
+            lines: mode == Progress::Lines,
+            bar: None,
+            ticker: None,
+        };
+        match mode {
+            Progress::Bars => {
+                let bar = ProgressBar::new(total);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_message(name);
+                counter.bar = Some(bar);
+            }
+            Progress::Lines => {
+                let total = human_bytes(total);
+                counter.ticker = Some(Ticker::start(line_interval(COUNTER_EVERY), move || {
+                    let done = human_bytes(done.load(Ordering::Relaxed));
+                    format!("{name}: {done} of {total}")
+                }));
+            }
+            _ => {}
+        }
+        counter
+    }
+
+    pub fn inc(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    /// Ends it, with a line saying how much it moved and how long it took.
+    pub fn finish(mut self) {
+        drop(self.ticker.take());
+        let line = format!(
+            "{}: {} in {:.1}s",
+            self.name,
+            human_bytes(self.done.load(Ordering::Relaxed)),
+            self.started.elapsed().as_secs_f64()
+        );
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            eprintln!("{line}");
+        } else if self.lines {
+            eprintln!("{line}");
+        }
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        drop(self.ticker.take());
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

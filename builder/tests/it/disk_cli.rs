@@ -279,6 +279,65 @@ fn install_asks_for_the_device_name_and_dry_run_writes_nothing() {
         .arg(format!("{}p2", dev.0.display())));
 }
 
+/// `install` counts the bytes it writes and reads back: on a pipe, a line
+/// `STEP: X of Y` while a step runs (every 5 s; 5 ms here) and `STEP: Y in
+/// Ns` when it ends, Y being what the step announced; `-q` prints nothing.
+#[test]
+fn install_counts_bytes_written_and_read_back_and_q_silences_it() {
+    if !hiperiso_prereq::root() {
+        return;
+    }
+    let p = Project::new();
+    let dev = Loop::over_new_file(&p.path("stick.raw"));
+    let out = p
+        .cmd()
+        .args(["install", "--yes", "--force", "--esp-tree"])
+        .arg(p.path("overlays/esp"))
+        .arg(&dev.0)
+        .env("HIPERISO_PROGRESS_EVERY_MS", "5")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (said, progress) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    // The steps that move bytes, as announced: "writing X (40.0 MiB)".
+    let counted: Vec<(&str, &str)> = said
+        .lines()
+        .filter(|l| l.starts_with("writing ") || l.starts_with("verifying"))
+        .filter_map(|l| l.strip_suffix(')')?.rsplit_once(" ("))
+        .collect();
+    assert!(
+        counted.iter().any(|(s, _)| s.starts_with("writing ESP"))
+            && counted.iter().any(|(s, _)| s.starts_with("verifying")),
+        "{said}"
+    );
+    for (step, size) in &counted {
+        let end = format!("{step}: {size} in ");
+        assert!(progress.contains(&end), "no {end:?} in:\n{progress}");
+    }
+    let running = progress
+        .lines()
+        .filter(|l| l.contains(" of ") && counted.iter().any(|(s, _)| l.starts_with(s)))
+        .count();
+    assert!(running > 0, "no running counts in:\n{progress}");
+
+    // -q: nothing at all, and still installed.
+    let out = p
+        .cmd()
+        .args(["-q", "install", "--yes", "--force", "-I", "--esp-tree"])
+        .arg(p.path("overlays/esp"))
+        .arg(&dev.0)
+        .env("HIPERISO_PROGRESS_EVERY_MS", "5")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out), "", "-q printed something");
+    let report = ok(p.cmd().arg("inspect").arg(&dev.0));
+    assert!(report.contains("build: hiperiso"), "{report}");
+}
+
 /// Every refusal comes before the payload is staged: here the project has
 /// no ESP payload at all, so any work would fail with another message.
 #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use hiperiso_stick::build_json::BuildMarker;
 use hiperiso_stick::io::io_err;
 
-use super::install::{WriteStep, describe_writes, write_and_verify, write_steps};
+use super::install::{InstallProgress, WriteStep, describe_writes, write_and_verify, write_steps};
 use super::recognise::recognise;
 use super::refusals::check_install;
 use super::{BlockDevice, DeviceError, InstallReport, human};
@@ -121,7 +121,7 @@ impl fmt::Display for ImageInstallPlan {
 /// Runs a plan: writes (table last), fsyncs, verifies, rescans.
 pub fn execute_image_install(
     plan: &ImageInstallPlan,
-    progress: impl FnMut(&str),
+    progress: impl FnMut(InstallProgress),
 ) -> Result<InstallReport, DeviceError> {
     let mut image = fs::File::open(&plan.image).map_err(io_err("open", &plan.image))?;
     write_and_verify(

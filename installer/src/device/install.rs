@@ -96,6 +96,19 @@ fn merge(mut regions: Vec<Region>) -> Vec<Region> {
     out
 }
 
+/// What an install reports while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallProgress<'a> {
+    /// A step starts: what it does, and how many bytes it writes or reads
+    /// back (0: it counts none).
+    Step { what: &'a str, bytes: u64 },
+    /// So many more bytes of the current step are done.
+    Bytes(u64),
+}
+
+/// Bytes moved per read or write while copying and reading back.
+const CHUNK: u64 = 4 * MIB;
+
 /// One step of an install, in the order they run.
 #[derive(Debug, Clone)]
 pub struct WriteStep {
@@ -327,14 +340,14 @@ fn is_wipe(step: &WriteStep) -> bool {
     step.what.starts_with("invalidate")
 }
 
-/// Copies `region` from the staging file `src` (or zeros) to `dst`.
+/// Copies `region` from the staging file `src` (or zeros) to `dst`,
+/// telling `done` each chunk's size.
 fn copy_region(
     (src, src_path): (&mut fs::File, &Path),
     (dst, dst_path): (&mut fs::File, &Path),
-    region: Region,
-    zeros: bool,
+    (region, zeros): (Region, bool),
+    mut done: impl FnMut(u64),
 ) -> Result<(), DeviceError> {
-    const CHUNK: u64 = 4 * MIB;
     let mut buf = vec![0u8; CHUNK.min(region.len) as usize];
     src.seek(SeekFrom::Start(region.offset))
         .map_err(io_err("seek the staging file", src_path))?;
@@ -356,15 +369,28 @@ fn copy_region(
                 source,
             })?;
         left -= n as u64;
+        done(n as u64);
     }
     Ok(())
 }
 
-/// sha256 of `region` of `src`.
-pub(super) fn hash_region<R: Read + Seek>(src: &mut R, region: Region) -> io::Result<[u8; 32]> {
+/// sha256 of `region` of `src`, telling `done` each chunk's size.
+pub(super) fn hash_region<R: Read + Seek>(
+    src: &mut R,
+    region: Region,
+    mut done: impl FnMut(u64),
+) -> io::Result<[u8; 32]> {
     src.seek(SeekFrom::Start(region.offset))?;
     let mut hasher = Sha256::new();
-    io::copy(&mut src.take(region.len), &mut hasher)?;
+    let mut buf = vec![0u8; CHUNK.min(region.len) as usize];
+    let mut left = region.len;
+    while left > 0 {
+        let n = left.min(CHUNK) as usize;
+        src.read_exact(&mut buf[..n])?;
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+        done(n as u64);
+    }
     Ok(hasher.finalize().into())
 }
 
@@ -395,7 +421,7 @@ pub struct InstallReport {
 /// Runs a plan: writes (table last), fsyncs, verifies, rescans.
 pub fn execute_install(
     plan: &InstallPlan,
-    progress: impl FnMut(&str),
+    progress: impl FnMut(InstallProgress),
 ) -> Result<InstallReport, DeviceError> {
     let staged_path = plan.staged.path();
     let mut staged = plan
@@ -420,33 +446,37 @@ pub(super) fn write_and_verify(
     (src, src_path): (&mut fs::File, &Path),
     steps: &[WriteStep],
     partitions: &[Extent],
-    mut progress: impl FnMut(&str),
+    mut progress: impl FnMut(InstallProgress),
 ) -> Result<InstallReport, DeviceError> {
     let path = &device.path;
     let mut dev = open_exclusive(path)?;
     for step in steps {
-        progress(&format!("writing {} ({})", step.what, human(step.bytes())));
+        progress(InstallProgress::Step {
+            what: &format!("writing {}", step.what),
+            bytes: step.bytes(),
+        });
         for &region in &step.regions {
             copy_region(
                 (&mut *src, src_path),
                 (&mut dev, path),
-                region,
-                is_wipe(step),
+                (region, is_wipe(step)),
+                |n| progress(InstallProgress::Bytes(n)),
             )?;
         }
         sync(&dev, path)?;
     }
     let written: Vec<_> = steps.iter().filter(|s| !is_wipe(s)).collect();
-    progress(&format!(
-        "verifying: reading back {} written",
-        human(written.iter().map(|s| s.bytes()).sum())
-    ));
+    progress(InstallProgress::Step {
+        what: "verifying: reading back what was written",
+        bytes: written.iter().map(|s| s.bytes()).sum(),
+    });
     drop_cache(&dev);
     let mut verified = 0;
     for step in &written {
         for &region in &step.regions {
-            let want = hash_region(src, region).map_err(io_err("read", src_path))?;
-            let got = hash_region(&mut dev, region).map_err(io_err("read back", path))?;
+            let want = hash_region(src, region, |_| {}).map_err(io_err("read", src_path))?;
+            let got = hash_region(&mut dev, region, |n| progress(InstallProgress::Bytes(n)))
+                .map_err(io_err("read back", path))?;
             if want != got {
                 return Err(DeviceError::VerifyFailed {
                     path: path.clone(),
@@ -458,7 +488,10 @@ pub(super) fn write_and_verify(
         }
     }
     drop(dev);
-    progress("making the kernel see the new partitions");
+    progress(InstallProgress::Step {
+        what: "making the kernel see the new partitions",
+        bytes: 0,
+    });
     let (nodes, added) = refresh_partitions(device, partitions)?;
     Ok(InstallReport {
         bytes_written: steps.iter().map(WriteStep::bytes).sum(),

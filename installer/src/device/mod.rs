@@ -23,13 +23,15 @@ mod update;
 use std::io;
 use std::path::PathBuf;
 
-use hiperiso_stick::io::IoError;
+use hiperiso_stick::io::{IoError, human_bytes as human};
 
 pub use blkpg::refresh_partitions;
 pub use from_image::{ImageInstallPlan, execute_image_install, plan_image_install};
 // The path's home is `hiperiso_stick::paths::esp::BUILD_JSON`; kept here
 // for builder/ and tests/ that still name `device::BUILD_JSON`.
-pub use install::{InstallPlan, InstallReport, Region, WriteStep, execute_install, plan_install};
+pub use install::{
+    InstallPlan, InstallProgress, InstallReport, Region, WriteStep, execute_install, plan_install,
+};
 pub use probe::{BlockDevice, KernelPartition};
 pub use recognise::{EspMarkerError, NotAStick, StickContents, recognise, stick_contents};
 pub use refusals::{check_install, check_update};
@@ -177,20 +179,4 @@ fn describe_contents(c: &StickContents) -> String {
         text.push_str(&format!(" (the listing is incomplete: {problem})"));
     }
     text
-}
-
-/// `1.5 GiB`, `512 B`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

@@ -176,7 +176,7 @@ pub fn execute_update(
         offset: plan.esp.offset,
         len: plan.esp.len,
     };
-    let got = hash_region(&mut dev, region).map_err(io_err("read back", path))?;
+    let got = hash_region(&mut dev, region, |_| {}).map_err(io_err("read back", path))?;
     let want: [u8; 32] = Sha256::digest(&plan.new_esp).into();
     if got != want {
         return Err(DeviceError::VerifyFailed {

@@ -196,8 +196,47 @@ pub fn cpuid_text(cpu_path: &str, words: &Value, filtered: Option<&Value>) -> St
     out
 }
 
-/// How many times the guest's memory is searched for SMBIOS, a second apart.
-const SMBIOS_ATTEMPTS: u32 = 8;
+/// `qemu_smbios.txt`, one look (`look` counts them, from 1): the SMBIOS
+/// tables found in guest memory (true), or else why not, with the entry
+/// point type QEMU gives them (false). The firmware copies the tables while
+/// it starts, which OVMF in a slow (nested, traced) guest may not have done
+/// yet, so the supervisor looks again later; failures are never fatal.
+pub fn guest_smbios(hw_dir: &Path, qmp: &mut Qmp, look: u32) -> Result<bool, InventoryError> {
+    let mut c = Collector {
+        hw_dir,
+        qmp,
+        written: Vec::new(),
+        failed: Vec::new(),
+        raw: String::new(),
+    };
+    let ram = c.qmp("query-memory-size-summary", None);
+    let ram = ram.as_ref().and_then(|r| r["base-memory"].as_u64());
+    // q35 maps RAM from 2 GiB up above 4 GiB when it has 2.75 GiB or more.
+    let low_ram = ram.map(|ram| if ram >= 0xB000_0000 { 0x8000_0000 } else { ram });
+    let found = match low_ram {
+        Some(low_ram) => {
+            smbios::guest_smbios(|address, size| c.read_memory(address, size), low_ram)
+        }
+        None => Err("QEMU did not give the guest's RAM size".to_string()),
+    };
+    let text = match &found {
+        Ok(text) => format!("{text}\n# found on look {look}\n"),
+        Err(e) => {
+            let kind = c.qmp(
+                "qom-get",
+                Some(
+                    serde_json::json!({"path": "/machine", "property": "smbios-entry-point-type"}),
+                ),
+            );
+            format!(
+                "# {e} (look {look})\nentry_point_type: {}\n",
+                kind.as_ref().and_then(Value::as_str).unwrap_or("?")
+            )
+        }
+    };
+    c.put("qemu_smbios.txt", &text)?;
+    Ok(found.is_ok())
+}
 
 /// Collect the guest inventory through QMP. Returns the files written and
 /// the commands that failed.
@@ -261,39 +300,6 @@ pub fn collect_guest(
                 &cpuid_text(path, &words, filtered.as_ref()),
             )?;
         }
-    }
-    if let Some(ram) = c.qmp("query-memory-size-summary", None) {
-        let ram = ram["base-memory"].as_u64().unwrap_or(0);
-        // q35 maps RAM from 2 GiB up above 4 GiB when it has 2.75 GiB or more.
-        let low_ram = if ram >= 0xB000_0000 { 0x8000_0000 } else { ram };
-        // The firmware copies the tables while it starts, which a slow
-        // (traced, nested) guest may not have done yet: a few more looks.
-        let mut found = Err(String::new());
-        for attempt in 0..SMBIOS_ATTEMPTS {
-            if attempt > 0 {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-            found = smbios::guest_smbios(|address, size| c.read_memory(address, size), low_ram);
-            if found.is_ok() {
-                break;
-            }
-        }
-        // Not found (OVMF's tables are not searched well enough yet): the
-        // entry point type QEMU gives them.
-        let text = match found {
-            Ok(text) => text,
-            Err(e) => {
-                let kind = c.qmp(
-                    "qom-get",
-                    Some(serde_json::json!({"path": "/machine", "property": "smbios-entry-point-type"})),
-                );
-                format!(
-                    "# {e}\nentry_point_type: {}\n",
-                    kind.as_ref().and_then(Value::as_str).unwrap_or("?")
-                )
-            }
-        };
-        c.put("qemu_smbios.txt", &text)?;
     }
     if let Some(reply) = c.qmp("query-pci", None) {
         let summary = pci_summary(&reply);

@@ -5,13 +5,14 @@
 //!   adds `kvm_caps.json`;
 //! - [`guest`] (a few seconds after QEMU starts, through QMP): `qemu_*.txt`
 //!   and `pci_summary.json`; [`smbios`] reads the guest's SMBIOS tables from
-//!   its memory for `qemu_smbios.txt`.
+//!   its memory for `qemu_smbios.txt` (looked for again until the firmware
+//!   has copied them, or the guest shuts down).
 
 pub mod guest;
 pub mod host;
 pub mod smbios;
 
-pub use guest::{GUEST_HMP, GuestPciDevice, PciSummary, collect_guest, pci_summary};
+pub use guest::{GUEST_HMP, GuestPciDevice, PciSummary, collect_guest, guest_smbios, pci_summary};
 pub use host::{collect_host, host_summary, read_dmesg};
 
 use std::fs;

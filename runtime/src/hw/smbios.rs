@@ -12,6 +12,9 @@ pub const F_SEGMENT: (u64, usize) = (0xF_0000, 0x1_0000);
 /// in chunks of this size, this many chunks.
 pub const TOP_CHUNK: usize = 4 << 20;
 pub const TOP_CHUNKS: u64 = 16;
+/// At most this much of a structure table is read: QEMU's are a few KiB,
+/// and a 3.x entry point may claim up to 4 GiB.
+pub const MAX_TABLE: usize = 1 << 20;
 
 /// A checked SMBIOS entry point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +130,9 @@ fn type_name(kind: u8) -> &'static str {
 }
 
 /// `qemu_smbios.txt` from guest memory read by `read(address, length)`:
-/// the F segment first, then the top of low RAM (`low_ram` bytes).
+/// the F segment first (SeaBIOS), then the top of low RAM (`low_ram`
+/// bytes), where OVMF's page allocations below 4 GiB land; a region that
+/// cannot be read (SMRAM) is skipped.
 pub fn guest_smbios(
     mut read: impl FnMut(u64, usize) -> Option<Vec<u8>>,
     low_ram: u64,
@@ -142,7 +147,7 @@ pub fn guest_smbios(
         .into_iter()
         .find_map(|(base, len)| find_entry_point(&read(base, len)?, base))
         .ok_or("no SMBIOS entry point in the F segment or the top of low RAM")?;
-    let table = read(entry.table, entry.table_len)
+    let table = read(entry.table, entry.table_len.min(MAX_TABLE))
         .ok_or_else(|| format!("cannot read the table at {:#x}", entry.table))?;
     Ok(format!(
         "# SMBIOS the guest sees, read from its memory\n\
@@ -243,5 +248,72 @@ mod tests {
         assert!(text.contains("entry_point: 3.0 at 0x3ffe000\n"), "{text}");
         assert!(text.contains("string 1: \"QEMU\""), "{text}");
         assert!(guest_smbios(|_, len| Some(vec![0; len]), low_ram).is_err());
+    }
+
+    /// OVMF's (edk2-stable, Debian's OVMF_CODE_4M.fd) for a 256 MiB q35
+    /// guest, as QMP `pmemsave` showed it once the boot manager ran: the
+    /// 2.8 entry point on a page ~11 MiB below the top of RAM. Above it here
+    /// a region that cannot be read, and OVMF's own template of the anchor
+    /// (all zero, so a wrong checksum), which must not stop the search.
+    #[test]
+    fn ovmf_entry_point_below_a_decoy() {
+        let real = hex("5f534d5f2e1f02084b000000000000005f444d495f677f0100f0510f090028");
+        let decoy = hex("5f534d5f001f020800000000000000005f444d495f00000000000000000028");
+        let low_ram = 256 << 20;
+        let (decoy_at, ep_at, table_at) = (0xf9f_f000, 0xf52_0000, 0xf51_f000);
+        let mut reads = Vec::new();
+        let text = guest_smbios(
+            |base, len| {
+                reads.push((base, len));
+                if base + len as u64 == low_ram {
+                    return None;
+                }
+                let mut mem = vec![0u8; len];
+                for (at, bytes) in [(decoy_at, &decoy), (ep_at, &real)] {
+                    if (base..base + len as u64).contains(&at) {
+                        let at = (at - base) as usize;
+                        mem[at..at + bytes.len()].copy_from_slice(bytes);
+                    }
+                }
+                if base == table_at {
+                    mem[..table().len()].copy_from_slice(&table());
+                }
+                Some(mem)
+            },
+            low_ram,
+        )
+        .unwrap();
+        assert!(text.contains("entry_point: 2.8 at 0xf520000\n"), "{text}");
+        assert!(text.contains("table: 0xf51f000, 383 bytes\n"), "{text}");
+        assert!(text.contains("string 2: \"Standard PC\""), "{text}");
+        // Bounded: the F segment, 4 MiB chunks down to the one holding the
+        // entry point, then the table.
+        assert_eq!(reads.len(), 1 + 3 + 1, "{reads:x?}");
+        assert!(reads.iter().all(|&(_, len)| len <= TOP_CHUNK), "{reads:x?}");
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_huge_table_length_is_not_read_whole() {
+        let mut asked = 0;
+        let _ = guest_smbios(
+            |base, len| {
+                let mut mem = vec![0u8; len];
+                if base == F_SEGMENT.0 {
+                    mem[..24].copy_from_slice(&sm3(0x1000, u32::MAX));
+                } else {
+                    asked = len;
+                }
+                Some(mem)
+            },
+            64 << 20,
+        );
+        assert_eq!(asked, MAX_TABLE);
     }
 }

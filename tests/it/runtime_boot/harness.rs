@@ -460,8 +460,8 @@ impl SessionFiles {
             let kvm = self.text("hw/host_kvm.txt");
             assert!(kvm.starts_with("/dev/kvm: present\n"), "{kvm}");
         }
-        // The SMBIOS tables the firmware gave the guest, from its memory
-        // (SeaBIOS's; OVMF's are not found yet).
+        // The SMBIOS tables the firmware (SeaBIOS or OVMF) gave the guest,
+        // from its memory.
         let smbios = self.text("hw/qemu_smbios.txt");
         let needles = [
             "\nentry_point: ",
@@ -471,11 +471,6 @@ impl SessionFiles {
             "\"Standard PC (Q35 + ICH9, 2009)\"",
             "DMI type 127 (end of table)",
         ];
-        let needles = if firmware == "bios" {
-            &needles[..]
-        } else {
-            &[]
-        };
         for needle in needles {
             assert!(
                 smbios.contains(needle),

@@ -29,6 +29,11 @@ pub const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Seconds after QEMU starts before the guest inventory is taken.
 const GUEST_INVENTORY_DELAY: Duration = Duration::from_secs(3);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Looks for the guest's SMBIOS tables: the first with the inventory, the
+/// next ones 2, 4, 8, 16, 16… s apart until found, and a last one when the
+/// guest shuts down. OVMF under nested, traced KVM takes a while to copy them.
+const SMBIOS_LOOKS: u32 = 12;
+const SMBIOS_WAIT_MAX: Duration = Duration::from_secs(16);
 /// How long a guest asked to power down (ACPI) gets before QEMU quits.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -42,6 +47,10 @@ pub struct Supervisor {
     /// `GUEST_PANICKED`, or an unexpected `STOP` with its run state.
     pub crash_event: Option<String>,
     pub guest_inventory_done: bool,
+    /// When to look for the guest's SMBIOS tables again (`None`: found, or
+    /// given up), and how many looks so far.
+    smbios_next: Option<Instant>,
+    smbios_looks: u32,
     /// QEMU pauses when the guest shuts down (`-action shutdown=pause`), so
     /// the guest inventory and a last screenshot can still be taken; then
     /// init quits it.
@@ -77,6 +86,8 @@ impl Supervisor {
             started,
             crash_event: None,
             guest_inventory_done: false,
+            smbios_next: None,
+            smbios_looks: 0,
             guest_shut_down: false,
             quit_sent: false,
             stop_deadline: None,
@@ -112,6 +123,7 @@ impl Supervisor {
             self.poll_events(rec);
             self.check_unexpected_stop();
             self.guest_inventory(rec);
+            self.guest_smbios(rec);
             self.periodic_screenshot(rec);
             display.sample_qemu_cpu(self.child.id());
             for request in display.requests() {
@@ -197,7 +209,32 @@ impl Supervisor {
             Err(e) => rec.warn(error_chain(&e)),
         }
         rec.phase("guest_inventory", t_inv);
+        self.smbios_next = Some(Instant::now());
         rec.stage(Stage::GuestInventory, "guest inventory written to hw/");
+    }
+
+    /// `hw/qemu_smbios.txt`, looked for until found ([`SMBIOS_LOOKS`]).
+    fn guest_smbios(&mut self, rec: &mut Recording) {
+        let due = self
+            .smbios_next
+            .is_some_and(|next| Instant::now() >= next || self.guest_shut_down);
+        let Some(q) = self.qmp.as_mut().filter(|_| due) else {
+            return;
+        };
+        self.smbios_looks += 1;
+        let last = self.guest_shut_down || self.smbios_looks >= SMBIOS_LOOKS;
+        self.smbios_next =
+            match hw::guest_smbios(&rec.dir.join(files::HW_DIR), q, self.smbios_looks) {
+                Ok(false) if !last => {
+                    let wait = Duration::from_secs(1 << self.smbios_looks.min(4));
+                    Some(Instant::now() + wait.min(SMBIOS_WAIT_MAX))
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    rec.warn(error_chain(&e));
+                    None
+                }
+            };
     }
 
     /// A look at the screen for the timeline (QMP connected).
