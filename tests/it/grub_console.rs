@@ -65,7 +65,12 @@ fn grub_cfg_speaks_the_contracts_names() {
         PartitionSpec::OnEspDisk(cmdline::DATA_PARTITION_NUMBER),
         "{pick}"
     );
-    assert!(pick.contains(&format!("{}=", cmdline::ESP)), "{pick}");
+    // ... and the ESP, through the variable every entry passes.
+    assert!(pick.contains("${hiperiso_esp}"), "{pick}");
+    assert!(
+        cfg.contains(&format!("set hiperiso_esp=\"{}=UUID=", cmdline::ESP)),
+        "grub.cfg sets hiperiso_esp"
+    );
 }
 
 #[test]

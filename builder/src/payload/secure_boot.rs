@@ -270,13 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = generate(&dir.path().join("keys"), "test").unwrap();
         let image = dir.path().join("grub.efi");
-        let status = Command::new("grub-mkimage")
-            .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o"])
-            .arg(&image)
-            .arg("normal")
-            .status()
-            .unwrap();
-        assert!(status.success());
+        grub_image(&image);
         let unsigned = fs::read(&image).unwrap();
         let mut signed = Vec::new();
         for _ in 0..2 {
@@ -287,6 +281,17 @@ mod tests {
         }
         assert!(signed[0].len() > unsigned.len());
         assert!(signed[0] == signed[1], "two signatures of one image differ");
+    }
+
+    /// A small GRUB EFI image made by the host's grub-mkimage (no .sbat).
+    fn grub_image(image: &Path) {
+        let status = Command::new("grub-mkimage")
+            .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o"])
+            .arg(image)
+            .arg("normal")
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// A GRUB image without .sbat (shim would refuse it) is an error
@@ -303,13 +308,7 @@ mod tests {
         fs::create_dir_all(shim.parent().unwrap()).unwrap();
         fs::write(&shim, "shim").unwrap();
         let image = dir.path().join("grub.efi");
-        let status = Command::new("grub-mkimage")
-            .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o"])
-            .arg(&image)
-            .arg("normal")
-            .status()
-            .unwrap();
-        assert!(status.success());
+        grub_image(&image);
         let esp = dir.path().join("esp");
         let kernel = esp.join(paths::VMLINUZ);
         fs::create_dir_all(kernel.parent().unwrap()).unwrap();

@@ -64,7 +64,7 @@ fn default_manifest_is_valid_and_summarised() {
     assert!(ok, "{stderr}");
     for needle in [
         "profile    default",
-        "sources    7 active",
+        "sources    8 active",
         "linux",
         "qemu",
         "edk2",
@@ -72,6 +72,7 @@ fn default_manifest_is_valid_and_summarised() {
         "busybox",
         "seabios",
         "libslirp",
+        "shim",
     ] {
         assert!(stdout.contains(needle), "{needle} missing:\n{stdout}");
     }
@@ -101,9 +102,9 @@ fn offline_fetch_names_every_missing_blob() {
         .env("HIPERISO_CACHE_DIR", dir.path())
         .env("HIPERISO_DEBIAN_MIRROR", "http://mirror.invalid/debian"));
     assert!(!ok);
-    assert!(stderr.contains("7 blob(s) missing"), "{stderr}");
+    assert!(stderr.contains("8 blob(s) missing"), "{stderr}");
     for name in [
-        "linux", "qemu", "edk2", "grub2", "busybox", "seabios", "libslirp",
+        "linux", "qemu", "edk2", "grub2", "shim", "busybox", "seabios", "libslirp",
     ] {
         assert!(
             stderr.contains(&format!("\n  {name}: sha256 ")),

@@ -89,6 +89,7 @@ fn the_kernel_chain_starts_first() {
             "edk2",
             "grub",
             "busybox",
+            "shim",
             "seabios",
             "grub-image"
         ]

@@ -309,7 +309,7 @@ fn image_records_steps_and_its_own_sha256() {
     let manifest = p.path("hiperiso.toml");
     let text = fs::read_to_string(&manifest).unwrap();
     // The default profile with one step and no assembled payload.
-    let default_steps = "steps = [\"linux\", \"qemu\", \"edk2\", \"seabios\", \"busybox\", \"grub-image\", \"runtime\"]";
+    let default_steps = "steps = [\"linux\", \"qemu\", \"edk2\", \"seabios\", \"busybox\", \"grub-image\", \"shim\", \"runtime\"]";
     assert!(text.contains(default_steps));
     let text = text
         .replace(default_steps, "steps = [\"upper\"]")

@@ -95,7 +95,17 @@ struct Collector<'a> {
     raw: String,
 }
 
-impl Collector<'_> {
+impl<'a> Collector<'a> {
+    fn new(hw_dir: &'a Path, qmp: &'a mut Qmp) -> Self {
+        Self {
+            hw_dir,
+            qmp,
+            written: Vec::new(),
+            failed: Vec::new(),
+            raw: String::new(),
+        }
+    }
+
     /// One HMP command; `None` (recorded as failed) when QEMU refused it.
     fn hmp(&mut self, command: &str) -> Option<String> {
         match self.qmp.hmp(command) {
@@ -202,13 +212,7 @@ pub fn cpuid_text(cpu_path: &str, words: &Value, filtered: Option<&Value>) -> St
 /// it starts, which OVMF in a slow (nested, traced) guest may not have done
 /// yet, so the supervisor looks again later; failures are never fatal.
 pub fn guest_smbios(hw_dir: &Path, qmp: &mut Qmp, look: u32) -> Result<bool, InventoryError> {
-    let mut c = Collector {
-        hw_dir,
-        qmp,
-        written: Vec::new(),
-        failed: Vec::new(),
-        raw: String::new(),
-    };
+    let mut c = Collector::new(hw_dir, qmp);
     let ram = c.qmp("query-memory-size-summary", None);
     let ram = ram.as_ref().and_then(|r| r["base-memory"].as_u64());
     // q35 maps RAM from 2 GiB up above 4 GiB when it has 2.75 GiB or more.
@@ -244,13 +248,7 @@ pub fn collect_guest(
     hw_dir: &Path,
     qmp: &mut Qmp,
 ) -> Result<(Vec<String>, Vec<String>), InventoryError> {
-    let mut c = Collector {
-        hw_dir,
-        qmp,
-        written: Vec::new(),
-        failed: Vec::new(),
-        raw: String::new(),
-    };
+    let mut c = Collector::new(hw_dir, qmp);
     let mut qtree = None;
     for (name, command) in GUEST_HMP {
         if let Some(text) = c.hmp(command) {
