@@ -1,23 +1,28 @@
 //! Whether the host kernel was started with UEFI Secure Boot on, and the
 //! kernel's lockdown mode, for `env.txt` and `session.json`.
 //!
-//! - Secure Boot: the kernel says so at boot, in its log (`secureboot:
-//!   Secure boot enabled|disabled|could not be determined`, printed by
-//!   drivers/firmware/efi/secureboot.c from the firmware's `SecureBoot`
-//!   variable). Reading the variable itself would need efivarfs, a module
-//!   in Debian's kernel; the log line needs nothing. No line: the kernel
-//!   did not boot through UEFI (a legacy BIOS) or has no EFI support.
+//! - Secure Boot: the kernel says so at boot, in its log (`Secure boot
+//!   enabled|disabled|could not be determined`, from the firmware's
+//!   `SecureBoot` variable: Debian's kernel prefixes it with `secureboot: `,
+//!   the upstream one of the from-source profile does not). Reading the
+//!   variable itself would need efivarfs, a module in Debian's kernel; the
+//!   log line needs nothing. No line: the kernel did not boot through UEFI
+//!   (a legacy BIOS) or has no EFI support.
 //! - Lockdown: securityfs's `lockdown`, e.g. `none [integrity]
 //!   confidentiality` (the bracketed mode is the one in force).
 
 /// `enabled`, `disabled`, `unknown` (the firmware did not say) or
 /// `not_uefi` (no line: a legacy BIOS boot, or no EFI in the kernel).
 pub fn secure_boot_from_kernel_log(log: &str) -> &'static str {
-    const MARK: &str = "secureboot: Secure boot ";
     for line in log.lines() {
         // /dev/kmsg: "6,123,456,-;secureboot: …"; dmesg: "[    0.0] secureboot: …"
-        if let Some(at) = line.find(MARK) {
-            return match line[at + MARK.len()..].trim() {
+        let message = match (line.split_once(';'), line.split_once("] ")) {
+            (Some((_, message)), _) | (None, Some((_, message))) => message,
+            (None, None) => line,
+        };
+        let message = message.strip_prefix("secureboot: ").unwrap_or(message);
+        if let Some(state) = message.strip_prefix("Secure boot ") {
+            return match state.trim() {
                 "enabled" => "enabled",
                 "disabled" => "disabled",
                 _ => "unknown",
@@ -68,6 +73,20 @@ mod tests {
         );
         assert_eq!(
             secure_boot_from_kernel_log("6,1,2,-;Linux version"),
+            "not_uefi"
+        );
+        // The upstream kernel (from-source profile) has no prefix; a line
+        // that merely mentions it is not the kernel's statement.
+        assert_eq!(
+            secure_boot_from_kernel_log("6,90,905,-;Secure boot enabled\n"),
+            "enabled"
+        );
+        assert_eq!(
+            secure_boot_from_kernel_log("[    0.000000] Secure boot disabled"),
+            "disabled"
+        );
+        assert_eq!(
+            secure_boot_from_kernel_log("6,91,906,-;foo: Secure boot enabled"),
             "not_uefi"
         );
     }
