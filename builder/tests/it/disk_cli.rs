@@ -289,15 +289,20 @@ fn install_counts_bytes_written_and_read_back_and_q_silences_it() {
     }
     let p = Project::new();
     let dev = Loop::over_new_file(&p.path("stick.raw"));
-    let out = p
-        .cmd()
-        .args(["install", "--yes", "--force", "--esp-tree"])
-        .arg(p.path("overlays/esp"))
-        .arg(&dev.0)
-        .env("HIPERISO_PROGRESS_EVERY_MS", "5")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let install = |first: &[&str]| {
+        let out = p
+            .cmd()
+            .args(first)
+            .args(["--yes", "--force", "--esp-tree"])
+            .arg(p.path("overlays/esp"))
+            .arg(&dev.0)
+            .env("HIPERISO_PROGRESS_EVERY_MS", "5")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        out
+    };
+    let out = install(&["install"]);
     let (said, progress) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -324,15 +329,7 @@ fn install_counts_bytes_written_and_read_back_and_q_silences_it() {
     assert!(running > 0, "no running counts in:\n{progress}");
 
     // -q: nothing at all, and still installed.
-    let out = p
-        .cmd()
-        .args(["-q", "install", "--yes", "--force", "-I", "--esp-tree"])
-        .arg(p.path("overlays/esp"))
-        .arg(&dev.0)
-        .env("HIPERISO_PROGRESS_EVERY_MS", "5")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let out = install(&["-q", "install", "-I"]);
     assert_eq!(text(&out), "", "-q printed something");
     let report = ok(p.cmd().arg("inspect").arg(&dev.0));
     assert!(report.contains("build: hiperiso"), "{report}");
