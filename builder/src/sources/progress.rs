@@ -1,7 +1,9 @@
 //! Progress of downloads, long operations and byte counts: bars on a
 //! terminal, plain lines otherwise.
 
-use std::io::{self, IsTerminal};
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -126,18 +128,18 @@ fn line_interval(every: Duration) -> Duration {
         .map_or(every, Duration::from_millis)
 }
 
-/// A thread printing `line()` every `every` until dropped.
+/// A thread calling `tick()` every `every` until dropped.
 struct Ticker {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Ticker {
-    fn start(every: Duration, line: impl Fn() -> String + Send + 'static) -> Self {
+    fn start(every: Duration, tick: impl Fn() + Send + 'static) -> Self {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                eprintln!("{}", line());
+                tick();
             }
         });
         Self {
@@ -159,26 +161,37 @@ impl Drop for Ticker {
 /// One long operation (packing the initramfs, writing an image, unpacking
 /// packages): a spinner with its elapsed time on a terminal; otherwise a
 /// line when it starts, one every 10 s while it runs and one when it ends,
-/// so it is never silent for longer. Quiet prints nothing.
+/// so it is never silent for longer. One that writes a log (a cargo build)
+/// also shows the log's last line. Quiet prints nothing.
 pub struct Activity {
     name: String,
     started: Instant,
-    lines: bool,
-    bar: Option<ProgressBar>,
-    ticker: Option<Ticker>,
+    shown: Shown,
 }
 
 impl Activity {
     pub fn start(mode: Progress, name: impl Into<String>) -> Self {
+        Self::watching(mode, name, None)
+    }
+
+    /// The same, with the last line of `log` as it grows.
+    pub fn with_log(mode: Progress, name: impl Into<String>, log: &Path) -> Self {
+        Self::watching(mode, name, Some(log.to_path_buf()))
+    }
+
+    fn watching(mode: Progress, name: impl Into<String>, log: Option<PathBuf>) -> Self {
         let name = name.into();
+        let watched = log.is_some();
+        let last = move || match &log {
+            Some(log) => format!(": {}", last_line(log)),
+            None => String::new(),
+        };
         let started = Instant::now();
         let mode = resolve(mode);
         let mut activity = Self {
             name: name.clone(),
             started,
-            lines: mode == Progress::Lines,
-            bar: None,
-            ticker: None,
+            shown: Shown::new(mode),
         };
         match mode {
             Progress::Bars => {
@@ -187,15 +200,23 @@ impl Activity {
                     ProgressStyle::with_template("{spinner} {msg} {elapsed}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
-                bar.set_message(name);
+                bar.set_message(name.clone());
                 bar.enable_steady_tick(Duration::from_millis(200));
-                activity.bar = Some(bar);
+                if watched {
+                    let shown = bar.clone();
+                    activity.shown.ticker =
+                        Some(Ticker::start(Duration::from_secs(1), move || {
+                            shown.set_message(format!("{name}{}", last()))
+                        }));
+                }
+                activity.shown.bar = Some(bar);
             }
             Progress::Lines => {
                 eprintln!("{name}...");
-                activity.ticker = Some(Ticker::start(line_interval(ACTIVITY_EVERY), move || {
-                    format!("{name}: {}s", started.elapsed().as_secs())
-                }));
+                activity.shown.ticker =
+                    Some(Ticker::start(line_interval(ACTIVITY_EVERY), move || {
+                        eprintln!("{name}: {}s{}", started.elapsed().as_secs(), last())
+                    }));
             }
             _ => {}
         }
@@ -204,27 +225,8 @@ impl Activity {
 
     /// Ends it, with a line saying how long it took.
     pub fn finish(mut self) {
-        drop(self.ticker.take());
-        let took = format!(
-            "{}: {:.1}s",
-            self.name,
-            self.started.elapsed().as_secs_f64()
-        );
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-            eprintln!("{took}");
-        } else if self.lines {
-            eprintln!("{took}");
-        }
-    }
-}
-
-impl Drop for Activity {
-    fn drop(&mut self) {
-        drop(self.ticker.take());
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
+        let took = self.started.elapsed().as_secs_f64();
+        self.shown.end(&format!("{}: {took:.1}s", self.name));
     }
 }
 
@@ -236,9 +238,7 @@ pub struct Counter {
     name: String,
     started: Instant,
     done: Arc<AtomicU64>,
-    lines: bool,
-    bar: Option<ProgressBar>,
-    ticker: Option<Ticker>,
+    shown: Shown,
 }
 
 impl Counter {
@@ -250,9 +250,7 @@ impl Counter {
             name: name.clone(),
             started: Instant::now(),
             done: done.clone(),
-            lines: mode == Progress::Lines,
-            bar: None,
-            ticker: None,
+            shown: Shown::new(mode),
         };
         match mode {
             Progress::Bars => {
@@ -265,14 +263,15 @@ impl Counter {
                     .progress_chars("=> "),
                 );
                 bar.set_message(name);
-                counter.bar = Some(bar);
+                counter.shown.bar = Some(bar);
             }
             Progress::Lines => {
                 let total = human_bytes(total);
-                counter.ticker = Some(Ticker::start(line_interval(COUNTER_EVERY), move || {
-                    let done = human_bytes(done.load(Ordering::Relaxed));
-                    format!("{name}: {done} of {total}")
-                }));
+                counter.shown.ticker =
+                    Some(Ticker::start(line_interval(COUNTER_EVERY), move || {
+                        let done = human_bytes(done.load(Ordering::Relaxed));
+                        eprintln!("{name}: {done} of {total}")
+                    }));
             }
             _ => {}
         }
@@ -281,34 +280,84 @@ impl Counter {
 
     pub fn inc(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = &self.shown.bar {
             bar.inc(n);
         }
     }
 
     /// Ends it, with a line saying how much it moved and how long it took.
     pub fn finish(mut self) {
-        drop(self.ticker.take());
         let line = format!(
             "{}: {} in {:.1}s",
             self.name,
             human_bytes(self.done.load(Ordering::Relaxed)),
             self.started.elapsed().as_secs_f64()
         );
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-            eprintln!("{line}");
-        } else if self.lines {
-            eprintln!("{line}");
-        }
+        self.shown.end(&line);
     }
 }
 
-impl Drop for Counter {
-    fn drop(&mut self) {
+/// How an [`Activity`] or a [`Counter`] is shown: its bar on a terminal,
+/// its ticker's lines otherwise, nothing when quiet. Dropping it stops both.
+struct Shown {
+    quiet: bool,
+    bar: Option<ProgressBar>,
+    ticker: Option<Ticker>,
+}
+
+impl Shown {
+    /// `mode` is resolved (not `Auto`).
+    fn new(mode: Progress) -> Self {
+        Self {
+            quiet: mode == Progress::Quiet,
+            bar: None,
+            ticker: None,
+        }
+    }
+
+    /// Stops the bar and the ticker, then prints `line` unless quiet.
+    fn end(&mut self, line: &str) {
+        self.stop();
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    fn stop(&mut self) {
         drop(self.ticker.take());
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
     }
+}
+
+impl Drop for Shown {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The last non-empty line of a log (empty when there is none).
+pub fn last_line(path: &Path) -> String {
+    log_tail(path, 1)
+        .trim_start_matches("  | ")
+        .trim()
+        .to_string()
+}
+
+/// The last `lines` lines of a log, indented.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let mut text = Vec::new();
+    if let Ok(mut file) = File::open(path) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+        let _ = file.read_to_end(&mut text);
+    }
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -3,9 +3,9 @@
 //! cache.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
-use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use hiperiso_stick::io::io_err;
 
 use crate::model::recipe::{Recipe, Recipes};
 use crate::project::Project;
+use crate::sources::progress::{last_line, log_tail};
 use crate::sources::store::Store;
 use crate::steps::cache::{Cache, remove_tree};
 use crate::steps::env::step_env;
@@ -415,28 +416,3 @@ fn recipe_upstream(
 
 /// How often plain progress lines are printed while steps run.
 const PROGRESS_EVERY_SECONDS: u64 = 10;
-
-/// The last non-empty line of a log (empty when there is none).
-fn last_line(path: &Path) -> String {
-    log_tail(path, 1)
-        .trim_start_matches("  | ")
-        .trim()
-        .to_string()
-}
-
-/// The last `lines` lines of a log, indented.
-fn log_tail(path: &Path, lines: usize) -> String {
-    let mut text = Vec::new();
-    if let Ok(mut file) = File::open(path) {
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
-        let _ = file.read_to_end(&mut text);
-    }
-    let text = String::from_utf8_lossy(&text);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..]
-        .iter()
-        .map(|l| format!("  | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}

@@ -11,7 +11,7 @@
 //! rebuilds in a fresh target directory and compares.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +21,7 @@ use hiperiso_stick::io::{IoError, io_err};
 
 use crate::model::lock::Lock;
 use crate::project::Project;
+use crate::sources::progress::{Activity, log_tail};
 use crate::sources::store::{StoreError, sha256_hex};
 use crate::steps::cache::Cache;
 use crate::steps::remote::{Remote, RemoteError};
@@ -52,11 +53,16 @@ pub enum RuntimeError {
         #[source]
         source: io::Error,
     },
-    #[error("building the static runtime failed ({status}): `{command}` in {dir}")]
+    #[error(
+        "building the static runtime failed ({status}): `{command}`; \
+         last lines of its log:\n{tail}\nfull log: {log}"
+    )]
     Cargo {
         status: String,
+        /// The command, with the directory it ran in.
         command: String,
-        dir: PathBuf,
+        tail: String,
+        log: PathBuf,
     },
     #[error(transparent)]
     Step(#[from] StepError),
@@ -189,8 +195,9 @@ impl<'a> RuntimeStep<'a> {
         remapped_flags(target_dir, &self.workspace, &cargo_home)
     }
 
-    /// Builds into `target_dir` and copies the binaries into `out`.
-    fn compile(&self, target_dir: &Path, out: &Path) -> Result<(), RuntimeError> {
+    /// Builds into `target_dir` and copies the binaries into `out`. Cargo's
+    /// output goes to `log`; its last line is the progress shown.
+    fn compile(&self, target_dir: &Path, out: &Path, log: &Path) -> Result<(), RuntimeError> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let args = [
             "build",
@@ -202,6 +209,16 @@ impl<'a> RuntimeStep<'a> {
             "--target",
             TARGET,
         ];
+        if let Some(dir) = log.parent() {
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        let output = File::create(log).map_err(io_err("create", log))?;
+        let errors = output.try_clone().map_err(io_err("open", log))?;
+        let settings = &self.project.settings;
+        if settings.verbosity > 0 {
+            eprintln!("cargo's log: {}", log.display());
+        }
+        let activity = Activity::with_log(settings.progress(), format!("building {NAME}"), log);
         let status = Command::new(&cargo)
             .current_dir(&self.workspace)
             .args(args)
@@ -213,16 +230,24 @@ impl<'a> RuntimeStep<'a> {
             )
             .env_remove("RUSTFLAGS")
             .env("SOURCE_DATE_EPOCH", self.epoch.to_string())
+            .stdout(output)
+            .stderr(errors)
             .status()
             .map_err(|source| RuntimeError::Rustc {
                 program: cargo.to_string_lossy().into_owned(),
                 source,
             })?;
+        drop(activity);
         if !status.success() {
             return Err(RuntimeError::Cargo {
                 status: status.to_string(),
-                command: format!("cargo {}", args.join(" ")),
-                dir: self.workspace.clone(),
+                command: format!(
+                    "cd {} && cargo {}",
+                    self.workspace.display(),
+                    args.join(" ")
+                ),
+                tail: log_tail(log, 20),
+                log: log.to_path_buf(),
             });
         }
         fs::create_dir_all(out).map_err(io_err("create", out))?;
@@ -286,13 +311,11 @@ impl<'a> RuntimeStep<'a> {
                 outcome: Outcome::Pulled,
             });
         }
-        self.project
-            .settings
-            .say(format!("building {NAME} (host cargo)..."));
         let started = Instant::now();
         let work = self.work_dir(&key)?;
         let out = work.join("out");
-        self.compile(&self.cache.dir("cargo")?, &out)?;
+        let log = self.cache.log_path(NAME, &key);
+        self.compile(&self.cache.dir("cargo")?, &out, &log)?;
         let tree = tree::normalize(&out, self.epoch as i64).map_err(StepError::from)?;
         let record = StepRecord {
             step: NAME.to_string(),
@@ -304,9 +327,9 @@ impl<'a> RuntimeStep<'a> {
         };
         let path = self.cache.commit(&out, &tree, &record)?;
         let _ = fs::remove_dir_all(&work);
-        self.project
-            .settings
-            .say(format!("built {NAME} in {:.1}s", record.seconds));
+        if self.project.settings.verbosity >= 0 {
+            eprintln!("built {NAME} in {:.1}s", record.seconds);
+        }
         share(&record)?;
         Ok(StepResult {
             record,
@@ -320,7 +343,10 @@ impl<'a> RuntimeStep<'a> {
         let expected = self.build()?;
         let work = self.work_dir("verify")?;
         let out = work.join("out");
-        self.compile(&work.join("target"), &out)?;
+        let log = self
+            .cache
+            .log_path(NAME, &format!("verify-{}", expected.record.key));
+        self.compile(&work.join("target"), &out, &log)?;
         let tree = tree::normalize(&out, self.epoch as i64).map_err(StepError::from)?;
         if tree.hash() == expected.record.tree {
             let _ = fs::remove_dir_all(&work);

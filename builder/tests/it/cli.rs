@@ -311,3 +311,82 @@ fn runtime_step_is_pinned_to_the_locked_toolchain() {
         "something was built"
     );
 }
+
+/// The runtime step's cargo output goes to its log, not the terminal: `-q`
+/// prints nothing; a failed build shows the log's last lines and its path.
+/// The workspace is a stand-in (two one-line binaries), so cargo takes a
+/// second.
+#[test]
+fn runtime_step_logs_cargo_and_shows_its_tail_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    let manifest = ws.join("hiperiso.toml");
+    std::fs::copy(repo_manifest(), &manifest).unwrap();
+    std::fs::copy(
+        repo_manifest().with_file_name("hiperiso.lock"),
+        ws.join("hiperiso.lock"),
+    )
+    .unwrap();
+    std::fs::write(
+        ws.join("Cargo.toml"),
+        "[workspace]\nmembers = [\"runtime\"]\nresolver = \"2\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ws.join("Cargo.lock"),
+        "version = 4\n\n[[package]]\nname = \"hiperiso-runtime\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    let bins = ws.join("runtime/src/bin");
+    std::fs::create_dir_all(&bins).unwrap();
+    std::fs::create_dir_all(ws.join("stick")).unwrap();
+    std::fs::create_dir_all(ws.join("installer")).unwrap();
+    std::fs::write(
+        ws.join("runtime/Cargo.toml"),
+        "[package]\nname = \"hiperiso-runtime\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(bins.join("hiperiso-log.rs"), "fn main() {}\n").unwrap();
+    std::fs::write(bins.join("hiperiso-init.rs"), "fn main() { not_here() }\n").unwrap();
+    let build = |quiet: bool| {
+        let mut cmd = bin();
+        cmd.arg("--manifest")
+            .arg(&manifest)
+            .arg("--cache-dir")
+            .arg(ws.join("cache"));
+        if quiet {
+            cmd.arg("-q");
+        }
+        run(cmd.args(["build", "runtime"]))
+    };
+
+    let (ok, stdout, stderr) = build(false);
+    assert!(!ok, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("building the static runtime failed")
+            && stderr.contains("last lines of its log:")
+            && stderr.contains("not_here"),
+        "{stderr}"
+    );
+    let log = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("full log: "))
+        .unwrap_or_else(|| panic!("no log path: {stderr}"));
+    let log = std::fs::read_to_string(log.trim()).unwrap();
+    assert!(
+        log.contains("error[E0425]") && log.contains("not_here"),
+        "{log}"
+    );
+
+    std::fs::write(bins.join("hiperiso-init.rs"), "fn main() {}\n").unwrap();
+    let (ok, stdout, stderr) = build(true);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(stderr, "", "-q printed on stderr");
+    // stdout holds only the result: the step and its output tree.
+    let tree = stdout
+        .strip_prefix("runtime ")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    for binary in ["hiperiso-init", "hiperiso-log"] {
+        assert!(Path::new(tree.trim()).join(binary).is_file(), "{stdout}");
+    }
+}
