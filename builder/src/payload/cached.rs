@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -95,21 +96,27 @@ pub fn esp(
     let (record, path, outcome) = derive(cache, ESP, &key, epoch, progress, |out| {
         let mut options = options.clone();
         options.build_info = info;
-        let mut archive = initramfs_path.join(esp::initramfs_name(options.compression));
+        let name = esp::initramfs_name(options.compression);
         let modules = fs::read_to_string(initramfs_path.join(MODULES))
             .map_err(io_err("read", &initramfs_path.join(MODULES)))?;
         let modules = modules.lines().map(str::to_string).collect();
-        // Beside the ESP in the work directory, removed before the commit.
-        let joined = out.join(esp::initramfs_name(options.compression));
-        if let Some(overlay) = esp::overlay_initramfs(&options)? {
-            let mut bytes = fs::read(&archive).map_err(io_err("read", &archive))?;
-            bytes.extend(overlay);
-            fs::write(&joined, bytes).map_err(io_err("write", &joined))?;
-            archive = joined.clone();
-        }
+        // With an overlay, the cached archive and the overlay's, joined
+        // beside the ESP in the work directory (removed before the commit).
+        let overlay = esp::overlay_initramfs(&options)?;
+        let archive = match &overlay {
+            None => initramfs_path.join(&name),
+            Some(overlay) => {
+                let joined = out.join(&name);
+                fs::copy(initramfs_path.join(&name), &joined)
+                    .and_then(|_| fs::OpenOptions::new().append(true).open(&joined))
+                    .and_then(|mut file| file.write_all(overlay))
+                    .map_err(io_err("write", &joined))?;
+                joined
+            }
+        };
         let payload = esp::build(&options, &archive, modules, &out.join(ESP_DIR))?;
-        if archive == joined {
-            fs::remove_file(&joined).map_err(io_err("remove", &joined))?;
+        if overlay.is_some() {
+            fs::remove_file(&archive).map_err(io_err("remove", &archive))?;
         }
         let json = serde_json::to_vec_pretty(&payload).expect("payload serializes");
         let file = out.join(PAYLOAD_JSON);
