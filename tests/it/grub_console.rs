@@ -71,6 +71,24 @@ fn grub_cfg_speaks_the_contracts_names() {
         cfg.contains(&format!("set hiperiso_esp=\"{}=UUID=", cmdline::ESP)),
         "grub.cfg sets hiperiso_esp"
     );
+    // The rescue entry names the data partition as the ISO entries do, by
+    // UUID when GRUB could read it, else (Secure Boot) by its number.
+    let rescue = cfg
+        .lines()
+        .find(|l| l.contains(&format!("{}=1", cmdline::SHELL)))
+        .expect("grub.cfg has the rescue entry");
+    assert!(rescue.contains("${hiperiso_data}"), "{rescue}");
+    for value in [
+        "UUID=${data_uuid}".to_string(),
+        format!(
+            "{}{}",
+            cmdline::DATA_ON_ESP_DISK,
+            cmdline::DATA_PARTITION_NUMBER
+        ),
+    ] {
+        let set = format!("set hiperiso_data=\"{}={value}\"", cmdline::DATA);
+        assert!(cfg.contains(&set), "grub.cfg never does `{set}`");
+    }
 }
 
 #[test]

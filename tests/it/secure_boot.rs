@@ -23,18 +23,20 @@
 //! certificate) and the grub-image step's GRUB, both signed with the key.
 //!
 //! Each boot stops at hiperiso-init's Secure Boot line (what runs after it
-//! is the e2e suite's).
+//! is the e2e suite's). The signed chain's rescue entry is booted as well:
+//! its shell sees the data partition GRUB could not read.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hiperiso_build::payload::grub::Platform;
 use hiperiso_build::payload::secure_boot::{self, Grub, SigningKey};
 use hiperiso_installer::{inspect, pe};
+use hiperiso_runtime::init::DATA_MOUNT;
 use hiperiso_stick::paths::esp::{BOOT_EFI, SIGNED_GRUB_EFI, VMLINUZ};
 use hiperiso_stick::qemu::Firmware;
-use hiperiso_tests::{outer_qemu, stick};
+use hiperiso_tests::{keyboard, outer_qemu, stick};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
@@ -96,6 +98,7 @@ fn secure_boot_ovmf_boots_the_signed_chain_and_refuses_a_tampered_grub() {
         "hiperiso-init did not pick the grubenv default:\n{}",
         stick::tail(&text, 40)
     );
+    rescue_shell_mounts_the_data_partition(dir.path(), &image, vars);
 
     // One byte of GRUB's code changed: shim must refuse it.
     let tampered_esp = dir.path().join("esp-tampered");
@@ -251,6 +254,63 @@ fn enroll_only(key: &SigningKey, vars: &Path) {
 /// Boots `image` under Secure Boot OVMF (its variables a copy of `vars`)
 /// until a console line contains `until`, or shim's refusal; returns
 /// whether hiperiso-init ran.
+/// The menu's rescue entry (the one after the pick entry) under Secure
+/// Boot: GRUB cannot read the data partition, so the entry passes
+/// `hiperiso.data=ESPDISK:1`; hiperiso-init mounts it, and `ls` in the
+/// shell (typed on the keyboard, its output sent to the serial line) lists
+/// the placeholder ISO.
+fn rescue_shell_mounts_the_data_partition(dir: &Path, image: &Path, vars: &Path) {
+    let _slot = crate::runtime_boot::VmSlot::acquire();
+    let copy = dir.join("vars-rescue.fd");
+    fs::copy(vars, &copy).unwrap();
+    let firmware = Firmware::Uefi {
+        code: OVMF_CODE.into(),
+        vars: copy,
+        secure: true,
+    };
+    let console = dir.join("console-rescue.log");
+    let socket = dir.join("qmp-rescue.sock");
+    let mut q = stick::firmware_vm(&firmware, image, &console);
+    q.qmp("qmp", &socket);
+    let mut child = stick::spawn_quiet(&q);
+    let mut qmp = keyboard::connect_qmp(&mut child, &socket);
+    let text = || String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
+    // The console's length once `what` shows after byte `after`; None
+    // after BOOT_TIMEOUT.
+    let wait_for = |what: &str, after: usize| {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        while !text()[after..].contains(what) {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Some(text().len())
+    };
+    let listed = wait_for("Rescue shell", 0).and_then(|_| {
+        keyboard::press(&mut qmp, &["down"]);
+        keyboard::press(&mut qmp, &["ret"]);
+        let shell = wait_for("rescue shell requested", 0)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let ls = format!("ls {DATA_MOUNT}/ISOs >/dev/ttyS0\n");
+        keyboard::type_text(&mut qmp, &ls);
+        wait_for("sb-test.iso", shell)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let shown = text();
+    assert!(
+        listed.is_some(),
+        "the rescue shell did not list the data partition's ISOs:\n{}",
+        stick::tail(&shown, 40)
+    );
+    assert!(
+        shown.contains("looking for the data partition ESPDISK:1"),
+        "{}",
+        stick::tail(&shown, 40)
+    );
+}
+
 fn boot(dir: &Path, image: &Path, name: &str, vars: &Path, until: &str) -> (bool, String) {
     // one of the two outer-VM slots of this test binary
     let _slot = crate::runtime_boot::VmSlot::acquire();
