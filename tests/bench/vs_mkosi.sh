@@ -17,7 +17,9 @@
 #
 # mkosi: $MKOSI (a command), else `pip install mkosi==26` into a venv, else
 # $MKOSI_SRC (a checkout of github.com/systemd/mkosi at tag v26, run with
-# `python3 -m mkosi`). The Debian mirror: $HIPERISO_DEBIAN_MIRROR, else the
+# `python3 -m mkosi`). mkosi uses the host's tools (ToolsTree=): its default
+# tools tree always adds the debian-debug archive, and LocalMirror= cannot be
+# set for it. The Debian mirror: $HIPERISO_DEBIAN_MIRROR, else the
 # host's apt sources (the same rule as hiperiso-build).
 # FROM_SOURCE=1 also times the default (from-source) profile's no-op
 # `image` (its steps must be in the cache: a cold build takes ~30 min).
