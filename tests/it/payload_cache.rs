@@ -1,6 +1,7 @@
 //! The payload through the step cache (builder/src/payload/cached.rs):
 //! `--profile debian image` with nothing changed builds nothing and writes
-//! nothing; one changed input rebuilds what depends on it, and only that.
+//! nothing; one changed input (hiperiso.json's defaults, an overlay file,
+//! the manifest's kernel modules) rebuilds what depends on it, and only that.
 //!
 //! The project is a copy (manifest, overlays, and as its lock the one the
 //! end-to-end tests resolve afresh) beside symlinks to the workspace's
@@ -17,8 +18,11 @@ use std::time::Instant;
 use hiperiso_build::cli::ImageArgs;
 use hiperiso_build::commands::image::{ImageReport, image};
 use hiperiso_build::payload::cached::{ESP, INITRAMFS};
+use hiperiso_build::payload::esp::KERNEL_MODULES;
 use hiperiso_build::settings::Settings;
+use hiperiso_build::sources::store::Store;
 use hiperiso_build::steps::Outcome::{Built, Cached};
+use hiperiso_build::steps::cache::Cache;
 use hiperiso_installer::exfat::ExfatReader;
 use hiperiso_installer::fat::FatReader;
 use hiperiso_installer::inspect;
@@ -78,6 +82,17 @@ fn read(image: &Path, esp: bool, path: &str) -> Vec<u8> {
             .unwrap();
         out
     }
+}
+
+/// A kernel module left out by the kernel-modules edit.
+const DROPPED: &str = "uas";
+
+/// Whether the zstd cpio `archive` holds the module `name` (`name.ko`,
+/// compressed or not).
+fn has_module(archive: &[u8], name: &str) -> bool {
+    let cpio = zstd::decode_all(archive).unwrap();
+    let needle = format!("/{name}.ko");
+    cpio.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 fn append(path: &Path, text: &str) {
@@ -174,7 +189,44 @@ fn debian_payload_is_cached_and_rebuilt_only_where_changed() {
     assert!(overlay.contains(&format!("marker {nonce}\n")));
     assert!(overlay.contains("TRAILER!!!"));
 
+    // The manifest's kernel-modules, an input of the initramfs: both
+    // derivations are rebuilt and the archive follows the edit.
+    let manifest = project.join("hiperiso.toml");
+    let original_manifest = fs::read_to_string(&manifest).unwrap();
+    assert!(
+        has_module(&first_initramfs, DROPPED),
+        "{DROPPED} is in the payload"
+    );
+    let modules: Vec<_> = KERNEL_MODULES.iter().filter(|m| **m != DROPPED).collect();
+    let edited = original_manifest.replacen(
+        "[debian]\n",
+        &format!("[debian]\nkernel-modules = {modules:?}\n"),
+        1,
+    );
+    assert_ne!(
+        edited, original_manifest,
+        "the manifest has a [debian] table"
+    );
+    fs::write(&manifest, edited).unwrap();
+    let store = Store::open_default(None).unwrap();
+    let cache = Cache::new(store.root());
+    let before: Vec<_> = cache.records().into_iter().map(|r| r.key).collect();
+    let report = run("kernel-modules changed");
+    // This variant's records are removed again, so that a machine that runs
+    // this test again rebuilds it (the derivations are keyed by the list).
+    for record in cache.records() {
+        if [INITRAMFS, ESP].contains(&record.step.as_str()) && !before.contains(&record.key) {
+            fs::remove_file(cache.record_path(&record.key)).unwrap();
+        }
+    }
+    assert_eq!(report.payload, [(INITRAMFS, Built), (ESP, Built)]);
+    let initramfs = read(&output, true, INITRAMFS_FILE);
+    assert_ne!(initramfs, first_initramfs);
+    assert!(!has_module(&initramfs, DROPPED), "{DROPPED} was dropped");
+    assert!(has_module(&initramfs, "usb_storage"));
+
     // Everything put back: the first payload from the cache, the same image.
+    fs::write(&manifest, original_manifest).unwrap();
     fs::remove_dir_all(overlays.join("initramfs")).unwrap();
     fs::write(&grub, original_grub).unwrap();
     fs::write(&config, original_config).unwrap();
