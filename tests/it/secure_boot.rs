@@ -251,9 +251,6 @@ fn enroll_only(key: &SigningKey, vars: &Path) {
     });
 }
 
-/// Boots `image` under Secure Boot OVMF (its variables a copy of `vars`)
-/// until a console line contains `until`, or shim's refusal; returns
-/// whether hiperiso-init ran.
 /// The menu's rescue entry (the one after the pick entry) under Secure
 /// Boot: GRUB cannot read the data partition, so the entry passes
 /// `hiperiso.data=ESPDISK:1`; hiperiso-init mounts it, and `ls` in the
@@ -274,18 +271,22 @@ fn rescue_shell_mounts_the_data_partition(dir: &Path, image: &Path, vars: &Path)
     q.qmp("qmp", &socket);
     let mut child = stick::spawn_quiet(&q);
     let mut qmp = keyboard::connect_qmp(&mut child, &socket);
-    let text = || String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
+    let bytes = || fs::read(&console).unwrap_or_default();
     // The console's length once `what` shows after byte `after`; None
     // after BOOT_TIMEOUT.
     let wait_for = |what: &str, after: usize| {
         let deadline = Instant::now() + BOOT_TIMEOUT;
-        while !text()[after..].contains(what) {
+        loop {
+            let shown = bytes();
+            let tail = shown.get(after..).unwrap_or_default();
+            if tail.windows(what.len()).any(|w| w == what.as_bytes()) {
+                return Some(shown.len());
+            }
             if Instant::now() > deadline {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        Some(text().len())
     };
     let listed = wait_for("Rescue shell", 0).and_then(|_| {
         keyboard::press(&mut qmp, &["down"]);
@@ -298,7 +299,7 @@ fn rescue_shell_mounts_the_data_partition(dir: &Path, image: &Path, vars: &Path)
     });
     let _ = child.kill();
     let _ = child.wait();
-    let shown = text();
+    let shown = String::from_utf8_lossy(&bytes()).into_owned();
     assert!(
         listed.is_some(),
         "the rescue shell did not list the data partition's ISOs:\n{}",
@@ -311,6 +312,9 @@ fn rescue_shell_mounts_the_data_partition(dir: &Path, image: &Path, vars: &Path)
     );
 }
 
+/// Boots `image` under Secure Boot OVMF (its variables a copy of `vars`)
+/// until a console line contains `until`, or shim's refusal; returns
+/// whether hiperiso-init ran.
 fn boot(dir: &Path, image: &Path, name: &str, vars: &Path, until: &str) -> (bool, String) {
     // one of the two outer-VM slots of this test binary
     let _slot = crate::runtime_boot::VmSlot::acquire();
